@@ -1,0 +1,95 @@
+//! The node-level set of groups: no process-global state, one registry per node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::{Group, GroupBuilder};
+use crate::clock::Clock;
+use crate::{Error, Result};
+
+/// The groups of one node, sharing its clock and a seed for their randomness.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    groups: RwLock<BTreeMap<String, Group>>,
+}
+
+impl Registry {
+    /// An empty registry reading time from `clock`, with seed 0.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_seed(clock, 0)
+    }
+
+    /// An empty registry whose groups derive their randomness (TTL jitter) from `seed`.
+    pub fn with_seed(clock: Arc<dyn Clock>, seed: u64) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                clock,
+                seed,
+                groups: RwLock::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Starts configuring a group called `name`.
+    pub fn group(&self, name: impl Into<String>) -> GroupBuilder {
+        GroupBuilder::new(self.clone(), name.into())
+    }
+
+    /// The group called `name`.
+    pub fn get(&self, name: &str) -> Result<Group> {
+        self.inner
+            .groups
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownGroup(name.to_owned()))
+    }
+
+    /// All groups, ordered by name.
+    pub fn groups(&self) -> Vec<Group> {
+        self.inner.groups.read().values().cloned().collect()
+    }
+
+    /// Drops expired entries in every group; returns how many.
+    pub fn sweep(&self) -> usize {
+        self.groups().iter().map(Group::sweep).sum()
+    }
+
+    /// Sweeps every `every` on the registry's clock, forever; run it as a task and drop
+    /// or abort it on shutdown.
+    pub async fn run_sweeper(&self, every: Duration) {
+        loop {
+            self.inner.clock.sleep(every).await;
+            let dropped = self.sweep();
+            if dropped > 0 {
+                tracing::debug!(dropped, "sweeper dropped expired entries");
+            }
+        }
+    }
+
+    pub(super) fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    pub(super) fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    pub(super) fn insert(&self, group: Group) -> Result<()> {
+        let mut groups = self.inner.groups.write();
+        if groups.contains_key(group.name()) {
+            return Err(Error::GroupExists(group.name().to_owned()));
+        }
+        groups.insert(group.name().to_owned(), group);
+        Ok(())
+    }
+}

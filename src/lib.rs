@@ -1,0 +1,37 @@
+//! peercache: a distributed read-through cache in the groupcache family.
+//!
+//! A node caches values per [`Group`] (a namespace). On a miss, the owner of the key
+//! (by consistent hashing, [`Ring`]) loads it from the group's [`Loader`]; concurrent
+//! misses share one load ([`singleflight`]). Stores are byte-bounded ([`store`]).
+//!
+//! Time comes only through the [`Clock`] seam, so the same code runs under a simulator.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use peercache::{LoaderFn, Registry, Result, TokioClock};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
+//! let registry = Registry::new(Arc::new(TokioClock::new()));
+//! let users = registry
+//!     .group("users")
+//!     .capacity(1 << 20)
+//!     .loader(LoaderFn(|key: String| async move { Ok(format!("user {key}").into()) }))
+//!     .build()?;
+//! assert_eq!(users.get("42").await?, "user 42");
+//! assert_eq!(users.stats().loads, 1);
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+mod error;
+pub mod group;
+pub mod loader;
+pub mod proto;
+pub mod ring;
+pub mod singleflight;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, TokioClock};
+pub use error::{Error, Result};
+pub use group::{Group, GroupBuilder, GroupStats, PolicyKind, Registry};
+pub use loader::{Loader, LoaderFn};
+pub use ring::{Member, Ring};

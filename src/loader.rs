@@ -1,0 +1,37 @@
+//! The source seam: where a group gets a value it does not have.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::Result;
+
+/// Loads the value of a key from the source of truth (a database, an HTTP service).
+///
+/// Return [`crate::Error::NotFound`] when the source has no value, any other error for a
+/// failure; errors reach the caller and are never cached.
+#[async_trait]
+pub trait Loader: Send + Sync + 'static {
+    /// Loads `key`.
+    async fn load(&self, key: &str) -> Result<Bytes>;
+}
+
+/// Adapts an async closure into a [`Loader`], like groupcache's `GetterFunc`.
+///
+/// ```
+/// # use peercache::{LoaderFn, Result};
+/// let loader = LoaderFn(|key: String| async move { Result::Ok(key.into_bytes().into()) });
+/// ```
+pub struct LoaderFn<F>(pub F);
+
+#[async_trait]
+impl<F, Fut> Loader for LoaderFn<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes>> + Send + 'static,
+{
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        (self.0)(key.to_owned()).await
+    }
+}

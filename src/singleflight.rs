@@ -1,0 +1,224 @@
+//! Duplicate call suppression: concurrent calls for one key share one execution.
+//!
+//! The first caller of a key leads and runs its work; callers arriving while it runs
+//! follow and receive a clone of the leader's result. If the leader is cancelled or its
+//! work panics, its flight is withdrawn and the followers start over, so one of them
+//! takes the lead: nobody waits on a flight that will never finish.
+
+use std::future::Future;
+
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// Whether a call ran the work itself or shared another call's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// This call ran the work.
+    Leader,
+    /// This call received the result of a concurrent leader.
+    Follower,
+}
+
+/// A set of in-flight calls keyed by string. Lookups only; never iterated.
+pub struct SingleFlight<T> {
+    calls: Mutex<HashMap<Box<str>, watch::Receiver<Option<T>>>>,
+}
+
+impl<T> Default for SingleFlight<T> {
+    fn default() -> Self {
+        SingleFlight {
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Withdraws the leader's flight when the leader finishes, is cancelled, or panics.
+struct Lead<'a, T> {
+    flight: &'a SingleFlight<T>,
+    key: &'a str,
+    tx: watch::Sender<Option<T>>,
+}
+
+impl<T> Drop for Lead<'_, T> {
+    fn drop(&mut self) {
+        let mut calls = self.flight.calls.lock();
+        if calls
+            .get(self.key)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
+            calls.remove(self.key);
+        }
+        // Dropping `tx` after this wakes followers of an unfinished flight: they retry.
+    }
+}
+
+impl<T: Clone + Send + Sync> SingleFlight<T> {
+    /// An empty set of flights.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `work` for `key` unless a call for `key` is already in flight, in which case
+    /// waits for that call's result instead.
+    pub async fn run<F, Fut>(&self, key: &str, work: F) -> (T, Role)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        loop {
+            let joined = {
+                let mut calls = self.calls.lock();
+                match calls.get(key) {
+                    Some(rx) => Ok(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        calls.insert(key.into(), rx);
+                        Err(tx)
+                    }
+                }
+            };
+            match joined {
+                Ok(mut rx) => {
+                    // Err: the leader went away without a result; start over.
+                    if let Ok(v) = rx.wait_for(Option::is_some).await {
+                        let v = v.clone().expect("wait_for saw Some");
+                        return (v, Role::Follower);
+                    }
+                }
+                Err(tx) => {
+                    let lead = Lead {
+                        flight: self,
+                        key,
+                        tx,
+                    };
+                    let v = work().await;
+                    lead.tx.send_replace(Some(v.clone()));
+                    return (v, Role::Leader);
+                }
+            }
+        }
+    }
+
+    /// Number of keys in flight.
+    pub fn in_flight(&self) -> usize {
+        self.calls.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn thousand_concurrent_callers_share_one_run() {
+        let flight = Arc::new(SingleFlight::<u64>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let joined = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (flight, runs, joined, gate) =
+                    (flight.clone(), runs.clone(), joined.clone(), gate.clone());
+                tokio::spawn(async move {
+                    // On this single-threaded runtime a task runs until it parks inside
+                    // `run`, so counting here means it has joined the flight.
+                    joined.fetch_add(1, Ordering::SeqCst);
+                    flight
+                        .run("k", || async {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            gate.notified().await;
+                            42
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while joined.load(Ordering::SeqCst) < 1000 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_waiters();
+        let mut leaders = 0;
+        for t in tasks {
+            let (v, role) = t.await.unwrap();
+            assert_eq!(v, 42);
+            leaders += usize::from(role == Role::Leader);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(leaders, 1);
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_leader_hands_over_to_a_follower() {
+        let flight = Arc::new(SingleFlight::<&'static str>::new());
+        let leader = tokio::spawn({
+            let flight = flight.clone();
+            async move {
+                flight
+                    .run("k", || std::future::pending::<&'static str>())
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(flight.in_flight(), 1);
+        let followers: Vec<_> = (0..10)
+            .map(|_| {
+                let flight = flight.clone();
+                tokio::spawn(async move { flight.run("k", || async { "done" }).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        leader.abort();
+        let mut leads = 0;
+        for f in followers {
+            let (v, role) = tokio::time::timeout(Duration::from_secs(1), f)
+                .await
+                .expect("follower must not hang")
+                .unwrap();
+            assert_eq!(v, "done");
+            leads += usize::from(role == Role::Leader);
+        }
+        assert_eq!(leads, 1, "exactly one follower takes over");
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn panicking_leader_does_not_strand_followers() {
+        let flight = Arc::new(SingleFlight::<u8>::new());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let leader = tokio::spawn({
+            let (flight, gate) = (flight.clone(), gate.clone());
+            async move {
+                flight
+                    .run("k", || async move {
+                        gate.notified().await;
+                        panic!("work failed")
+                    })
+                    .await
+            }
+        });
+        while flight.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let follower = tokio::spawn({
+            let flight = flight.clone();
+            async move { flight.run("k", || async { 7 }).await }
+        });
+        tokio::task::yield_now().await;
+        gate.notify_one();
+        assert!(
+            leader.await.is_err(),
+            "the leader's panic reaches the leader"
+        );
+        let (v, _) = tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .expect("follower must not hang")
+            .unwrap();
+        assert_eq!(v, 7);
+    }
+}

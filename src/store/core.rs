@@ -1,0 +1,393 @@
+//! The table both policies share: a slab of entries threaded on two intrusive lists,
+//! a hash index into the slab, per-key version floors, TTL and counters.
+//!
+//! A policy ([`super::Lru`], [`super::Lru2`]) decides only where an entry goes on a hit
+//! and on insert, and which entry to evict. Everything else is here, once.
+//!
+//! Slab indices (`u32`) stand in for pointers, so a hit allocates nothing and moving an
+//! entry to the front of a list is four index writes.
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+
+use super::{ENTRY_OVERHEAD, Evicted, Hit, Reason, Rejected, Stats};
+
+/// "No entry" in list links.
+pub(crate) const NIL: u32 = u32::MAX;
+/// `expires` of an entry that never expires.
+pub(crate) const NEVER: u64 = u64::MAX;
+/// `list` of a slab slot that holds no entry.
+const FREE: u8 = u8::MAX;
+/// Version floors per table; a power of two. Keys share a floor when their hashes
+/// collide, which only makes a stale-fill check more conservative.
+const FLOORS: usize = 256;
+
+struct Node {
+    key: Box<str>,
+    value: Bytes,
+    hash: u64,
+    version: u64,
+    expires: u64,
+    prev: u32,
+    next: u32,
+    list: u8,
+}
+
+impl Node {
+    fn charge(&self) -> u64 {
+        charge(self.key.len(), self.value.len())
+    }
+}
+
+/// Bytes an entry counts against capacity.
+pub(crate) fn charge(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len) as u64 + ENTRY_OVERHEAD
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct List {
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+    pub(crate) len: usize,
+    pub(crate) bytes: u64,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+        bytes: 0,
+    };
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    evictions: u64,
+    expirations: u64,
+    stale_rejections: u64,
+}
+
+/// What a policy decides; the table does the rest.
+pub(crate) trait Placement {
+    /// Entry `idx` (in list `core.list_of(idx)`) was read.
+    fn on_hit(&mut self, core: &mut Core, idx: u32);
+    /// Entry `idx` is new and on no list yet.
+    fn on_insert(&mut self, core: &mut Core, idx: u32);
+    /// The entry to evict next, never `keep` unless nothing else is left.
+    fn victim(&self, core: &Core, keep: u32) -> Option<u32>;
+}
+
+/// The shared table. Not thread safe: [`super::Sharded`] puts each one behind a lock.
+pub(crate) struct Core {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    lists: [List; 2],
+    capacity: u64,
+    floors: Box<[u64]>,
+    counters: Counters,
+    cursor: usize,
+}
+
+impl Core {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Core {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            lists: [List::EMPTY; 2],
+            capacity,
+            floors: vec![0; FLOORS].into_boxed_slice(),
+            counters: Counters::default(),
+            cursor: 0,
+        }
+    }
+
+    pub(crate) fn list(&self, n: usize) -> &List {
+        &self.lists[n]
+    }
+
+    pub(crate) fn list_of(&self, idx: u32) -> usize {
+        usize::from(self.nodes[idx as usize].list)
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.lists[0].bytes + self.lists[1].bytes
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lists[0].len + self.lists[1].len
+    }
+
+    /// The least recent entry of `list` other than `keep`.
+    pub(crate) fn tail_except(&self, list: usize, keep: u32) -> Option<u32> {
+        let mut t = self.lists[list].tail;
+        if t == keep {
+            t = self.nodes[t as usize].prev;
+        }
+        (t != NIL).then_some(t)
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        self.index
+            .find(hash, |&i| &*self.nodes[i as usize].key == key)
+            .copied()
+    }
+
+    fn floor_slot(hash: u64) -> usize {
+        (hash as usize) & (FLOORS - 1)
+    }
+
+    pub(crate) fn floor(&self, hash: u64) -> u64 {
+        self.floors[Self::floor_slot(hash)]
+    }
+
+    /// Takes `idx` off its list.
+    pub(crate) fn unlink(&mut self, idx: u32) {
+        let (prev, next, list, charge) = {
+            let n = &self.nodes[idx as usize];
+            (n.prev, n.next, usize::from(n.list), n.charge())
+        };
+        match prev {
+            NIL => self.lists[list].head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.lists[list].tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+        self.lists[list].len -= 1;
+        self.lists[list].bytes -= charge;
+    }
+
+    /// Puts `idx`, which is on no list, at the front of `list`.
+    pub(crate) fn push_front(&mut self, list: usize, idx: u32) {
+        let head = self.lists[list].head;
+        let charge = {
+            let n = &mut self.nodes[idx as usize];
+            n.prev = NIL;
+            n.next = head;
+            n.list = list as u8;
+            n.charge()
+        };
+        match head {
+            NIL => self.lists[list].tail = idx,
+            h => self.nodes[h as usize].prev = idx,
+        }
+        self.lists[list].head = idx;
+        self.lists[list].len += 1;
+        self.lists[list].bytes += charge;
+    }
+
+    /// Moves `idx` to the front of `list` (its own or another).
+    pub(crate) fn move_to_front(&mut self, list: usize, idx: u32) {
+        if self.lists[list].head != idx {
+            self.unlink(idx);
+            self.push_front(list, idx);
+        }
+    }
+
+    /// Removes entry `idx` entirely and returns its key and value.
+    fn take(&mut self, idx: u32) -> (Box<str>, Bytes) {
+        self.unlink(idx);
+        let hash = self.nodes[idx as usize].hash;
+        self.index
+            .find_entry(hash, |&i| i == idx)
+            .expect("every listed entry is indexed")
+            .remove();
+        let node = &mut self.nodes[idx as usize];
+        node.list = FREE;
+        self.free.push(idx);
+        (
+            std::mem::take(&mut node.key),
+            std::mem::take(&mut node.value),
+        )
+    }
+
+    fn alloc(&mut self, node: Node) -> u32 {
+        match self.free.pop() {
+            Some(idx) => {
+                self.nodes[idx as usize] = node;
+                idx
+            }
+            None => {
+                let idx = u32::try_from(self.nodes.len()).expect("fewer than 2^32 entries");
+                self.nodes.push(node);
+                idx
+            }
+        }
+    }
+
+    fn expired(&self, idx: u32, now: u64) -> bool {
+        self.nodes[idx as usize].expires <= now
+    }
+
+    /// Looks `key` up, dropping it if expired, and lets `placement` see the hit.
+    pub(crate) fn get(
+        &mut self,
+        placement: &mut impl Placement,
+        hash: u64,
+        key: &str,
+        now: u64,
+        out: Option<&mut Vec<Evicted>>,
+    ) -> Option<Hit> {
+        let Some(idx) = self.find(hash, key) else {
+            self.counters.misses += 1;
+            return None;
+        };
+        if self.expired(idx, now) {
+            let (key, value) = self.take(idx);
+            self.counters.expirations += 1;
+            self.counters.misses += 1;
+            if let Some(out) = out {
+                out.push(Evicted {
+                    key,
+                    value,
+                    reason: Reason::Expired,
+                });
+            }
+            return None;
+        }
+        self.counters.hits += 1;
+        placement.on_hit(self, idx);
+        let n = &self.nodes[idx as usize];
+        Some(Hit {
+            value: n.value.clone(),
+            version: n.version,
+            expires: n.expires,
+        })
+    }
+
+    /// Inserts or replaces `key` unless a newer version was seen for it, then evicts
+    /// until the table fits its capacity again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert(
+        &mut self,
+        placement: &mut impl Placement,
+        hash: u64,
+        key: &str,
+        value: Bytes,
+        version: u64,
+        expires: u64,
+        mut out: Option<&mut Vec<Evicted>>,
+    ) -> Result<(), Rejected> {
+        if charge(key.len(), value.len()) > self.capacity {
+            return Err(Rejected::TooLarge);
+        }
+        let slot = Self::floor_slot(hash);
+        if version < self.floors[slot] {
+            self.counters.stale_rejections += 1;
+            return Err(Rejected::Stale);
+        }
+        self.floors[slot] = version;
+        // Clone once now so a `Bytes` built from a `Vec` becomes shared here, not on the
+        // first hit: hits must not allocate.
+        drop(value.clone());
+        let idx = match self.find(hash, key) {
+            Some(idx) => {
+                let list = self.list_of(idx);
+                self.unlink(idx);
+                let n = &mut self.nodes[idx as usize];
+                n.value = value;
+                n.version = version;
+                n.expires = expires;
+                self.push_front(list, idx);
+                idx
+            }
+            None => {
+                let idx = self.alloc(Node {
+                    key: key.into(),
+                    value,
+                    hash,
+                    version,
+                    expires,
+                    prev: NIL,
+                    next: NIL,
+                    list: FREE,
+                });
+                let nodes = &self.nodes;
+                self.index
+                    .insert_unique(hash, idx, |&i| nodes[i as usize].hash);
+                placement.on_insert(self, idx);
+                idx
+            }
+        };
+        self.counters.inserts += 1;
+        while self.bytes() > self.capacity {
+            let victim = placement
+                .victim(self, idx)
+                .expect("an entry that fits alone leaves something else to evict");
+            let (key, value) = self.take(victim);
+            self.counters.evictions += 1;
+            if let Some(out) = out.as_deref_mut() {
+                out.push(Evicted {
+                    key,
+                    value,
+                    reason: Reason::Evicted,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises the key's floor to `version` and drops its entry if older than that.
+    pub(crate) fn remove(&mut self, hash: u64, key: &str, version: u64) -> bool {
+        let slot = Self::floor_slot(hash);
+        self.floors[slot] = self.floors[slot].max(version);
+        match self.find(hash, key) {
+            Some(idx) if self.nodes[idx as usize].version < version => {
+                self.take(idx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Visits up to `budget` slab slots from where the last sweep stopped and drops the
+    /// expired entries among them. Returns how many it dropped.
+    pub(crate) fn sweep(
+        &mut self,
+        now: u64,
+        budget: usize,
+        mut out: Option<&mut Vec<Evicted>>,
+    ) -> usize {
+        let mut dropped = 0;
+        for _ in 0..budget.min(self.nodes.len()) {
+            if self.cursor >= self.nodes.len() {
+                self.cursor = 0;
+            }
+            let idx = self.cursor as u32;
+            self.cursor += 1;
+            if self.nodes[idx as usize].list != FREE && self.expired(idx, now) {
+                let (key, value) = self.take(idx);
+                self.counters.expirations += 1;
+                dropped += 1;
+                if let Some(out) = out.as_deref_mut() {
+                    out.push(Evicted {
+                        key,
+                        value,
+                        reason: Reason::Expired,
+                    });
+                }
+            }
+        }
+        dropped
+    }
+
+    pub(crate) fn add_stats(&self, stats: &mut Stats) {
+        let c = &self.counters;
+        stats.hits += c.hits;
+        stats.misses += c.misses;
+        stats.inserts += c.inserts;
+        stats.evictions += c.evictions;
+        stats.expirations += c.expirations;
+        stats.stale_rejections += c.stale_rejections;
+        stats.items += self.len() as u64;
+        stats.bytes += self.bytes();
+        stats.capacity += self.capacity;
+    }
+}

@@ -1,0 +1,38 @@
+//! Byte-bounded least-recently-used policy.
+
+use super::core::{Core, Placement};
+use super::delegate_policy;
+
+/// Least recently used: a hit moves the entry to the front, eviction takes the back.
+pub struct Lru {
+    core: Core,
+    place: Recency,
+}
+
+struct Recency;
+
+impl Lru {
+    /// An empty LRU holding at most `capacity` bytes.
+    pub fn new(capacity: u64) -> Self {
+        Lru {
+            core: Core::new(capacity),
+            place: Recency,
+        }
+    }
+}
+
+impl Placement for Recency {
+    fn on_hit(&mut self, core: &mut Core, idx: u32) {
+        core.move_to_front(0, idx);
+    }
+
+    fn on_insert(&mut self, core: &mut Core, idx: u32) {
+        core.push_front(0, idx);
+    }
+
+    fn victim(&self, core: &Core, keep: u32) -> Option<u32> {
+        core.tail_except(0, keep)
+    }
+}
+
+delegate_policy!(Lru);

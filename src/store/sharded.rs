@@ -1,0 +1,117 @@
+//! Buckets of one policy each, chosen by key hash, each behind its own lock.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::{Entry, Evicted, Hit, Listener, Policy, Rejected, Stats, Store, key_hash, nanos};
+
+/// Slots each bucket's sweep visits per call: bounds the time a bucket lock is held.
+const SWEEP_BUDGET: usize = 4096;
+
+/// A bucket on its own cache line pair, so neighbouring locks do not false-share.
+#[repr(align(128))]
+struct Bucket<P>(Mutex<P>);
+
+/// A [`Store`] made of `2^k` buckets of policy `P`, so two threads rarely contend.
+///
+/// Capacity is split evenly; an entry must fit in one bucket.
+pub struct Sharded<P> {
+    buckets: Box<[Bucket<P>]>,
+    mask: u64,
+    bucket_capacity: u64,
+    listener: Option<Listener>,
+}
+
+impl<P: Policy> Sharded<P> {
+    /// `buckets` (rounded up to a power of two) buckets sharing `capacity` bytes, each
+    /// made by `make(bucket_capacity)`.
+    pub fn new(capacity: u64, buckets: usize, make: impl Fn(u64) -> P) -> Self {
+        let n = buckets.max(1).next_power_of_two();
+        let bucket_capacity = capacity / n as u64;
+        Sharded {
+            buckets: (0..n)
+                .map(|_| Bucket(Mutex::new(make(bucket_capacity))))
+                .collect(),
+            mask: n as u64 - 1,
+            bucket_capacity,
+            listener: None,
+        }
+    }
+
+    /// Calls `listener` with every entry evicted or expired from now on.
+    pub fn with_listener(mut self, listener: Listener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Number of buckets.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn bucket(&self, hash: u64) -> &Mutex<P> {
+        // High bits pick the bucket; the bucket's own index uses the low bits.
+        &self.buckets[((hash >> 40) & self.mask) as usize].0
+    }
+
+    /// Runs `op` on the key's bucket, collecting evictions only when someone listens,
+    /// and tells the listener after the lock is released.
+    fn with_bucket<R>(
+        &self,
+        hash: u64,
+        op: impl FnOnce(&mut P, Option<&mut Vec<Evicted>>) -> R,
+    ) -> R {
+        match &self.listener {
+            None => op(&mut self.bucket(hash).lock(), None),
+            Some(listener) => {
+                let mut out = Vec::new();
+                let r = op(&mut self.bucket(hash).lock(), Some(&mut out));
+                out.iter().for_each(|e| listener(e));
+                r
+            }
+        }
+    }
+}
+
+impl<P: Policy> Store for Sharded<P> {
+    fn get(&self, key: &str, now: Duration) -> Option<Hit> {
+        let hash = key_hash(key);
+        let now = nanos(Some(now));
+        self.with_bucket(hash, |b, out| b.get(hash, key, now, out))
+    }
+
+    fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
+        let hash = key_hash(key);
+        self.with_bucket(hash, |b, out| b.insert(hash, key, entry, out))
+    }
+
+    fn remove(&self, key: &str, version: u64) -> bool {
+        let hash = key_hash(key);
+        self.bucket(hash).lock().remove(hash, key, version)
+    }
+
+    fn floor(&self, key: &str) -> u64 {
+        let hash = key_hash(key);
+        self.bucket(hash).lock().floor(hash)
+    }
+
+    fn sweep(&self, now: Duration) -> usize {
+        let now = nanos(Some(now));
+        (0..self.buckets.len() as u64)
+            .map(|i| self.with_bucket(i << 40, |b, out| b.sweep(now, SWEEP_BUDGET, out)))
+            .sum()
+    }
+
+    fn max_charge(&self) -> u64 {
+        self.bucket_capacity
+    }
+
+    fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for b in self.buckets.iter() {
+            b.0.lock().add_stats(&mut stats);
+        }
+        stats
+    }
+}
