@@ -18,9 +18,7 @@ pub(crate) const NIL: u32 = u32::MAX;
 pub(crate) const NEVER: u64 = u64::MAX;
 /// `list` of a slab slot that holds no entry.
 const FREE: u8 = u8::MAX;
-/// Version floors per table; a power of two. Keys share a floor when their hashes
-/// collide, which only makes a stale-fill check more conservative.
-const FLOORS: usize = 256;
+use super::VERSION_FLOORS as FLOORS;
 
 struct Node {
     key: Box<str>,
