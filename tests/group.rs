@@ -1,0 +1,534 @@
+//! Group behaviour: read-through, dedup, errors, limits, versions, TTL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use peercache::{Error, Group, LoaderFn, ManualClock, PolicyKind, Registry, Result};
+use tokio::sync::{Notify, Semaphore};
+
+/// A loader that counts calls and answers `v<n>:<key>` for its n-th call.
+#[derive(Clone, Default)]
+struct Source {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Source {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn loader(
+        &self,
+    ) -> LoaderFn<impl Fn(String) -> futures::future::Ready<Result<Bytes>> + Send + Sync + 'static>
+    {
+        let calls = self.calls.clone();
+        LoaderFn(move |key: String| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            futures::future::ready(Ok(Bytes::from(format!("v{n}:{key}"))))
+        })
+    }
+}
+
+fn registry() -> (Registry, ManualClock) {
+    let clock = ManualClock::new();
+    (Registry::new(Arc::new(clock.clone())), clock)
+}
+
+fn group(registry: &Registry, source: &Source) -> Group {
+    registry
+        .group("g")
+        .capacity(1 << 20)
+        .loader(source.loader())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn miss_loads_once_then_hits() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let g = group(&reg, &src);
+    assert_eq!(g.get("a").await.unwrap(), "v1:a");
+    assert_eq!(g.get("a").await.unwrap(), "v1:a");
+    assert_eq!(g.get("b").await.unwrap(), "v2:b");
+    let s = g.stats();
+    assert_eq!((s.gets, s.hits, s.loads, s.loads_deduped), (3, 1, 2, 0));
+    assert_eq!(s.store.items, 2);
+    assert!(s.store.bytes > 0 && s.store.bytes <= s.store.capacity);
+}
+
+/// A loader parked on a semaphore, so tests decide when a load finishes.
+fn gated(
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+    answer: &'static str,
+) -> LoaderFn<
+    impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>
+    + Send
+    + Sync
+    + 'static,
+> {
+    LoaderFn(move |_key: String| {
+        let (calls, gate) = (calls.clone(), gate.clone());
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.expect("gate open").forget();
+            Ok(Bytes::from_static(answer.as_bytes()))
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>
+    })
+}
+
+#[tokio::test]
+async fn thousand_concurrent_gets_of_a_cold_key_make_one_load() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let g = reg
+        .group("g")
+        .loader(gated(calls.clone(), gate.clone(), "value"))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let g = g.clone();
+            tokio::spawn(async move { g.get("cold").await })
+        })
+        .collect();
+    // Single-threaded runtime: after a yield, every task has parked inside `get`.
+    while calls.load(Ordering::SeqCst) == 0 || g.stats().gets < 1000 {
+        tokio::task::yield_now().await;
+    }
+    tokio::task::yield_now().await;
+    gate.add_permits(1);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "value");
+    }
+    let s = g.stats();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((s.loads, s.loads_deduped), (1, 999));
+}
+
+#[tokio::test]
+async fn followers_complete_when_the_leading_get_is_cancelled() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let g = reg
+        .group("g")
+        .loader(gated(calls.clone(), gate.clone(), "value"))
+        .build()
+        .unwrap();
+    let leader = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let followers: Vec<_> = (0..5)
+        .map(|_| {
+            let g = g.clone();
+            tokio::spawn(async move { g.get("k").await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    // One follower takes over and loads again; let it finish.
+    gate.add_permits(1);
+    for f in followers {
+        let v = tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("no hang");
+        assert_eq!(v.unwrap().unwrap(), "value");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the cancelled load plus one take-over"
+    );
+}
+
+#[tokio::test]
+async fn loader_errors_reach_the_caller_and_are_not_cached() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let g = reg
+        .group("g")
+        .loader(LoaderFn(move |key: String| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match (key.as_str(), n) {
+                    ("missing", _) => Err(Error::NotFound(key)),
+                    ("flaky", 0) => Err(Error::load("database timed out")),
+                    _ => Ok(Bytes::from("ok")),
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    assert_eq!(
+        g.get("flaky").await,
+        Err(Error::Load("database timed out".into()))
+    );
+    assert_eq!(
+        g.get("flaky").await.unwrap(),
+        "ok",
+        "the error was not cached"
+    );
+    assert_eq!(
+        g.get("missing").await,
+        Err(Error::NotFound("missing".into()))
+    );
+    assert_eq!(
+        g.get("missing").await,
+        Err(Error::NotFound("missing".into()))
+    );
+    let s = g.stats();
+    assert_eq!((s.loads, s.local_load_errors, s.store.items), (4, 3, 1));
+}
+
+#[tokio::test]
+async fn a_panicking_loader_is_an_error_not_a_crash() {
+    let (reg, _) = registry();
+    let g = reg
+        .group("g")
+        .loader(LoaderFn(|key: String| async move {
+            if key == "boom" {
+                panic!("bad row");
+            }
+            Ok(Bytes::from("fine"))
+        }))
+        .build()
+        .unwrap();
+    let err = g.get("boom").await.unwrap_err();
+    assert_eq!(err, Error::Load("loader panicked: bad row".into()));
+    assert_eq!(g.get("other").await.unwrap(), "fine");
+    assert_eq!(g.stats().local_load_errors, 1);
+}
+
+#[tokio::test]
+async fn bad_keys_and_values_get_typed_errors() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let g = reg
+        .group("g")
+        .capacity(1 << 20)
+        .max_key_len(8)
+        .max_value_len(8)
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    assert_eq!(g.get("").await, Err(Error::EmptyKey));
+    assert_eq!(
+        g.get("123456789").await,
+        Err(Error::KeyTooLong { len: 9, max: 8 })
+    );
+    assert_eq!(g.set("", Bytes::new(), None).await, Err(Error::EmptyKey));
+    assert_eq!(g.remove("").await, Err(Error::EmptyKey));
+    assert_eq!(
+        g.set("k", Bytes::from(vec![0; 9]), None).await,
+        Err(Error::ValueTooLarge { len: 9, max: 8 })
+    );
+    // A loaded value over the limit is an error too, and is not cached.
+    assert_eq!(
+        g.get("12345678").await,
+        Err(Error::ValueTooLarge { len: 11, max: 8 })
+    );
+    assert_eq!(src.calls(), 1, "invalid keys never reach the loader");
+    assert_eq!(g.stats().store.items, 0);
+    assert_eq!(g.get("k").await.unwrap(), "v2:k");
+}
+
+#[tokio::test]
+async fn a_fill_that_started_before_a_set_never_overwrites_it() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let g = reg
+        .group("g")
+        .loader(gated(calls.clone(), gate.clone(), "old"))
+        .build()
+        .unwrap();
+    let fill = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The load is in progress. A writer updates the source and sets the new value.
+    let version = g.set("k", Bytes::from("new"), None).await.unwrap();
+    assert!(version > 0);
+    gate.add_permits(1);
+    assert_eq!(
+        fill.await.unwrap().unwrap(),
+        "old",
+        "the fill's caller gets what it loaded"
+    );
+    assert_eq!(g.get("k").await.unwrap(), "new", "the cache keeps the Set");
+    assert_eq!(g.stats().store.stale_rejections, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_fill_that_started_before_a_remove_does_not_bring_the_value_back() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let g = reg
+        .group("g")
+        .loader(gated(calls.clone(), gate.clone(), "old"))
+        .build()
+        .unwrap();
+    let fill = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    g.remove("k").await.unwrap();
+    gate.add_permits(1);
+    fill.await.unwrap().unwrap();
+    assert_eq!(g.stats().store.items, 0, "the stale fill was refused");
+    // The next get loads again (the source is the truth after a Remove).
+    gate.add_permits(1);
+    g.get("k").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn versions_increase_and_remove_then_get_reloads() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let g = group(&reg, &src);
+    let v1 = g.set("k", Bytes::from("a"), None).await.unwrap();
+    let v2 = g.set("k", Bytes::from("b"), None).await.unwrap();
+    assert!(v2 > v1);
+    assert_eq!(g.get("k").await.unwrap(), "b");
+    let v3 = g.remove("k").await.unwrap();
+    assert!(v3 > v2);
+    assert_eq!(g.get("k").await.unwrap(), "v1:k");
+    assert_eq!(src.calls(), 1);
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_ttl_on_the_clock() {
+    let (reg, clock) = registry();
+    let src = Source::default();
+    let g = reg
+        .group("g")
+        .ttl(Duration::from_secs(10))
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    assert_eq!(g.get("k").await.unwrap(), "v1:k");
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(g.get("k").await.unwrap(), "v1:k");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        g.get("k").await.unwrap(),
+        "v2:k",
+        "expired at exactly its TTL"
+    );
+    // A per-entry TTL overrides the group's.
+    g.set("short", Bytes::from("s"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(g.get("short").await.unwrap(), "v3:short");
+    assert_eq!(g.stats().store.expirations, 2);
+}
+
+#[tokio::test]
+async fn the_sweeper_drops_expired_entries_without_reads() {
+    let (reg, clock) = registry();
+    let src = Source::default();
+    let g = reg
+        .group("g")
+        .ttl(Duration::from_secs(5))
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        g.get(&format!("k{i}")).await.unwrap();
+    }
+    let sweeper = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.run_sweeper(Duration::from_secs(1)).await }
+    });
+    tokio::task::yield_now().await;
+    clock.advance(Duration::from_secs(3));
+    tokio::task::yield_now().await;
+    assert_eq!(g.stats().store.items, 100);
+    clock.advance(Duration::from_secs(3));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let s = g.stats();
+    assert_eq!(
+        (s.store.items, s.store.bytes, s.store.expirations),
+        (0, 0, 100)
+    );
+    sweeper.abort();
+}
+
+async fn expiries_with_seed(seed: u64) -> Vec<u64> {
+    let clock = ManualClock::new();
+    let reg = Registry::with_seed(Arc::new(clock.clone()), seed);
+    let src = Source::default();
+    let g = reg
+        .group("g")
+        .ttl(Duration::from_secs(100))
+        .ttl_jitter(0.5)
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        g.get(&format!("k{i}")).await.unwrap();
+    }
+    // Find each entry's expiry by stepping the clock one second at a time.
+    let mut alive: Vec<usize> = (0..50).collect();
+    let mut expiries = vec![0u64; 50];
+    for t in 1..=100u64 {
+        clock.advance(Duration::from_secs(1));
+        alive.retain(|&i| {
+            let before = src.calls();
+            let v = futures::executor::block_on(g.get(&format!("k{i}"))).unwrap();
+            let reloaded = src.calls() > before;
+            if reloaded {
+                expiries[i] = t;
+                assert!(v.starts_with(b"v"));
+            }
+            !reloaded
+        });
+    }
+    expiries
+}
+
+#[tokio::test]
+async fn ttl_jitter_spreads_expiries_within_bounds_and_replays_by_seed() {
+    let a = expiries_with_seed(7).await;
+    assert!(a.iter().all(|&t| (50..=100).contains(&t)), "{a:?}");
+    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+    assert!(distinct.len() > 10, "jitter spreads expiries: {a:?}");
+    assert_eq!(a, expiries_with_seed(7).await, "same seed, same expiries");
+    assert_ne!(a, expiries_with_seed(8).await);
+}
+
+#[tokio::test]
+async fn eviction_keeps_bytes_within_capacity_and_tells_the_listener() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let evicted = Arc::new(AtomicUsize::new(0));
+    let e = evicted.clone();
+    let g = reg
+        .group("g")
+        .capacity(10_000)
+        .policy(PolicyKind::Lru)
+        .on_evict(Arc::new(move |_| {
+            e.fetch_add(1, Ordering::SeqCst);
+        }))
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    for i in 0..1000 {
+        g.get(&format!("key{i}")).await.unwrap();
+        let s = g.stats().store;
+        assert!(s.bytes <= s.capacity, "{} > {}", s.bytes, s.capacity);
+    }
+    let s = g.stats().store;
+    assert!(s.evictions > 0);
+    assert_eq!(evicted.load(Ordering::SeqCst) as u64, s.evictions);
+    assert_eq!(s.inserts - s.evictions, s.items);
+}
+
+#[tokio::test]
+async fn registry_names_groups_uniquely_and_checks_configuration() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    group(&reg, &src);
+    assert_eq!(
+        reg.group("g").loader(src.loader()).build().unwrap_err(),
+        Error::GroupExists("g".into())
+    );
+    assert_eq!(
+        reg.get("nope").unwrap_err(),
+        Error::UnknownGroup("nope".into())
+    );
+    assert_eq!(reg.get("g").unwrap().name(), "g");
+    let bad = [
+        reg.group("").loader(src.loader()).build(),
+        reg.group("x").build(),
+        reg.group("x").ttl_jitter(1.5).loader(src.loader()).build(),
+        reg.group("x").capacity(100).loader(src.loader()).build(),
+        reg.group("x")
+            .capacity(4096)
+            .max_value_len(8192)
+            .loader(src.loader())
+            .build(),
+        reg.group("x")
+            .capacity(1 << 20)
+            .buckets(1024)
+            .max_value_len(4096)
+            .loader(src.loader())
+            .build(),
+    ];
+    for b in bad {
+        assert!(matches!(b, Err(Error::Config(_))), "{b:?}");
+    }
+    // A small group lowers its default value limit to what fits.
+    let small = reg
+        .group("small")
+        .capacity(4096)
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    assert!(small.limits().1 < 4096);
+    assert_eq!(
+        reg.groups()
+            .iter()
+            .map(|g| g.name().to_owned())
+            .collect::<Vec<_>>(),
+        ["g", "small"]
+    );
+}
+
+#[tokio::test]
+async fn waiting_followers_are_released_by_notify_not_by_polling() {
+    // A follower waits without spinning: with the leader parked, the runtime goes idle.
+    let (reg, _) = registry();
+    let notify = Arc::new(Notify::new());
+    let n = notify.clone();
+    let g = reg
+        .group("g")
+        .loader(LoaderFn(move |_k: String| {
+            let n = n.clone();
+            async move {
+                n.notified().await;
+                Ok(Bytes::from("x"))
+            }
+        }))
+        .build()
+        .unwrap();
+    let a = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    let b = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!a.is_finished() && !b.is_finished());
+    notify.notify_one();
+    assert_eq!(a.await.unwrap().unwrap(), "x");
+    assert_eq!(b.await.unwrap().unwrap(), "x");
+    assert_eq!(g.stats().loads_deduped, 1);
+}
