@@ -158,11 +158,7 @@ mod tests {
         let flight = Arc::new(SingleFlight::<&'static str>::new());
         let leader = tokio::spawn({
             let flight = flight.clone();
-            async move {
-                flight
-                    .run("k", || std::future::pending::<&'static str>())
-                    .await
-            }
+            async move { flight.run("k", std::future::pending::<&'static str>).await }
         });
         tokio::task::yield_now().await;
         assert_eq!(flight.in_flight(), 1);

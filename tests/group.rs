@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use peercache::{Error, Group, LoaderFn, ManualClock, PolicyKind, Registry, Result};
+use peercache::{Error, Group, Loader, LoaderFn, ManualClock, PolicyKind, Registry, Result};
 use tokio::sync::{Notify, Semaphore};
 
 /// A loader that counts calls and answers `v<n>:<key>` for its n-th call.
@@ -19,15 +19,16 @@ impl Source {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn loader(
-        &self,
-    ) -> LoaderFn<impl Fn(String) -> futures::future::Ready<Result<Bytes>> + Send + Sync + 'static>
-    {
-        let calls = self.calls.clone();
-        LoaderFn(move |key: String| {
-            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            futures::future::ready(Ok(Bytes::from(format!("v{n}:{key}"))))
-        })
+    fn loader(&self) -> Self {
+        self.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Loader for Source {
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Bytes::from(format!("v{n}:{key}")))
     }
 }
 
@@ -60,24 +61,27 @@ async fn miss_loads_once_then_hits() {
 }
 
 /// A loader parked on a semaphore, so tests decide when a load finishes.
-fn gated(
+struct Gated {
     calls: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
     answer: &'static str,
-) -> LoaderFn<
-    impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>
-    + Send
-    + Sync
-    + 'static,
-> {
-    LoaderFn(move |_key: String| {
-        let (calls, gate) = (calls.clone(), gate.clone());
-        Box::pin(async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            gate.acquire().await.expect("gate open").forget();
-            Ok(Bytes::from_static(answer.as_bytes()))
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>
-    })
+}
+
+#[async_trait::async_trait]
+impl Loader for Gated {
+    async fn load(&self, _key: &str) -> Result<Bytes> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate open").forget();
+        Ok(Bytes::from_static(self.answer.as_bytes()))
+    }
+}
+
+fn gated(calls: Arc<AtomicUsize>, gate: Arc<Semaphore>, answer: &'static str) -> Gated {
+    Gated {
+        calls,
+        gate,
+        answer,
+    }
 }
 
 #[tokio::test]
