@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: format, lints, then every test (unit, integration, doc, and the
+# simulated scenarios behind the `sim` feature). Installs what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_component() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      rustup component add "$2"
+    else
+      echo "error: 'cargo $1' is missing and rustup is not available; install the $2 component of your Rust toolchain" >&2
+      exit 1
+    fi
+  fi
+}
+need_component fmt rustfmt
+need_component clippy clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo test (all features, including the simulator)"
+cargo test --all-features
