@@ -27,13 +27,13 @@ enum Op {
     Sweep,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(keys: u8, max_len: u16) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => any::<u8>().prop_map(|k| Op::Get(k % 24)),
-        3 => (any::<u8>(), 0u16..300, proptest::option::of(1u8..20), 0u8..4).prop_map(
-            |(k, len, ttl, back)| Op::Insert { key: k % 24, len, ttl, back }
+        4 => any::<u8>().prop_map(move |k| Op::Get(k % keys)),
+        3 => (any::<u8>(), 0..max_len, proptest::option::of(1u8..20), 0u8..4).prop_map(
+            move |(k, len, ttl, back)| Op::Insert { key: k % keys, len, ttl, back }
         ),
-        1 => any::<u8>().prop_map(|k| Op::Remove(k % 24)),
+        1 => any::<u8>().prop_map(move |k| Op::Remove(k % keys)),
         1 => (1u8..10).prop_map(Op::Advance),
         1 => Just(Op::Sweep),
     ]
@@ -54,6 +54,8 @@ struct ModelEntry {
     version: u64,
     expires: u64,
     level: usize,
+    /// Its level's `Model::pushes` when the entry was last put at the front of it.
+    stamp: u64,
 }
 
 /// Reference model: `entries[0]` is the most recent; `level` 0 = probation, 1 = protected.
@@ -66,6 +68,10 @@ struct Model {
     /// None: plain LRU. Some(cap): LRU2 with that protected capacity.
     protected: Option<u64>,
     stats: Stats,
+    /// Times an entry was put at the front of each level.
+    pushes: [u64; 2],
+    /// Keys evicted by the last insert, in order.
+    evicted: Vec<String>,
 }
 
 impl Model {
@@ -89,6 +95,42 @@ impl Model {
         self.entries.iter().position(|e| e.key == key)
     }
 
+    fn level_len(&self, level: usize) -> usize {
+        self.entries.iter().filter(|e| e.level == level).count()
+    }
+
+    /// Puts entry `i` at the front of `level`; a no-op if it is already there.
+    fn push_front(&mut self, i: usize, level: usize) {
+        let first = self.entries.iter().position(|e| e.level == level);
+        if self.entries[i].level == level && first == Some(i) {
+            return;
+        }
+        let mut e = self.entries.remove(i);
+        self.pushes[level] += 1;
+        e.level = level;
+        e.stamp = self.pushes[level];
+        self.entries.insert(0, e);
+    }
+
+    /// The skip rule: an entry pushed fewer than len/4 pushes ago stays where it is.
+    fn near_front(&self, i: usize) -> bool {
+        let e = &self.entries[i];
+        self.pushes[e.level] - e.stamp < self.level_len(e.level) as u64 / 4
+    }
+
+    /// Demotes protected entries, least recent first, while level 2 is over its share.
+    fn fit_protected(&mut self) {
+        let Some(cap) = self.protected else { return };
+        while self.level_bytes(1) > cap && self.level_len(1) > 1 {
+            let last = self.entries.iter().rposition(|e| e.level == 1).unwrap();
+            self.pushes[0] += 1;
+            let mut d = self.entries.remove(last);
+            d.level = 0;
+            d.stamp = self.pushes[0];
+            self.entries.insert(0, d);
+        }
+    }
+
     fn get(&mut self, key: &str, now: u64) -> Option<Bytes> {
         let Some(i) = self.pos(key) else {
             self.stats.misses += 1;
@@ -101,24 +143,15 @@ impl Model {
             return None;
         }
         self.stats.hits += 1;
-        let mut e = self.entries.remove(i);
-        let value = e.value.clone();
-        if let Some(cap) = self.protected {
-            e.level = 1;
-            self.entries.insert(0, e);
-            // Demote the least recent protected entries while level 2 is over its share.
-            while self.level_bytes(1) > cap
-                && self.entries.iter().filter(|e| e.level == 1).count() > 1
-            {
-                let last = self.entries.iter().rposition(|e| e.level == 1).unwrap();
-                let mut d = self.entries.remove(last);
-                d.level = 0;
-                // Front of level 0 = just before the first level-0 entry in recency order
-                // does not matter for the model: only order within a level does.
-                self.entries.insert(0, d);
+        let value = self.entries[i].value.clone();
+        match self.protected {
+            None if !self.near_front(i) => self.push_front(i, 0),
+            None => {}
+            Some(_) if self.entries[i].level == 1 && self.near_front(i) => {}
+            Some(_) => {
+                self.push_front(i, 1);
+                self.fit_protected();
             }
-        } else {
-            self.entries.insert(0, e);
         }
         Some(value)
     }
@@ -139,20 +172,23 @@ impl Model {
             return Err(Rejected::Stale);
         }
         self.floors.insert(slot(key), version);
-        let level = match self.pos(key) {
-            Some(i) => self.entries.remove(i).level,
-            None => 0,
+        let (level, update) = match self.pos(key) {
+            Some(i) => (self.entries.remove(i).level, true),
+            None => (0, false),
         };
-        self.entries.insert(
-            0,
-            ModelEntry {
-                key: key.to_owned(),
-                value,
-                version,
-                expires,
-                level,
-            },
-        );
+        self.pushes[level] += 1;
+        let entry = ModelEntry {
+            key: key.to_owned(),
+            value,
+            version,
+            expires,
+            level,
+            stamp: self.pushes[level],
+        };
+        self.entries.insert(0, entry);
+        if update {
+            self.fit_protected();
+        }
         self.stats.inserts += 1;
         while self.bytes() > self.capacity {
             // Least recent of level 0 (other than the new entry), else of level 1.
@@ -164,7 +200,8 @@ impl Model {
                         .rposition(|e| e.level == lvl && e.key != key)
                 })
                 .expect("something else to evict");
-            self.entries.remove(victim);
+            let gone = self.entries.remove(victim);
+            self.evicted.push(gone.key);
             self.stats.evictions += 1;
         }
         Ok(())
@@ -217,12 +254,14 @@ fn run_against_model<P: Policy>(
                 let version = version.saturating_sub(u64::from(back));
                 let value = Bytes::from(vec![step as u8; len as usize]);
                 let expires_at = ttl.map(|t| Duration::from_nanos(now + u64::from(t)));
+                model.evicted.clear();
                 let want = model.insert(
                     &k,
                     value.clone(),
                     version,
                     expires_at.map_or(u64::MAX, |d| d.as_nanos() as u64),
                 );
+                let mut evicted = Vec::new();
                 let got = store.insert(
                     key_hash(&k),
                     &k,
@@ -231,9 +270,11 @@ fn run_against_model<P: Policy>(
                         version,
                         expires_at,
                     },
-                    None,
+                    Some(&mut evicted),
                 );
                 prop_assert_eq!(got, want, "step {} insert {}", step, k);
+                let evicted: Vec<String> = evicted.iter().map(|e| e.key.to_string()).collect();
+                prop_assert_eq!(&evicted, &model.evicted, "step {} victims", step);
             }
             Op::Remove(k) => {
                 let k = key(k);
@@ -281,19 +322,35 @@ fn run_against_model<P: Policy>(
     Ok(())
 }
 
+/// Small caches: a handful of entries, so evictions and floors are exercised often.
 const CAPACITY: u64 = 6 * (ENTRY_OVERHEAD + 150);
+/// Larger caches: dozens of entries, so the skip-the-move rule (front quarter) matters.
+const LARGE: u64 = 48 * (ENTRY_OVERHEAD + 20);
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn lru_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+    fn lru_matches_model_when_large(ops in proptest::collection::vec(op(120, 40), 1..800)) {
+        let model = Model { capacity: LARGE, ..Model::default() };
+        run_against_model(Lru::new(LARGE), model, ops)?;
+    }
+
+    #[test]
+    fn lru2_matches_model_when_large(ops in proptest::collection::vec(op(120, 40), 1..800)) {
+        let protected = (LARGE as f64 * 0.3) as u64;
+        let model = Model { capacity: LARGE, protected: Some(protected), ..Model::default() };
+        run_against_model(Lru2::with_protected(LARGE, 0.3), model, ops)?;
+    }
+
+    #[test]
+    fn lru_matches_model(ops in proptest::collection::vec(op(24, 300), 1..200)) {
         let model = Model { capacity: CAPACITY, ..Model::default() };
         run_against_model(Lru::new(CAPACITY), model, ops)?;
     }
 
     #[test]
-    fn lru2_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+    fn lru2_matches_model(ops in proptest::collection::vec(op(24, 300), 1..200)) {
         let protected = (CAPACITY as f64 * 0.5) as u64;
         let model = Model { capacity: CAPACITY, protected: Some(protected), ..Model::default() };
         run_against_model(Lru2::with_protected(CAPACITY, 0.5), model, ops)?;

@@ -3,7 +3,8 @@
 use super::core::{Core, Placement};
 use super::delegate_policy;
 
-/// Least recently used: a hit moves the entry to the front, eviction takes the back.
+/// Least recently used: a hit moves the entry to the front (unless it is already in the
+/// front quarter), eviction takes the back.
 pub struct Lru {
     core: Core,
     place: Recency,
@@ -23,7 +24,9 @@ impl Lru {
 
 impl Placement for Recency {
     fn on_hit(&mut self, core: &mut Core, idx: u32) {
-        core.move_to_front(0, idx);
+        if !core.near_front(idx) {
+            core.move_to_front(0, idx);
+        }
     }
 
     fn on_insert(&mut self, core: &mut Core, idx: u32) {

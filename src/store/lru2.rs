@@ -1,7 +1,8 @@
 //! Two-level LRU (segmented LRU): resists one-off scans that flush a plain LRU.
 //!
 //! New keys enter level 1 (probation). A hit on a level-1 entry promotes it to level 2
-//! (protected). Level 2 is capped at a fraction of capacity; its overflow is demoted to
+//! (protected); a hit on a level-2 entry moves it to the front unless it is already in
+//! level 2's front quarter. Level 2 is capped at a fraction of capacity; its overflow is demoted to
 //! the front of level 1, so it gets one more chance. Eviction takes level 1's back first.
 //! A scan touches each key once, so it only churns level 1 and the hot set survives.
 
@@ -42,14 +43,29 @@ impl Lru2 {
     }
 }
 
-impl Placement for TwoLevels {
-    fn on_hit(&mut self, core: &mut Core, idx: u32) {
-        core.move_to_front(PROTECTED, idx);
+impl TwoLevels {
+    /// Demotes level 2's least recent entries to level 1 until level 2 fits its share.
+    fn fit_protected(&self, core: &mut Core) {
         while core.list(PROTECTED).bytes > self.protected_cap && core.list(PROTECTED).len > 1 {
             let tail = core.list(PROTECTED).tail;
             core.unlink(tail);
             core.push_front(PROBATION, tail);
         }
+    }
+}
+
+impl Placement for TwoLevels {
+    fn on_hit(&mut self, core: &mut Core, idx: u32) {
+        if core.list_of(idx) == PROTECTED && core.near_front(idx) {
+            return;
+        }
+        core.move_to_front(PROTECTED, idx);
+        self.fit_protected(core);
+    }
+
+    fn on_update(&mut self, core: &mut Core, _idx: u32) {
+        // A bigger value may have pushed level 2 over its share.
+        self.fit_protected(core);
     }
 
     fn on_insert(&mut self, core: &mut Core, idx: u32) {
