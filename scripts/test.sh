@@ -21,5 +21,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
+echo "== workload generator checks and a small hit-ratio replay (benches/hit_ratio.rs in test mode)"
+cargo test --bench hit_ratio
 echo "== cargo test (all features, including the simulator)"
 cargo test --all-features

@@ -14,7 +14,7 @@
 //! let users = registry
 //!     .group("users")
 //!     .capacity(1 << 20)
-//!     .loader(LoaderFn(|key: String| async move { Ok(format!("user {key}").into()) }))
+//!     .loader(LoaderFn(|key: String| async move { Ok(bytes::Bytes::from(format!("user {key}"))) }))
 //!     .build()?;
 //! assert_eq!(users.get("42").await?, "user 42");
 //! assert_eq!(users.stats().loads, 1);

@@ -20,8 +20,13 @@ pub trait Loader: Send + Sync + 'static {
 /// Adapts an async closure into a [`Loader`], like groupcache's `GetterFunc`.
 ///
 /// ```
-/// # use peercache::{LoaderFn, Result};
-/// let loader = LoaderFn(|key: String| async move { Result::Ok(key.into_bytes().into()) });
+/// # use peercache::{Error, Loader, LoaderFn};
+/// # futures::executor::block_on(async {
+/// let upper = LoaderFn(|key: String| async move {
+///     Ok::<_, Error>(bytes::Bytes::from(key.to_uppercase()))
+/// });
+/// assert_eq!(upper.load("abc").await.unwrap(), "ABC");
+/// # });
 /// ```
 pub struct LoaderFn<F>(pub F);
 

@@ -165,7 +165,15 @@ mod tests {
         let followers: Vec<_> = (0..10)
             .map(|_| {
                 let flight = flight.clone();
-                tokio::spawn(async move { flight.run("k", || async { "done" }).await })
+                tokio::spawn(async move {
+                    // Work that takes a moment, so the woken followers find the new
+                    // leader in flight and join it.
+                    let work = || async {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        "done"
+                    };
+                    flight.run("k", work).await
+                })
             })
             .collect();
         tokio::task::yield_now().await;
