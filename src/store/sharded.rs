@@ -55,18 +55,18 @@ impl<P: Policy> Sharded<P> {
         &self.buckets[((hash >> 40) & self.mask) as usize].0
     }
 
-    /// Runs `op` on the key's bucket, collecting evictions only when someone listens,
-    /// and tells the listener after the lock is released.
+    /// Runs `op` on `bucket`, collecting evictions only when someone listens, and
+    /// tells the listener after the lock is released.
     fn with_bucket<R>(
         &self,
-        hash: u64,
+        bucket: &Mutex<P>,
         op: impl FnOnce(&mut P, Option<&mut Vec<Evicted>>) -> R,
     ) -> R {
         match &self.listener {
-            None => op(&mut self.bucket(hash).lock(), None),
+            None => op(&mut bucket.lock(), None),
             Some(listener) => {
                 let mut out = Vec::new();
-                let r = op(&mut self.bucket(hash).lock(), Some(&mut out));
+                let r = op(&mut bucket.lock(), Some(&mut out));
                 out.iter().for_each(|e| listener(e));
                 r
             }
@@ -78,12 +78,12 @@ impl<P: Policy> Store for Sharded<P> {
     fn get(&self, key: &str, now: Duration) -> Option<Hit> {
         let hash = key_hash(key);
         let now = nanos(Some(now));
-        self.with_bucket(hash, |b, out| b.get(hash, key, now, out))
+        self.with_bucket(self.bucket(hash), |b, out| b.get(hash, key, now, out))
     }
 
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
         let hash = key_hash(key);
-        self.with_bucket(hash, |b, out| b.insert(hash, key, entry, out))
+        self.with_bucket(self.bucket(hash), |b, out| b.insert(hash, key, entry, out))
     }
 
     fn remove(&self, key: &str, version: u64) -> bool {
@@ -98,8 +98,9 @@ impl<P: Policy> Store for Sharded<P> {
 
     fn sweep(&self, now: Duration) -> usize {
         let now = nanos(Some(now));
-        (0..self.buckets.len() as u64)
-            .map(|i| self.with_bucket(i << 40, |b, out| b.sweep(now, SWEEP_BUDGET, out)))
+        self.buckets
+            .iter()
+            .map(|b| self.with_bucket(&b.0, |b, out| b.sweep(now, SWEEP_BUDGET, out)))
             .sum()
     }
 
