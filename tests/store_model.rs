@@ -7,15 +7,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use peercache::store::lru2::SECOND_CHANCES;
 use peercache::store::{
-    ENTRY_OVERHEAD, Entry, Evicted, Lru, Lru2, Policy, Rejected, Stats, VERSION_FLOORS,
+    ENTRY_OVERHEAD, Entry, Evicted, Lru, Lru2, Peek, Policy, Rejected, Stats, VERSION_FLOORS,
     entry_charge, key_hash,
 };
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Get(u8),
+    /// A lookup; `true` goes through `peek` first, as `Sharded` does.
+    Get(u8, bool),
     Insert {
         key: u8,
         len: u16,
@@ -29,7 +31,7 @@ enum Op {
 
 fn op(keys: u8, max_len: u16) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => any::<u8>().prop_map(move |k| Op::Get(k % keys)),
+        4 => (any::<u8>(), any::<bool>()).prop_map(move |(k, peek)| Op::Get(k % keys, peek)),
         3 => (any::<u8>(), 0..max_len, proptest::option::of(1u8..20), 0u8..4).prop_map(
             move |(k, len, ttl, back)| Op::Insert { key: k % keys, len, ttl, back }
         ),
@@ -56,6 +58,8 @@ struct ModelEntry {
     level: usize,
     /// Its level's `Model::pushes` when the entry was last put at the front of it.
     stamp: u64,
+    /// Read since it was last put at the front of a level.
+    referenced: bool,
 }
 
 /// Reference model: `entries[0]` is the most recent; `level` 0 = probation, 1 = protected.
@@ -109,6 +113,7 @@ impl Model {
         self.pushes[level] += 1;
         e.level = level;
         e.stamp = self.pushes[level];
+        e.referenced = false;
         self.entries.insert(0, e);
     }
 
@@ -121,13 +126,16 @@ impl Model {
     /// Demotes protected entries, least recent first, while level 2 is over its share.
     fn fit_protected(&mut self) {
         let Some(cap) = self.protected else { return };
+        // A referenced entry at the back gets a second chance, a bounded number per call.
+        let mut chances = SECOND_CHANCES;
         while self.level_bytes(1) > cap && self.level_len(1) > 1 {
             let last = self.entries.iter().rposition(|e| e.level == 1).unwrap();
-            self.pushes[0] += 1;
-            let mut d = self.entries.remove(last);
-            d.level = 0;
-            d.stamp = self.pushes[0];
-            self.entries.insert(0, d);
+            if chances > 0 && self.entries[last].referenced {
+                chances -= 1;
+                self.push_front(last, 1);
+            } else {
+                self.push_front(last, 0);
+            }
         }
     }
 
@@ -146,8 +154,8 @@ impl Model {
         let value = self.entries[i].value.clone();
         match self.protected {
             None if !self.near_front(i) => self.push_front(i, 0),
-            None => {}
-            Some(_) if self.entries[i].level == 1 && self.near_front(i) => {}
+            None => self.entries[i].referenced = true,
+            Some(_) if self.entries[i].level == 1 => self.entries[i].referenced = true,
             Some(_) => {
                 self.push_front(i, 1);
                 self.fit_protected();
@@ -184,6 +192,7 @@ impl Model {
             expires,
             level,
             stamp: self.pushes[level],
+            referenced: false,
         };
         self.entries.insert(0, entry);
         if update {
@@ -237,9 +246,19 @@ fn run_against_model<P: Policy>(
     let mut version = 0u64;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Get(k) => {
+            Op::Get(k, via_peek) => {
                 let k = key(k);
-                let got = store.get(key_hash(&k), &k, now, None).map(|h| h.value);
+                let hash = key_hash(&k);
+                let peeked = if via_peek {
+                    store.peek(hash, &k, now)
+                } else {
+                    Peek::NeedsWrite
+                };
+                let got = match peeked {
+                    Peek::Hit(hit) => Some(hit.value),
+                    Peek::Miss => None,
+                    Peek::NeedsWrite => store.get(hash, &k, now, None).map(|h| h.value),
+                };
                 prop_assert_eq!(got, model.get(&k, now), "step {} get {}", step, k);
             }
             Op::Insert {

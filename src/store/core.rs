@@ -6,11 +6,17 @@
 //!
 //! Slab indices (`u32`) stand in for pointers, so a hit allocates nothing and moving an
 //! entry to the front of a list is four index writes.
+//!
+//! Most hits need no list change at all ([`Placement::read_only_hit`]): those are served
+//! by [`Core::peek`] through `&self`, so a bucket can answer them under a shared lock,
+//! touching only the entry's reference bit and an atomic counter.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::{ENTRY_OVERHEAD, Evicted, Hit, Reason, Rejected, Stats};
+use super::{ENTRY_OVERHEAD, Evicted, Hit, Peek, Reason, Rejected, Stats};
 
 /// "No entry" in list links.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -31,6 +37,8 @@ struct Node {
     list: u8,
     /// Its list's `pushes` when this entry was last put at the front of it.
     stamp: u64,
+    /// Read since it was last put at the front of a list (CLOCK's reference bit).
+    referenced: AtomicBool,
 }
 
 impl Node {
@@ -65,7 +73,7 @@ impl List {
     };
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct Counters {
     hits: u64,
     misses: u64,
@@ -73,10 +81,16 @@ struct Counters {
     evictions: u64,
     expirations: u64,
     stale_rejections: u64,
+    /// Hits and misses counted by `peek`, under a shared lock.
+    shared_hits: AtomicU64,
+    shared_misses: AtomicU64,
 }
 
 /// What a policy decides; the table does the rest.
 pub(crate) trait Placement {
+    /// True if a hit on `idx` needs no list change; `Core::peek` then sets its reference
+    /// bit and answers without exclusive access.
+    fn read_only_hit(&self, core: &Core, idx: u32) -> bool;
     /// Entry `idx` (in list `core.list_of(idx)`) was read.
     fn on_hit(&mut self, core: &mut Core, idx: u32);
     /// Entry `idx` got a new value and was moved to the front of its own list.
@@ -178,6 +192,7 @@ impl Core {
         let charge = {
             let n = &mut self.nodes[idx as usize];
             n.stamp = stamp;
+            *n.referenced.get_mut() = false;
             n.prev = NIL;
             n.next = head;
             n.list = list as u8;
@@ -199,6 +214,44 @@ impl Core {
         let n = &self.nodes[idx as usize];
         let list = &self.lists[usize::from(n.list)];
         list.pushes - n.stamp < list.len as u64 / 4
+    }
+
+    /// The entry's reference bit: read since it was last put at a list's front.
+    pub(crate) fn referenced(&self, idx: u32) -> bool {
+        self.nodes[idx as usize].referenced.load(Relaxed)
+    }
+
+    /// Sets the entry's reference bit.
+    pub(crate) fn reference(&self, idx: u32) {
+        let bit = &self.nodes[idx as usize].referenced;
+        // Test first: a hot entry's line is then only read, not written, by every hit.
+        if !bit.load(Relaxed) {
+            bit.store(true, Relaxed);
+        }
+    }
+
+    /// Looks `key` up without exclusive access. Answers a miss, or a hit the policy
+    /// says needs no list change; anything else is `NeedsWrite`.
+    pub(crate) fn peek(&self, placement: &impl Placement, hash: u64, key: &str, now: u64) -> Peek {
+        let Some(idx) = self.find(hash, key) else {
+            self.counters.shared_misses.fetch_add(1, Relaxed);
+            return Peek::Miss;
+        };
+        if self.expired(idx, now) || !placement.read_only_hit(self, idx) {
+            return Peek::NeedsWrite;
+        }
+        self.reference(idx);
+        self.counters.shared_hits.fetch_add(1, Relaxed);
+        Peek::Hit(self.hit(idx))
+    }
+
+    fn hit(&self, idx: u32) -> Hit {
+        let n = &self.nodes[idx as usize];
+        Hit {
+            value: n.value.clone(),
+            version: n.version,
+            expires: n.expires,
+        }
     }
 
     /// Moves `idx` to the front of `list` (its own or another).
@@ -272,12 +325,7 @@ impl Core {
         }
         self.counters.hits += 1;
         placement.on_hit(self, idx);
-        let n = &self.nodes[idx as usize];
-        Some(Hit {
-            value: n.value.clone(),
-            version: n.version,
-            expires: n.expires,
-        })
+        Some(self.hit(idx))
     }
 
     /// Inserts or replaces `key` unless a newer version was seen for it, then evicts
@@ -328,6 +376,7 @@ impl Core {
                     next: NIL,
                     list: FREE,
                     stamp: 0,
+                    referenced: AtomicBool::new(false),
                 });
                 let nodes = &self.nodes;
                 self.index
@@ -400,8 +449,8 @@ impl Core {
 
     pub(crate) fn add_stats(&self, stats: &mut Stats) {
         let c = &self.counters;
-        stats.hits += c.hits;
-        stats.misses += c.misses;
+        stats.hits += c.hits + c.shared_hits.load(Relaxed);
+        stats.misses += c.misses + c.shared_misses.load(Relaxed);
         stats.inserts += c.inserts;
         stats.evictions += c.evictions;
         stats.expirations += c.expirations;

@@ -23,6 +23,10 @@ impl Lru {
 }
 
 impl Placement for Recency {
+    fn read_only_hit(&self, core: &Core, idx: u32) -> bool {
+        core.near_front(idx)
+    }
+
     fn on_hit(&mut self, core: &mut Core, idx: u32) {
         if !core.near_front(idx) {
             core.move_to_front(0, idx);

@@ -81,6 +81,17 @@ impl Entry {
     }
 }
 
+/// Outcome of [`Policy::peek`], a lookup through a shared reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek {
+    /// Found, live, and the hit needed no list change.
+    Hit(Hit),
+    /// Not present.
+    Miss,
+    /// Present, but the hit must move or drop the entry: retry with [`Policy::get`].
+    NeedsWrite,
+}
+
 /// Why an insert was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
@@ -140,7 +151,10 @@ pub struct Stats {
 
 /// A single-threaded replacement policy over one bucket. `now` is nanoseconds since the
 /// clock's origin and `hash` is [`key_hash`] of `key`.
-pub trait Policy: Send + 'static {
+pub trait Policy: Send + Sync + 'static {
+    /// Looks a key up through `&self`, so many readers may share the bucket: answers
+    /// misses and the hits that need no list change, and says when `get` is needed.
+    fn peek(&self, hash: u64, key: &str, now: u64) -> Peek;
     /// Finds a live entry and records the access.
     fn get(
         &mut self,
@@ -171,6 +185,10 @@ pub trait Policy: Send + 'static {
 macro_rules! delegate_policy {
     ($ty:ty) => {
         impl $crate::store::Policy for $ty {
+            fn peek(&self, hash: u64, key: &str, now: u64) -> $crate::store::Peek {
+                self.core.peek(&self.place, hash, key, now)
+            }
+
             fn get(
                 &mut self,
                 hash: u64,

@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
-use super::{Entry, Evicted, Hit, Listener, Policy, Rejected, Stats, Store, key_hash, nanos};
+use super::{Entry, Evicted, Hit, Listener, Peek, Policy, Rejected, Stats, Store, key_hash, nanos};
 
 /// Slots each bucket's sweep visits per call: bounds the time a bucket lock is held.
 const SWEEP_BUDGET: usize = 4096;
 
 /// A bucket on its own cache line pair, so neighbouring locks do not false-share.
 #[repr(align(128))]
-struct Bucket<P>(Mutex<P>);
+struct Bucket<P>(RwLock<P>);
 
 /// A [`Store`] made of `2^k` buckets of policy `P`, so two threads rarely contend.
 ///
@@ -31,7 +31,7 @@ impl<P: Policy> Sharded<P> {
         let bucket_capacity = capacity / n as u64;
         Sharded {
             buckets: (0..n)
-                .map(|_| Bucket(Mutex::new(make(bucket_capacity))))
+                .map(|_| Bucket(RwLock::new(make(bucket_capacity))))
                 .collect(),
             mask: n as u64 - 1,
             bucket_capacity,
@@ -50,7 +50,7 @@ impl<P: Policy> Sharded<P> {
         self.buckets.len()
     }
 
-    fn bucket(&self, hash: u64) -> &Mutex<P> {
+    fn bucket(&self, hash: u64) -> &RwLock<P> {
         // High bits pick the bucket; the bucket's own index uses the low bits.
         &self.buckets[((hash >> 40) & self.mask) as usize].0
     }
@@ -59,14 +59,14 @@ impl<P: Policy> Sharded<P> {
     /// tells the listener after the lock is released.
     fn with_bucket<R>(
         &self,
-        bucket: &Mutex<P>,
+        bucket: &RwLock<P>,
         op: impl FnOnce(&mut P, Option<&mut Vec<Evicted>>) -> R,
     ) -> R {
         match &self.listener {
-            None => op(&mut bucket.lock(), None),
+            None => op(&mut bucket.write(), None),
             Some(listener) => {
                 let mut out = Vec::new();
-                let r = op(&mut bucket.lock(), Some(&mut out));
+                let r = op(&mut bucket.write(), Some(&mut out));
                 out.iter().for_each(|e| listener(e));
                 r
             }
@@ -78,7 +78,14 @@ impl<P: Policy> Store for Sharded<P> {
     fn get(&self, key: &str, now: Duration) -> Option<Hit> {
         let hash = key_hash(key);
         let now = nanos(Some(now));
-        self.with_bucket(self.bucket(hash), |b, out| b.get(hash, key, now, out))
+        let bucket = self.bucket(hash);
+        // Most hits change nothing but a reference bit: serve them under the shared lock.
+        match bucket.read().peek(hash, key, now) {
+            Peek::Hit(hit) => return Some(hit),
+            Peek::Miss => return None,
+            Peek::NeedsWrite => {}
+        }
+        self.with_bucket(bucket, |b, out| b.get(hash, key, now, out))
     }
 
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
@@ -88,12 +95,12 @@ impl<P: Policy> Store for Sharded<P> {
 
     fn remove(&self, key: &str, version: u64) -> bool {
         let hash = key_hash(key);
-        self.bucket(hash).lock().remove(hash, key, version)
+        self.bucket(hash).write().remove(hash, key, version)
     }
 
     fn floor(&self, key: &str) -> u64 {
         let hash = key_hash(key);
-        self.bucket(hash).lock().floor(hash)
+        self.bucket(hash).read().floor(hash)
     }
 
     fn sweep(&self, now: Duration) -> usize {
@@ -111,7 +118,7 @@ impl<P: Policy> Store for Sharded<P> {
     fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         for b in self.buckets.iter() {
-            b.0.lock().add_stats(&mut stats);
+            b.0.read().add_stats(&mut stats);
         }
         stats
     }
