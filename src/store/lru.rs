@@ -42,4 +42,6 @@ impl Placement for Recency {
     }
 }
 
-delegate_policy!(Lru);
+// Only hits in the front quarter are read-only; on uniform traffic most are not, and a
+// failed peek costs a second lookup (measured: 278 vs 169 ns per hit on the get bench).
+delegate_policy!(Lru, shared_hits: false);

@@ -101,4 +101,5 @@ impl Placement for TwoLevels {
     }
 }
 
-delegate_policy!(Lru2);
+// Hits on level 2, where hot entries live, only set a reference bit.
+delegate_policy!(Lru2, shared_hits: true);

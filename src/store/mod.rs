@@ -152,6 +152,9 @@ pub struct Stats {
 /// A single-threaded replacement policy over one bucket. `now` is nanoseconds since the
 /// clock's origin and `hash` is [`key_hash`] of `key`.
 pub trait Policy: Send + Sync + 'static {
+    /// Whether most hits need no list change, so that trying [`Policy::peek`] under a
+    /// shared lock first pays off. When false, every lookup takes the exclusive lock.
+    const SHARED_HITS: bool;
     /// Looks a key up through `&self`, so many readers may share the bucket: answers
     /// misses and the hits that need no list change, and says when `get` is needed.
     fn peek(&self, hash: u64, key: &str, now: u64) -> Peek;
@@ -183,8 +186,10 @@ pub trait Policy: Send + Sync + 'static {
 
 /// Implements [`Policy`] for a type with a `core: Core` and a `place: impl Placement`.
 macro_rules! delegate_policy {
-    ($ty:ty) => {
+    ($ty:ty, shared_hits: $shared:expr) => {
         impl $crate::store::Policy for $ty {
+            const SHARED_HITS: bool = $shared;
+
             fn peek(&self, hash: u64, key: &str, now: u64) -> $crate::store::Peek {
                 self.core.peek(&self.place, hash, key, now)
             }

@@ -80,10 +80,12 @@ impl<P: Policy> Store for Sharded<P> {
         let now = nanos(Some(now));
         let bucket = self.bucket(hash);
         // Most hits change nothing but a reference bit: serve them under the shared lock.
-        match bucket.read().peek(hash, key, now) {
-            Peek::Hit(hit) => return Some(hit),
-            Peek::Miss => return None,
-            Peek::NeedsWrite => {}
+        if P::SHARED_HITS {
+            match bucket.read().peek(hash, key, now) {
+                Peek::Hit(hit) => return Some(hit),
+                Peek::Miss => return None,
+                Peek::NeedsWrite => {}
+            }
         }
         self.with_bucket(bucket, |b, out| b.get(hash, key, now, out))
     }
