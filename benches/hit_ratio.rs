@@ -207,8 +207,9 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// Every `new/` result under criterion's directory, by (group, function).
-fn criterion_results(dir: &Path) -> Vec<((String, String), Measured)> {
+/// Criterion results under `dir`, by (group, function): one per saved baseline named
+/// `run<N>` (as `scripts/bench-stores.sh` saves them), or the latest (`new/`) if none.
+fn criterion_results(dir: &Path) -> Vec<((String, String), Vec<Measured>)> {
     let mut found = Vec::new();
     let subdirs = |d: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(d)
@@ -222,12 +223,42 @@ fn criterion_results(dir: &Path) -> Vec<((String, String), Measured)> {
     };
     for group in subdirs(dir) {
         for function in subdirs(&group) {
-            let new = function.join("new");
+            let mut runs: Vec<PathBuf> = subdirs(&function)
+                .into_iter()
+                .filter(|d| {
+                    d.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("run"))
+                })
+                .collect();
+            runs.sort();
+            if runs.is_empty() {
+                runs.push(function.join("new"));
+            }
+            let mut id = None;
+            let mut measured = Vec::new();
+            for run in runs {
+                if let Some((key, m)) = read_run(&run) {
+                    id = Some(key);
+                    measured.push(m);
+                }
+            }
+            if let Some(id) = id {
+                found.push((id, measured));
+            }
+        }
+    }
+    found
+}
+
+/// One criterion result directory: (group, function) and its throughput.
+fn read_run(new: &Path) -> Option<((String, String), Measured)> {
+    {
+        {
             let (Some(bench), Some(est)) = (
                 read_json(&new.join("benchmark.json")),
                 read_json(&new.join("estimates.json")),
             ) else {
-                continue;
+                return None;
             };
             let elements = bench["throughput"]["Elements"].as_f64().unwrap_or(1.0);
             let mean = &est["mean"];
@@ -237,7 +268,7 @@ fn criterion_results(dir: &Path) -> Vec<((String, String), Measured)> {
                 ns(&mean["confidence_interval"]["lower_bound"]),
                 ns(&mean["confidence_interval"]["upper_bound"]),
             ) else {
-                continue;
+                return None;
             };
             let age = std::fs::metadata(new.join("estimates.json"))
                 .and_then(|m| m.modified())
@@ -245,7 +276,7 @@ fn criterion_results(dir: &Path) -> Vec<((String, String), Measured)> {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_default();
             let id = |k: &str| bench[k].as_str().unwrap_or_default().to_owned();
-            found.push((
+            Some((
                 (id("group_id"), id("function_id")),
                 Measured {
                     ops: elements * 1e9 / point,
@@ -253,10 +284,28 @@ fn criterion_results(dir: &Path) -> Vec<((String, String), Measured)> {
                     ops_high: elements * 1e9 / low,
                     age,
                 },
-            ));
+            ))
         }
     }
-    found
+}
+
+/// The median run of a contender (by throughput) and the spread over all its runs.
+struct Summary<'a> {
+    median: &'a Measured,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+fn summarize(runs: &[Measured]) -> Option<Summary<'_>> {
+    let mut sorted: Vec<&Measured> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.ops.total_cmp(&b.ops));
+    Some(Summary {
+        median: sorted.get(sorted.len() / 2)?,
+        min: sorted.first()?.ops,
+        max: sorted.last()?.ops,
+        runs: sorted.len(),
+    })
 }
 
 fn throughput_section(dir: &Path) -> String {
@@ -265,13 +314,13 @@ fn throughput_section(dir: &Path) -> String {
         results
             .iter()
             .find(|((rg, rf), _)| rg == g && rf == f)
-            .map(|(_, m)| m)
+            .and_then(|(_, runs)| summarize(runs))
     };
     let wanted: Vec<_> = GROUPS
         .iter()
         .flat_map(|g| STORES.iter().map(move |f| (*g, *f)))
         .collect();
-    let present: Vec<&Measured> = wanted.iter().filter_map(|(g, f)| get(g, f)).collect();
+    let present: Vec<Summary<'_>> = wanted.iter().filter_map(|(g, f)| get(g, f)).collect();
     if present.is_empty() {
         return format!(
             "No criterion results found under `{}`: run `cargo bench --bench stores` \
@@ -279,10 +328,18 @@ fn throughput_section(dir: &Path) -> String {
             dir.display()
         );
     }
-    let oldest = present.iter().map(|m| m.age).max().unwrap_or_default();
+    let oldest = present
+        .iter()
+        .map(|m| m.median.age)
+        .max()
+        .unwrap_or_default();
+    let runs = present.iter().map(|m| m.runs).min().unwrap_or_default();
     let mut s = format!(
-        "Criterion means with their 95% confidence intervals, from `{}`; the oldest \
-         result was written {} min before this report.",
+        "Each contender was measured in {runs} separate criterion runs (baselines `run1`… \
+         under `{}`; the oldest result was written {} min before this report). Reported: \
+         the median run's mean with its 95% confidence interval, and the lowest and highest \
+         run means, because on this shared 2-core machine runs differ by more than one \
+         run's interval. Ratios compare medians.",
         dir.display(),
         oldest.as_secs() / 60
     );
@@ -293,25 +350,29 @@ fn throughput_section(dir: &Path) -> String {
             wanted.len()
         );
     }
-    s += "\n\n| bench | store | Mops/s (95% CI) | ns/op | × quick_cache | × moka |\n\
-          |---|---|---:|---:|---:|---:|\n";
-    let ratio = |m: &Measured, peer: Option<&Measured>| {
-        peer.map_or("n/a".to_owned(), |p| format!("{:.2}×", m.ops / p.ops))
+    s += "\n\n| bench | store | Mops/s median (95% CI) | runs min–max | ns/op | × quick_cache | × moka |\n\
+          |---|---|---:|---:|---:|---:|---:|\n";
+    let ratio = |m: &Summary<'_>, peer: Option<Summary<'_>>| {
+        peer.map_or("n/a".to_owned(), |p| {
+            format!("{:.2}×", m.median.ops / p.median.ops)
+        })
     };
     for (g, f) in &wanted {
         let Some(m) = get(g, f) else {
-            let _ = writeln!(s, "| {g} | {f} | missing | | | |");
+            let _ = writeln!(s, "| {g} | {f} | missing | | | | |");
             continue;
         };
         let _ = writeln!(
             s,
-            "| {g} | {f} | {:.2} ({:.2}–{:.2}) | {:.1} | {} | {} |",
-            m.ops / 1e6,
-            m.ops_low / 1e6,
-            m.ops_high / 1e6,
-            1e9 / m.ops,
-            ratio(m, get(g, "quick_cache")),
-            ratio(m, get(g, "moka")),
+            "| {g} | {f} | {:.2} ({:.2}–{:.2}) | {:.2}–{:.2} | {:.1} | {} | {} |",
+            m.median.ops / 1e6,
+            m.median.ops_low / 1e6,
+            m.median.ops_high / 1e6,
+            m.min / 1e6,
+            m.max / 1e6,
+            1e9 / m.median.ops,
+            ratio(&m, get(g, "quick_cache")),
+            ratio(&m, get(g, "moka")),
         );
     }
     s + "\nns/op is wall time per operation; with 2 threads both run at once, so it is half \
