@@ -131,6 +131,7 @@ impl Core {
         &self.lists[n]
     }
 
+    #[inline]
     pub(crate) fn list_of(&self, idx: u32) -> usize {
         usize::from(self.nodes[idx as usize].list)
     }
@@ -152,6 +153,7 @@ impl Core {
         (t != NIL).then_some(t)
     }
 
+    #[inline]
     fn find(&self, hash: u64, key: &str) -> Option<u32> {
         self.index
             .find(hash, |&i| &*self.nodes[i as usize].key == key)
@@ -232,17 +234,26 @@ impl Core {
 
     /// Looks `key` up without exclusive access. Answers a miss, or a hit the policy
     /// says needs no list change; anything else is `NeedsWrite`.
+    #[inline]
     pub(crate) fn peek(&self, placement: &impl Placement, hash: u64, key: &str, now: u64) -> Peek {
         let Some(idx) = self.find(hash, key) else {
             self.counters.shared_misses.fetch_add(1, Relaxed);
             return Peek::Miss;
         };
-        if self.expired(idx, now) || !placement.read_only_hit(self, idx) {
+        let n = &self.nodes[idx as usize];
+        if n.expires <= now || !placement.read_only_hit(self, idx) {
             return Peek::NeedsWrite;
         }
-        self.reference(idx);
+        // Test first: a hot entry's line is then only read, not written, by every hit.
+        if !n.referenced.load(Relaxed) {
+            n.referenced.store(true, Relaxed);
+        }
         self.counters.shared_hits.fetch_add(1, Relaxed);
-        Peek::Hit(self.hit(idx))
+        Peek::Hit(Hit {
+            value: n.value.clone(),
+            version: n.version,
+            expires: n.expires,
+        })
     }
 
     fn hit(&self, idx: u32) -> Hit {

@@ -73,6 +73,7 @@ impl TwoLevels {
 }
 
 impl Placement for TwoLevels {
+    #[inline]
     fn read_only_hit(&self, core: &Core, idx: u32) -> bool {
         core.list_of(idx) == PROTECTED
     }

@@ -190,6 +190,7 @@ macro_rules! delegate_policy {
         impl $crate::store::Policy for $ty {
             const SHARED_HITS: bool = $shared;
 
+            #[inline]
             fn peek(&self, hash: u64, key: &str, now: u64) -> $crate::store::Peek {
                 self.core.peek(&self.place, hash, key, now)
             }

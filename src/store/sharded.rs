@@ -75,6 +75,7 @@ impl<P: Policy> Sharded<P> {
 }
 
 impl<P: Policy> Store for Sharded<P> {
+    #[inline]
     fn get(&self, key: &str, now: Duration) -> Option<Hit> {
         let hash = key_hash(key);
         let now = nanos(Some(now));
