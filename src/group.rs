@@ -20,7 +20,8 @@
 //! ```
 //!
 //! `set` and `remove` stamp a version above every version seen for the key, so a fill
-//! that started before them is refused by the store when it completes.
+//! that started before them is refused by the store when it completes; they also detach
+//! the key's flight, so a get issued after them never receives that fill's value.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -160,8 +161,12 @@ impl Group {
             version,
             expires_at: self.expiry(ttl),
         };
-        match self.inner.store.insert(key, entry) {
-            // Stale: a concurrent write with a higher version won; that is its order.
+        let stored = self.inner.store.insert(key, entry);
+        self.inner.flights.forget(key);
+        match stored {
+            // Stale: a newer write to this key (or to one sharing its version slot) came
+            // first. The store dropped any older entry of this key, so the next get loads
+            // from the source, which a cache-aside writer has already updated.
             Ok(()) | Err(Rejected::Stale) => Ok(version),
             Err(Rejected::TooLarge) => {
                 unreachable!("the builder sizes buckets for the largest allowed entry")
@@ -175,6 +180,7 @@ impl Group {
         self.check_key(key)?;
         let version = self.next_version(key);
         self.inner.store.remove(key, version);
+        self.inner.flights.forget(key);
         Ok(version)
     }
 

@@ -100,6 +100,14 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
         }
     }
 
+    /// Detaches the call in flight for `key`, if any: callers arriving from now on start
+    /// a new call instead of joining it. Callers already waiting still get its result.
+    /// A write uses this so that no read issued after it can receive a value loaded
+    /// before it.
+    pub fn forget(&self, key: &str) {
+        self.calls.lock().remove(key);
+    }
+
     /// Number of keys in flight.
     pub fn in_flight(&self) -> usize {
         self.calls.lock().len()

@@ -536,3 +536,105 @@ async fn waiting_followers_are_released_by_notify_not_by_polling() {
     assert_eq!(b.await.unwrap().unwrap(), "x");
     assert_eq!(g.stats().loads_deduped, 1);
 }
+
+#[tokio::test]
+async fn a_get_after_a_remove_does_not_join_a_load_that_started_before_it() {
+    let (reg, _) = registry();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let c = calls.clone();
+    let g2 = gate.clone();
+    let g = reg
+        .group("g")
+        .loader(LoaderFn(move |_key: String| {
+            let (calls, gate) = (c.clone(), g2.clone());
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                gate.acquire().await.expect("gate open").forget();
+                Ok(Bytes::from(format!("source v{n}")))
+            }
+        }))
+        .build()
+        .unwrap();
+    let early = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The writer updated the source and removed the key: reads from now on must not see
+    // what the load in progress read from the source before.
+    g.remove("k").await.unwrap();
+    let late = tokio::spawn({
+        let g = g.clone();
+        async move { g.get("k").await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the late get started its own load"
+    );
+    gate.add_permits(2);
+    assert_eq!(early.await.unwrap().unwrap(), "source v1");
+    assert_eq!(late.await.unwrap().unwrap(), "source v2");
+}
+
+/// Two keys that share the store's version slot (one bucket, so only the slot matters).
+fn colliding_keys() -> (String, String) {
+    use peercache::store::{VERSION_FLOORS, key_hash};
+    let slot = |k: &str| key_hash(k) as usize % VERSION_FLOORS;
+    let a = "a".to_owned();
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|b| slot(b) == slot(&a))
+        .expect("some key shares the slot");
+    (a, b)
+}
+
+#[test]
+fn sets_of_keys_sharing_a_version_slot_never_leave_a_replaced_value_visible() {
+    let (a, b) = colliding_keys();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (reg, _) = registry();
+    let src = Source::default();
+    let g = reg
+        .group("g")
+        .buckets(1)
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let writer_b = tokio::spawn({
+            let g = g.clone();
+            async move {
+                for i in 0..20_000u32 {
+                    g.set(&b, Bytes::from(i.to_string()), None).await.unwrap();
+                }
+            }
+        });
+        let checker_a = tokio::spawn({
+            let g = g.clone();
+            async move {
+                for i in 1..20_000u32 {
+                    g.set(&a, Bytes::from(format!("a{i}")), None).await.unwrap();
+                    let v = g.get(&a).await.unwrap();
+                    // Either the value just set, or a reload from the source; never the
+                    // value this set replaced.
+                    assert!(
+                        v == format!("a{i}") || v.starts_with(b"v"),
+                        "after set a{i}: {v:?}"
+                    );
+                }
+            }
+        });
+        writer_b.await.unwrap();
+        checker_a.await.unwrap();
+    });
+}

@@ -177,6 +177,9 @@ impl Model {
         let floor = self.floors.get(&slot(key)).copied().unwrap_or(0);
         if version < floor {
             self.stats.stale_rejections += 1;
+            // A refused write still supersedes an older entry of its own key.
+            self.entries
+                .retain(|e| e.key != key || e.version >= version);
             return Err(Rejected::Stale);
         }
         self.floors.insert(slot(key), version);

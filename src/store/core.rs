@@ -45,6 +45,23 @@ impl Node {
     fn charge(&self) -> u64 {
         charge(self.key.len(), self.value.len())
     }
+
+    #[inline]
+    fn hit(&self) -> Hit {
+        Hit {
+            value: self.value.clone(),
+            version: self.version,
+            expires: self.expires,
+        }
+    }
+
+    #[inline]
+    fn mark_referenced(&self) {
+        // Test first: a hot entry's line is then only read, not written, by every hit.
+        if !self.referenced.load(Relaxed) {
+            self.referenced.store(true, Relaxed);
+        }
+    }
 }
 
 /// Bytes an entry counts against capacity.
@@ -225,11 +242,7 @@ impl Core {
 
     /// Sets the entry's reference bit.
     pub(crate) fn reference(&self, idx: u32) {
-        let bit = &self.nodes[idx as usize].referenced;
-        // Test first: a hot entry's line is then only read, not written, by every hit.
-        if !bit.load(Relaxed) {
-            bit.store(true, Relaxed);
-        }
+        self.nodes[idx as usize].mark_referenced();
     }
 
     /// Looks `key` up without exclusive access. Answers a miss, or a hit the policy
@@ -244,25 +257,9 @@ impl Core {
         if n.expires <= now || !placement.read_only_hit(self, idx) {
             return Peek::NeedsWrite;
         }
-        // Test first: a hot entry's line is then only read, not written, by every hit.
-        if !n.referenced.load(Relaxed) {
-            n.referenced.store(true, Relaxed);
-        }
+        n.mark_referenced();
         self.counters.shared_hits.fetch_add(1, Relaxed);
-        Peek::Hit(Hit {
-            value: n.value.clone(),
-            version: n.version,
-            expires: n.expires,
-        })
-    }
-
-    fn hit(&self, idx: u32) -> Hit {
-        let n = &self.nodes[idx as usize];
-        Hit {
-            value: n.value.clone(),
-            version: n.version,
-            expires: n.expires,
-        }
+        Peek::Hit(n.hit())
     }
 
     /// Moves `idx` to the front of `list` (its own or another).
@@ -288,6 +285,18 @@ impl Core {
             std::mem::take(&mut node.key),
             std::mem::take(&mut node.value),
         )
+    }
+
+    /// Drops entry `idx` for `reason`, counts it, and hands it to `out` if collecting.
+    fn discard(&mut self, idx: u32, reason: Reason, out: Option<&mut Vec<Evicted>>) {
+        let (key, value) = self.take(idx);
+        match reason {
+            Reason::Evicted => self.counters.evictions += 1,
+            Reason::Expired => self.counters.expirations += 1,
+        }
+        if let Some(out) = out {
+            out.push(Evicted { key, value, reason });
+        }
     }
 
     fn alloc(&mut self, node: Node) -> u32 {
@@ -322,21 +331,13 @@ impl Core {
             return None;
         };
         if self.expired(idx, now) {
-            let (key, value) = self.take(idx);
-            self.counters.expirations += 1;
+            self.discard(idx, Reason::Expired, out);
             self.counters.misses += 1;
-            if let Some(out) = out {
-                out.push(Evicted {
-                    key,
-                    value,
-                    reason: Reason::Expired,
-                });
-            }
             return None;
         }
         self.counters.hits += 1;
         placement.on_hit(self, idx);
-        Some(self.hit(idx))
+        Some(self.nodes[idx as usize].hit())
     }
 
     /// Inserts or replaces `key` unless a newer version was seen for it, then evicts
@@ -358,6 +359,10 @@ impl Core {
         let slot = Self::floor_slot(hash);
         if version < self.floors[slot] {
             self.counters.stale_rejections += 1;
+            // The newer write may have been to another key sharing the slot. Either way,
+            // an entry of this key older than `version` is superseded: drop it rather than
+            // keep serving it, as `remove` would.
+            self.remove_older(hash, key, version);
             return Err(Rejected::Stale);
         }
         self.floors[slot] = version;
@@ -401,15 +406,7 @@ impl Core {
             let victim = placement
                 .victim(self, idx)
                 .expect("an entry that fits alone leaves something else to evict");
-            let (key, value) = self.take(victim);
-            self.counters.evictions += 1;
-            if let Some(out) = out.as_deref_mut() {
-                out.push(Evicted {
-                    key,
-                    value,
-                    reason: Reason::Evicted,
-                });
-            }
+            self.discard(victim, Reason::Evicted, out.as_deref_mut());
         }
         Ok(())
     }
@@ -418,6 +415,11 @@ impl Core {
     pub(crate) fn remove(&mut self, hash: u64, key: &str, version: u64) -> bool {
         let slot = Self::floor_slot(hash);
         self.floors[slot] = self.floors[slot].max(version);
+        self.remove_older(hash, key, version)
+    }
+
+    /// Drops the key's entry if its version is below `version`.
+    fn remove_older(&mut self, hash: u64, key: &str, version: u64) -> bool {
         match self.find(hash, key) {
             Some(idx) if self.nodes[idx as usize].version < version => {
                 self.take(idx);
@@ -443,16 +445,8 @@ impl Core {
             let idx = self.cursor as u32;
             self.cursor += 1;
             if self.nodes[idx as usize].list != FREE && self.expired(idx, now) {
-                let (key, value) = self.take(idx);
-                self.counters.expirations += 1;
+                self.discard(idx, Reason::Expired, out.as_deref_mut());
                 dropped += 1;
-                if let Some(out) = out.as_deref_mut() {
-                    out.push(Evicted {
-                        key,
-                        value,
-                        reason: Reason::Expired,
-                    });
-                }
             }
         }
         dropped
