@@ -217,11 +217,13 @@ impl Group {
         let ttl = ttl.or(inner.ttl)?;
         let ttl = if inner.jitter > 0.0 {
             let cut: f64 = inner.rng.lock().random_range(0.0..inner.jitter);
-            ttl.mul_f64(1.0 - cut)
+            // From f64 seconds, so even a TTL near `Duration::MAX` cannot panic.
+            Duration::try_from_secs_f64(ttl.as_secs_f64() * (1.0 - cut)).unwrap_or(ttl)
         } else {
             ttl
         };
-        Some(inner.clock.now() + ttl)
+        // A huge TTL saturates to "practically never" instead of overflowing.
+        Some(inner.clock.now().saturating_add(ttl))
     }
 
     fn check_key(&self, key: &str) -> Result<()> {

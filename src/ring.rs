@@ -14,6 +14,10 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 /// balance test holds it to 1.15×. A lookup is a binary search, so points are cheap.
 pub const DEFAULT_VNODES: u32 = 512;
 
+/// Largest weight a member can have; larger weights count as this. Bounds the points a
+/// single member adds (`vnodes × weight`), whatever a discovery record says.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// A member of the ring.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Member {
@@ -21,7 +25,7 @@ pub struct Member {
     pub id: String,
     /// Where the member is reached (its gRPC address).
     pub addr: String,
-    /// Relative share of keys; 0 owns nothing.
+    /// Relative share of keys; 0 owns nothing; at most [`MAX_WEIGHT`] counts.
     pub weight: u32,
 }
 
@@ -68,7 +72,7 @@ impl Ring {
         let members: Vec<Member> = by_id.into_values().collect();
         let mut points = Vec::new();
         for (i, m) in members.iter().enumerate() {
-            let count = u64::from(vnodes) * u64::from(m.weight);
+            let count = u64::from(vnodes) * u64::from(m.weight.min(MAX_WEIGHT));
             points.extend((0..count).map(|p| (xxh3_64_with_seed(m.id.as_bytes(), p), i as u32)));
         }
         // Members are sorted by id, so sorting by (hash, index) is sorting by (hash, id).

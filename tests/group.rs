@@ -638,3 +638,46 @@ fn sets_of_keys_sharing_a_version_slot_never_leave_a_replaced_value_visible() {
         checker_a.await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn extreme_ttls_and_limits_are_errors_or_work_never_panics() {
+    let (reg, clock) = registry();
+    let src = Source::default();
+    let g = reg
+        .group("forever")
+        .ttl(Duration::MAX)
+        .ttl_jitter(0.5)
+        .loader(src.loader())
+        .build()
+        .unwrap();
+    assert_eq!(g.get("k").await.unwrap(), "v1:k");
+    g.set("k2", Bytes::from("x"), Some(Duration::MAX))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    assert_eq!(
+        g.get("k").await.unwrap(),
+        "v1:k",
+        "a saturated expiry is in the far future"
+    );
+    assert_eq!(g.get("k2").await.unwrap(), "x");
+    let bad = [
+        reg.group("x")
+            .max_key_len(usize::MAX)
+            .loader(src.loader())
+            .build(),
+        reg.group("x")
+            .policy(PolicyKind::Lru2 { protected: 1.5 })
+            .loader(src.loader())
+            .build(),
+        reg.group("x")
+            .policy(PolicyKind::Lru2 {
+                protected: f64::NAN,
+            })
+            .loader(src.loader())
+            .build(),
+    ];
+    for b in bad {
+        assert!(matches!(b, Err(Error::Config(_))), "{b:?}");
+    }
+}

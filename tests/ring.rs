@@ -143,3 +143,10 @@ fn weight_zero_owns_nothing_and_an_empty_ring_has_no_owner() {
     assert!(keys().take(1000).all(|k| ring.owner(&k).unwrap().id == "a"));
     assert!(Ring::new([], 32).owner("k").is_none());
 }
+
+#[test]
+fn weights_are_capped_so_one_record_cannot_blow_up_the_ring() {
+    use peercache::ring::MAX_WEIGHT;
+    let ring = Ring::new([Member::new("huge", "h:1").with_weight(u32::MAX)], 8);
+    assert_eq!(ring.points_of("huge"), 8 * MAX_WEIGHT as usize);
+}

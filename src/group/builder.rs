@@ -148,12 +148,17 @@ impl GroupBuilder {
         if self.max_key == 0 {
             return config("max key length must be positive".into());
         }
+        if let PolicyKind::Lru2 { protected } = self.policy
+            && !(0.0..=1.0).contains(&protected)
+        {
+            return config(format!("LRU2 level-2 share {protected} is not in [0, 1]"));
+        }
         let Some(loader) = self.loader.clone() else {
             return config("a loader is required".into());
         };
         let room = self
             .capacity
-            .saturating_sub(store::ENTRY_OVERHEAD + self.max_key as u64);
+            .saturating_sub(store::ENTRY_OVERHEAD.saturating_add(self.max_key as u64));
         let max_value = match self.max_value {
             Some(v) if v as u64 > room => {
                 return config(format!(
@@ -170,7 +175,8 @@ impl GroupBuilder {
             }
             None => DEFAULT_MAX_VALUE.min(room as usize),
         };
-        let largest = store::ENTRY_OVERHEAD + (self.max_key + max_value) as u64;
+        // Both limits fit in `capacity` here, so this cannot overflow.
+        let largest = store::ENTRY_OVERHEAD + self.max_key as u64 + max_value as u64;
         let buckets = match self.buckets {
             Some(b) => b.max(1).next_power_of_two(),
             None => auto_buckets(self.capacity, largest),

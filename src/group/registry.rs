@@ -64,9 +64,11 @@ impl Registry {
         self.groups().iter().map(Group::sweep).sum()
     }
 
-    /// Sweeps every `every` on the registry's clock, forever; run it as a task and drop
-    /// or abort it on shutdown.
+    /// Sweeps every `every` (at least 1 ms) on the registry's clock, forever; run it as
+    /// a task and drop or abort it on shutdown.
     pub async fn run_sweeper(&self, every: Duration) {
+        // A zero interval would never yield on a clock whose sleep(0) is ready at once.
+        let every = every.max(Duration::from_millis(1));
         loop {
             self.inner.clock.sleep(every).await;
             let dropped = self.sweep();
