@@ -150,3 +150,34 @@ fn weights_are_capped_so_one_record_cannot_blow_up_the_ring() {
     let ring = Ring::new([Member::new("huge", "h:1").with_weight(u32::MAX)], 8);
     assert_eq!(ring.points_of("huge"), 8 * MAX_WEIGHT as usize);
 }
+
+proptest! {
+    /// Reference model: the owner is the member with the first point clockwise from the
+    /// key's hash (ties by id), found by scanning every point.
+    #[test]
+    fn owner_matches_a_brute_force_scan_of_all_points(
+        n in 1usize..8,
+        weights in proptest::collection::vec(1u32..4, 8),
+        key in "[a-z0-9]{1,12}",
+    ) {
+        use xxhash_rust::xxh3::xxh3_64_with_seed;
+        let vnodes = 4;
+        let ms: Vec<Member> = members(n).into_iter().zip(weights).map(|(m, w)| m.with_weight(w)).collect();
+        let ring = Ring::new(ms.clone(), vnodes);
+        let h = Ring::key_hash(&key);
+        let points = ms.iter().flat_map(|m| {
+            (0..u64::from(vnodes * m.weight)).map(move |p| (xxh3_64_with_seed(m.id.as_bytes(), p), m.id.clone()))
+        });
+        // Distance clockwise from the key; the smallest wins, then the smallest id.
+        let want = points.min_by_key(|(p, id)| (p.wrapping_sub(h), id.clone())).map(|(_, id)| id);
+        prop_assert_eq!(ring.owner(&key).map(|m| m.id.clone()), want);
+    }
+}
+
+#[test]
+fn placement_hashes_are_stable_across_builds() {
+    // Every node of a cluster must place keys alike, whatever version it runs: the
+    // placement hash is xxh3-64 and must never change. Reference values of xxh3-64.
+    assert_eq!(Ring::key_hash(""), 0x2d06800538d394c2);
+    assert_eq!(Ring::key_hash("a"), 0xe6c632b61e964e1f);
+}
