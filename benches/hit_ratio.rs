@@ -251,42 +251,38 @@ fn criterion_results(dir: &Path) -> Vec<((String, String), Vec<Measured>)> {
 }
 
 /// One criterion result directory: (group, function) and its throughput.
-fn read_run(new: &Path) -> Option<((String, String), Measured)> {
-    {
-        {
-            let (Some(bench), Some(est)) = (
-                read_json(&new.join("benchmark.json")),
-                read_json(&new.join("estimates.json")),
-            ) else {
-                return None;
-            };
-            let elements = bench["throughput"]["Elements"].as_f64().unwrap_or(1.0);
-            let mean = &est["mean"];
-            let ns = |v: &serde_json::Value| v.as_f64().filter(|&ns| ns > 0.0);
-            let (Some(point), Some(low), Some(high)) = (
-                ns(&mean["point_estimate"]),
-                ns(&mean["confidence_interval"]["lower_bound"]),
-                ns(&mean["confidence_interval"]["upper_bound"]),
-            ) else {
-                return None;
-            };
-            let age = std::fs::metadata(new.join("estimates.json"))
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .unwrap_or_default();
-            let id = |k: &str| bench[k].as_str().unwrap_or_default().to_owned();
-            Some((
-                (id("group_id"), id("function_id")),
-                Measured {
-                    ops: elements * 1e9 / point,
-                    ops_low: elements * 1e9 / high,
-                    ops_high: elements * 1e9 / low,
-                    age,
-                },
-            ))
-        }
-    }
+fn read_run(dir: &Path) -> Option<((String, String), Measured)> {
+    let (Some(bench), Some(est)) = (
+        read_json(&dir.join("benchmark.json")),
+        read_json(&dir.join("estimates.json")),
+    ) else {
+        return None;
+    };
+    let elements = bench["throughput"]["Elements"].as_f64().unwrap_or(1.0);
+    let mean = &est["mean"];
+    let ns = |v: &serde_json::Value| v.as_f64().filter(|&ns| ns > 0.0);
+    let (Some(point), Some(low), Some(high)) = (
+        ns(&mean["point_estimate"]),
+        ns(&mean["confidence_interval"]["lower_bound"]),
+        ns(&mean["confidence_interval"]["upper_bound"]),
+    ) else {
+        return None;
+    };
+    let age = std::fs::metadata(dir.join("estimates.json"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    let id = |k: &str| bench[k].as_str().unwrap_or_default().to_owned();
+    Some((
+        (id("group_id"), id("function_id")),
+        Measured {
+            ops: elements * 1e9 / point,
+            ops_low: elements * 1e9 / high,
+            ops_high: elements * 1e9 / low,
+            age,
+        },
+    ))
 }
 
 /// The median run of a contender (by throughput) and the spread over all its runs.

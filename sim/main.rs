@@ -175,9 +175,30 @@ fn run(seed: u64) -> (Trace, BTreeMap<String, u64>) {
     (trace, counts)
 }
 
+/// Prints the command that replays a failing scenario, when dropped during a panic.
+struct Replay {
+    scenario: &'static str,
+    seed: u64,
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "sim: scenario={} seed={} FAILED; replay: SIM_SEED={} cargo test --features sim --test sim {}",
+                self.scenario, self.seed, self.seed, self.scenario
+            );
+        }
+    }
+}
+
 #[test]
 fn read_through_over_the_simulated_network() {
     let seed = seed();
+    let _replay = Replay {
+        scenario: "read_through_over_the_simulated_network",
+        seed,
+    };
     let (trace, counts) = run(seed);
     // u0..u19 once, u-new once (the partitioned attempt never reached the db), u0 again
     // after expiry.

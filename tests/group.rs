@@ -76,24 +76,35 @@ impl Loader for Gated {
     }
 }
 
-fn gated(calls: Arc<AtomicUsize>, gate: Arc<Semaphore>, answer: &'static str) -> Gated {
-    Gated {
-        calls,
-        gate,
+/// A group whose loader is [`Gated`]; returns the group, its load counter and its gate.
+fn gated_group(reg: &Registry, answer: &'static str) -> (Group, Arc<AtomicUsize>, Arc<Semaphore>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let loader = Gated {
+        calls: calls.clone(),
+        gate: gate.clone(),
         answer,
+    };
+    let g = reg.group("g").loader(loader).build().unwrap();
+    (g, calls, gate)
+}
+
+fn spawn_get(g: &Group, key: &'static str) -> tokio::task::JoinHandle<Result<Bytes>> {
+    let g = g.clone();
+    tokio::spawn(async move { g.get(key).await })
+}
+
+/// Yields until the loader has been called `n` times.
+async fn until_loads(calls: &AtomicUsize, n: usize) {
+    while calls.load(Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
     }
 }
 
 #[tokio::test]
 async fn thousand_concurrent_gets_of_a_cold_key_make_one_load() {
     let (reg, _) = registry();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(0));
-    let g = reg
-        .group("g")
-        .loader(gated(calls.clone(), gate.clone(), "value"))
-        .build()
-        .unwrap();
+    let (g, calls, gate) = gated_group(&reg, "value");
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let g = g.clone();
@@ -117,20 +128,9 @@ async fn thousand_concurrent_gets_of_a_cold_key_make_one_load() {
 #[tokio::test]
 async fn followers_complete_when_the_leading_get_is_cancelled() {
     let (reg, _) = registry();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(0));
-    let g = reg
-        .group("g")
-        .loader(gated(calls.clone(), gate.clone(), "value"))
-        .build()
-        .unwrap();
-    let leader = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
-    while calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let (g, calls, gate) = gated_group(&reg, "value");
+    let leader = spawn_get(&g, "k");
+    until_loads(&calls, 1).await;
     let followers: Vec<_> = (0..5)
         .map(|_| {
             let g = g.clone();
@@ -250,20 +250,9 @@ async fn bad_keys_and_values_get_typed_errors() {
 #[tokio::test]
 async fn a_fill_that_started_before_a_set_never_overwrites_it() {
     let (reg, _) = registry();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(0));
-    let g = reg
-        .group("g")
-        .loader(gated(calls.clone(), gate.clone(), "old"))
-        .build()
-        .unwrap();
-    let fill = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
-    while calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let (g, calls, gate) = gated_group(&reg, "old");
+    let fill = spawn_get(&g, "k");
+    until_loads(&calls, 1).await;
     // The load is in progress. A writer updates the source and sets the new value.
     let version = g.set("k", Bytes::from("new"), None).await.unwrap();
     assert!(version > 0);
@@ -281,20 +270,9 @@ async fn a_fill_that_started_before_a_set_never_overwrites_it() {
 #[tokio::test]
 async fn a_fill_that_started_before_a_remove_does_not_bring_the_value_back() {
     let (reg, _) = registry();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(0));
-    let g = reg
-        .group("g")
-        .loader(gated(calls.clone(), gate.clone(), "old"))
-        .build()
-        .unwrap();
-    let fill = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
-    while calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let (g, calls, gate) = gated_group(&reg, "old");
+    let fill = spawn_get(&g, "k");
+    until_loads(&calls, 1).await;
     g.remove("k").await.unwrap();
     gate.add_permits(1);
     fill.await.unwrap().unwrap();
@@ -503,8 +481,8 @@ async fn registry_names_groups_uniquely_and_checks_configuration() {
 }
 
 #[tokio::test]
-async fn waiting_followers_are_released_by_notify_not_by_polling() {
-    // A follower waits without spinning: with the leader parked, the runtime goes idle.
+async fn a_follower_waits_for_the_leader_and_shares_its_value() {
+    // Neither get finishes before the source answers; then both have its one value.
     let (reg, _) = registry();
     let notify = Arc::new(Notify::new());
     let n = notify.clone();
@@ -519,14 +497,8 @@ async fn waiting_followers_are_released_by_notify_not_by_polling() {
         }))
         .build()
         .unwrap();
-    let a = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
-    let b = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
+    let a = spawn_get(&g, "k");
+    let b = spawn_get(&g, "k");
     for _ in 0..5 {
         tokio::task::yield_now().await;
     }
@@ -556,20 +528,12 @@ async fn a_get_after_a_remove_does_not_join_a_load_that_started_before_it() {
         }))
         .build()
         .unwrap();
-    let early = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
-    while calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let early = spawn_get(&g, "k");
+    until_loads(&calls, 1).await;
     // The writer updated the source and removed the key: reads from now on must not see
     // what the load in progress read from the source before.
     g.remove("k").await.unwrap();
-    let late = tokio::spawn({
-        let g = g.clone();
-        async move { g.get("k").await }
-    });
+    let late = spawn_get(&g, "k");
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }

@@ -51,6 +51,18 @@ fn two_threads_never_see_another_keys_value_and_stay_within_capacity() {
 
 #[test]
 fn the_listener_runs_outside_the_bucket_lock() {
+    // Run on a thread with a deadline: a regression deadlocks, and must fail, not hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        listener_reads_the_store();
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the listener deadlocked on the bucket lock");
+}
+
+fn listener_reads_the_store() {
     // A listener that reads the store would deadlock if called under the bucket lock.
     let store: Arc<OnceLock<Sharded<Lru>>> = Arc::new(OnceLock::new());
     let seen = Arc::new(AtomicUsize::new(0));

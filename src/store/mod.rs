@@ -22,8 +22,10 @@ pub use lru::Lru;
 pub use lru2::Lru2;
 pub use sharded::Sharded;
 
-/// Fixed bytes charged per entry on top of key and value: the slab node, the index slot
-/// and the list links, rounded up.
+/// Fixed bytes charged per entry on top of key and value. It approximates the slab node
+/// (96 bytes with its list links), which is most of the per-entry cost; the index slot
+/// (about 5 bytes) and the allocator's headers for the key and value buffers are not
+/// counted. Capacity bounds this accounted size, not the process's resident memory.
 pub const ENTRY_OVERHEAD: u64 = 96;
 
 /// Version floors per bucket (a power of two). A key's floor is slot
@@ -131,7 +133,8 @@ pub type Listener = Arc<dyn Fn(&Evicted) + Send + Sync>;
 pub struct Stats {
     /// Lookups that found a live entry.
     pub hits: u64,
-    /// Lookups that found nothing or an expired entry.
+    /// Lookups that found nothing or an expired entry. A group's miss looks twice (once
+    /// before and once inside its flight), so store misses exceed the group's.
     pub misses: u64,
     /// Accepted inserts (new keys and replacements).
     pub inserts: u64,
