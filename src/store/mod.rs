@@ -30,8 +30,9 @@ pub const ENTRY_OVERHEAD: u64 = 96;
 
 /// Version floors per bucket (a power of two). A key's floor is slot
 /// `key_hash(key) % VERSION_FLOORS`; keys that share a slot share a floor, which only makes
-/// the stale-insert check more conservative, never less.
-pub const VERSION_FLOORS: usize = 256;
+/// the stale-insert check more conservative, never less: a write to one key can make a
+/// concurrent fill or write of another key in its slot go uncached (it reloads later).
+pub const VERSION_FLOORS: usize = 1024;
 
 /// Bytes an entry with this key and value counts against a store's capacity.
 pub fn entry_charge(key: &str, value: &[u8]) -> u64 {
