@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use hashbrown::HashTable;
 
+use super::VERSION_FLOORS as FLOORS;
 use super::{ENTRY_OVERHEAD, Evicted, Hit, Peek, Reason, Rejected, Stats};
 
 /// "No entry" in list links.
@@ -24,7 +25,6 @@ pub(crate) const NIL: u32 = u32::MAX;
 pub(crate) const NEVER: u64 = u64::MAX;
 /// `list` of a slab slot that holds no entry.
 const FREE: u8 = u8::MAX;
-use super::VERSION_FLOORS as FLOORS;
 
 struct Node {
     key: Box<str>,
