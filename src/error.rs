@@ -39,6 +39,15 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The request's deadline passed before it completed.
+    #[error("deadline exceeded")]
+    Timeout,
+    /// A listener or server failed.
+    #[error("i/o: {0}")]
+    Io(String),
+    /// The key's owner could not be reached (for writes, which only the owner may apply).
+    #[error("peer unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {

@@ -1,31 +1,39 @@
-//! A group: a named cache namespace with its own store, limits, TTL and loader.
+//! A group: a named cache namespace with its own stores, limits, TTL and loader.
 //!
 //! ```text
-//!  get(key) ── validate ──► main cache ── hit ──────────────────────────► value
+//!  get(key) ── validate ──► main cache ── hit ────────────────────────────────► value
 //!                               │ miss
-//!                               ▼
+//!                           hot cache ── hit (a copy of a peer's key) ────────► value
+//!                               │ miss
 //!                      singleflight(key) ── follower: share the leader's result
-//!                               │ leader
+//!                               │ leader (re-checks both caches)
 //!                               ▼
-//!                     main cache again (filled while we queued?) ── hit ─► value
-//!                               │ miss
-//!                               ▼
-//!                 version = store floor(key)        (newest write seen so far)
-//!                 Loader::load(key) ── error ─► counted, returned, never cached
-//!                               │ ok
-//!                               ▼
-//!                 insert at `version` ── refused if a Set/Remove came meanwhile
-//!                               ▼
-//!                             value
+//!                 PeerPicker: who owns the key?
+//!        self ─────────────┐                    peer P
+//!                          │                      │ PeerClient::get(P, time left)
+//!                          │                      │   ok ─► maybe keep a hot copy ─► value
+//!                          │                      │   P's own error ─► returned as is
+//!                          │                      │   P unreachable ─► count, load here,
+//!                          ▼                      ▼   keep it briefly in the hot cache
+//!               load flight(key)  ◄── also where requests from peers start: a
+//!                          │          peer's request is never forwarded again
+//!                          ▼
+//!          version = store floor(key)        (newest write seen so far)
+//!          Loader::load(key) ── error ─► counted, returned, never cached
+//!                          │ ok
+//!                          ▼
+//!          insert at `version` ── refused if a Set/Remove came meanwhile
 //! ```
 //!
-//! `set` and `remove` stamp a version above every version seen for the key, so a fill
-//! that started before them is refused by the store when it completes; they also detach
-//! the key's flight, so a get issued after them never receives that fill's value.
+//! `set` and `remove` go to the owner, which stamps a version above every version seen
+//! for the key, applies the write, and tells every other member to drop older copies
+//! (`invalidate`). A fill that started before a write is refused by the store when it
+//! completes, on every node, since copies carry the owner's version; writes also detach
+//! the key's flights, so a get issued after a write never receives an older fill.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,15 +44,20 @@ use rand::rngs::SmallRng;
 
 use crate::clock::Clock;
 use crate::loader::Loader;
-use crate::singleflight::{Role, SingleFlight};
+use crate::peer::{Fetched, PeerPicker};
+use crate::singleflight::SingleFlight;
 use crate::store::{self, Entry, Rejected, Store};
 use crate::{Error, Result};
 
 mod builder;
 mod registry;
+mod route;
 
 pub use builder::{GroupBuilder, PolicyKind};
 pub use registry::Registry;
+
+/// Where a node's groups find the peer picker once the node has one.
+pub(crate) type PeerSlot = Arc<OnceLock<Arc<PeerPicker>>>;
 
 /// A named cache namespace. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -54,12 +67,22 @@ pub struct Group {
 
 struct Inner {
     name: String,
-    store: Box<dyn Store>,
+    /// Keys this node owns.
+    main: Box<dyn Store>,
+    /// Short-lived copies of keys other members own, and local loads made while the
+    /// owner was unreachable.
+    hot: Option<Box<dyn Store>>,
     loader: Arc<dyn Loader>,
+    /// Gets from this node's clients, one flight per key.
     flights: SingleFlight<Result<Bytes>>,
+    /// Loads from this node's loader, shared by client gets and peers' requests.
+    loads: SingleFlight<Result<Fetched>>,
+    peers: PeerSlot,
     clock: Arc<dyn Clock>,
     ttl: Option<Duration>,
     jitter: f64,
+    hot_cfg: HotConfig,
+    timeout: Option<Duration>,
     rng: Mutex<SmallRng>,
     max_key: usize,
     max_value: usize,
@@ -67,30 +90,71 @@ struct Inner {
     counters: Counters,
 }
 
+/// How a group keeps copies of keys it does not own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HotConfig {
+    /// Longest a copy fetched from the owner is kept: the staleness bound when an
+    /// invalidation is lost.
+    pub ttl: Duration,
+    /// Longest a value loaded here while its owner was unreachable (or while this node
+    /// disagreed about ownership) is kept.
+    pub fallback_ttl: Duration,
+    /// Share of values fetched from peers that are kept (groupcache keeps one in ten);
+    /// 0 keeps none, 1 keeps all.
+    pub fill_ratio: f64,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        HotConfig {
+            ttl: Duration::from_secs(10),
+            fallback_ttl: Duration::from_secs(1),
+            fill_ratio: 0.1,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     gets: AtomicU64,
     hits: AtomicU64,
+    hot_hits: AtomicU64,
     loads: AtomicU64,
     loads_deduped: AtomicU64,
     local_load_errors: AtomicU64,
+    peer_loads: AtomicU64,
+    peer_errors: AtomicU64,
+    served_to_peers: AtomicU64,
+    invalidations_failed: AtomicU64,
 }
 
-/// A group's counters, in groupcache's spirit, plus its store's.
+/// A group's counters, in groupcache's spirit, plus its stores'.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GroupStats {
-    /// `get` calls, valid or not.
+    /// `get` calls from this node's clients, valid or not.
     pub gets: u64,
-    /// Gets answered from the cache.
+    /// Of those, answered from this node's main or hot cache.
     pub hits: u64,
-    /// Calls of this group's loader.
+    /// Of the hits, answered from the hot cache.
+    pub hot_hits: u64,
+    /// Calls of this node's loader.
     pub loads: u64,
-    /// Gets that shared a load already in flight instead of starting one.
+    /// Gets that shared a flight already under way instead of starting one.
     pub loads_deduped: u64,
     /// Loader calls that failed (including oversize values and panics).
     pub local_load_errors: u64,
+    /// Values fetched from their owner.
+    pub peer_loads: u64,
+    /// Calls to a peer that did not reach it or timed out.
+    pub peer_errors: u64,
+    /// Get requests from peers that this node answered (or failed).
+    pub served_to_peers: u64,
+    /// Invalidations this node, as owner, could not deliver.
+    pub invalidations_failed: u64,
     /// The main store's counters.
     pub store: store::Stats,
+    /// The hot store's counters (zero when the group keeps no hot copies).
+    pub hot: store::Stats,
 }
 
 impl Group {
@@ -104,31 +168,73 @@ impl Group {
         (self.inner.max_key, self.inner.max_value)
     }
 
-    /// Returns the value of `key`, loading it through the loader on a miss.
-    pub async fn get(&self, key: &str) -> Result<Bytes> {
-        let inner = &*self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
-        self.check_key(key)?;
-        if let Some(hit) = inner.store.get(key, inner.clock.now()) {
-            inner.counters.hits.fetch_add(1, Relaxed);
-            return Ok(hit.value);
+    /// The group's counters and its stores'.
+    pub fn stats(&self) -> GroupStats {
+        let c = &self.inner.counters;
+        GroupStats {
+            gets: c.gets.load(Relaxed),
+            hits: c.hits.load(Relaxed),
+            hot_hits: c.hot_hits.load(Relaxed),
+            loads: c.loads.load(Relaxed),
+            loads_deduped: c.loads_deduped.load(Relaxed),
+            local_load_errors: c.local_load_errors.load(Relaxed),
+            peer_loads: c.peer_loads.load(Relaxed),
+            peer_errors: c.peer_errors.load(Relaxed),
+            served_to_peers: c.served_to_peers.load(Relaxed),
+            invalidations_failed: c.invalidations_failed.load(Relaxed),
+            store: self.inner.main.stats(),
+            hot: self
+                .inner
+                .hot
+                .as_ref()
+                .map(|h| h.stats())
+                .unwrap_or_default(),
         }
-        let (result, role) = inner.flights.run(key, || self.load(key)).await;
-        if role == Role::Follower {
-            inner.counters.loads_deduped.fetch_add(1, Relaxed);
+    }
+
+    /// Whether this node holds `key` in its main cache (it owns it, or did).
+    pub fn holds(&self, key: &str) -> bool {
+        self.inner.main.get(key, self.inner.clock.now()).is_some()
+    }
+
+    /// Drops expired entries now (a bounded amount of work); returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.clock.now();
+        let hot = self.inner.hot.as_ref().map_or(0, |h| h.sweep(now));
+        self.inner.main.sweep(now) + hot
+    }
+
+    fn picker(&self) -> Option<&Arc<PeerPicker>> {
+        self.inner.peers.get()
+    }
+
+    /// Loads `key` from this node's loader into `store` (main when this node owns the
+    /// key, hot otherwise), sharing the load with every concurrent asker on this node.
+    async fn load_local(&self, key: &str, owned: bool) -> Result<Fetched> {
+        let (result, role) = self
+            .inner
+            .loads
+            .run(key, || self.load_into(key, owned))
+            .await;
+        if role == crate::singleflight::Role::Follower {
+            self.inner.counters.loads_deduped.fetch_add(1, Relaxed);
         }
         result
     }
 
-    /// The leader's half of a miss: re-check, load, populate.
-    async fn load(&self, key: &str) -> Result<Bytes> {
+    /// The leader's half of a load: re-check, load, populate.
+    async fn load_into(&self, key: &str, owned: bool) -> Result<Fetched> {
         let inner = &*self.inner;
-        if let Some(hit) = inner.store.get(key, inner.clock.now()) {
-            inner.counters.hits.fetch_add(1, Relaxed);
-            return Ok(hit.value);
+        let store = match (owned, &inner.hot) {
+            (false, Some(hot)) => &**hot,
+            _ => &*inner.main,
+        };
+        let now = inner.clock.now();
+        if let Some(hit) = store.get(key, now) {
+            return Ok(self.fetched(hit));
         }
         // Read before loading: any Set/Remove from here on raises the floor above this.
-        let version = inner.store.floor(key);
+        let version = store.floor(key);
         inner.counters.loads.fetch_add(1, Relaxed);
         let loaded = AssertUnwindSafe(inner.loader.load(key))
             .catch_unwind()
@@ -139,82 +245,94 @@ impl Group {
             .inspect_err(|_| {
                 inner.counters.local_load_errors.fetch_add(1, Relaxed);
             })?;
+        let ttl = (!owned).then_some(inner.hot_cfg.fallback_ttl);
         let entry = Entry {
             value: value.clone(),
             version,
-            expires_at: self.expiry(None),
+            expires_at: self.expiry(ttl, !owned),
         };
+        let expires_in = entry
+            .expires_at
+            .map(|at| at.saturating_sub(inner.clock.now()));
         // Stale: a write landed during the load and wins; this caller still gets the
         // value it asked for, which was current when it asked.
-        let _ = inner.store.insert(key, entry);
-        Ok(value)
-    }
-
-    /// Stores `value` under `key` with `ttl` (or the group default) at a new version,
-    /// which it returns. In-flight fills of the key will not overwrite it.
-    pub async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64> {
-        self.check_key(key)?;
-        self.check_value(&value)?;
-        let version = self.next_version(key);
-        let entry = Entry {
+        let _ = store.insert(key, entry);
+        Ok(Fetched {
             value,
             version,
-            expires_at: self.expiry(ttl),
+            expires_in,
+        })
+    }
+
+    fn fetched(&self, hit: store::Hit) -> Fetched {
+        let now = self.inner.clock.now();
+        Fetched {
+            expires_in: hit.expires_at().map(|at| at.saturating_sub(now)),
+            value: hit.value,
+            version: hit.version,
+        }
+    }
+
+    /// Applies a write as the key's owner: stores `value` (or removes the key when
+    /// `None`) at a new version, which it returns.
+    fn write_local(&self, key: &str, value: Option<Bytes>, ttl: Option<Duration>) -> u64 {
+        let inner = &*self.inner;
+        let version = self.next_version(key);
+        let stored = match value {
+            Some(value) => {
+                let entry = Entry {
+                    value,
+                    version,
+                    expires_at: self.expiry(ttl, false),
+                };
+                inner.main.insert(key, entry)
+            }
+            None => {
+                inner.main.remove(key, version);
+                Ok(())
+            }
         };
-        let stored = self.inner.store.insert(key, entry);
-        self.inner.flights.forget(key);
+        self.drop_copies(key, version);
         match stored {
             // Stale: a newer write to this key (or to one sharing its version slot) came
             // first. The store dropped any older entry of this key, so the next get loads
             // from the source, which a cache-aside writer has already updated.
-            Ok(()) | Err(Rejected::Stale) => Ok(version),
+            Ok(()) | Err(Rejected::Stale) => version,
             Err(Rejected::TooLarge) => {
                 unreachable!("the builder sizes buckets for the largest allowed entry")
             }
         }
     }
 
-    /// Drops `key` at a new version, which it returns. In-flight fills of the key will
-    /// not bring the old value back.
-    pub async fn remove(&self, key: &str) -> Result<u64> {
-        self.check_key(key)?;
-        let version = self.next_version(key);
-        self.inner.store.remove(key, version);
-        self.inner.flights.forget(key);
-        Ok(version)
-    }
-
-    /// The group's counters and its store's.
-    pub fn stats(&self) -> GroupStats {
-        let c = &self.inner.counters;
-        GroupStats {
-            gets: c.gets.load(Relaxed),
-            hits: c.hits.load(Relaxed),
-            loads: c.loads.load(Relaxed),
-            loads_deduped: c.loads_deduped.load(Relaxed),
-            local_load_errors: c.local_load_errors.load(Relaxed),
-            store: self.inner.store.stats(),
+    /// Drops this node's copies of `key` older than `version` (hot ones, and a main one
+    /// left from when this node owned the key) and detaches its flights.
+    fn drop_copies(&self, key: &str, version: u64) {
+        let inner = &*self.inner;
+        if let Some(hot) = &inner.hot {
+            hot.remove(key, version);
         }
-    }
-
-    /// Drops expired entries now (a bounded amount of work); returns how many.
-    pub fn sweep(&self) -> usize {
-        self.inner.store.sweep(self.inner.clock.now())
+        inner.main.remove(key, version);
+        inner.flights.forget(key);
+        inner.loads.forget(key);
     }
 
     /// A version above every version this group has handed out or seen for `key`.
     fn next_version(&self, key: &str) -> u64 {
-        let floor = self.inner.store.floor(key);
+        let floor = self.inner.main.floor(key);
         let v = (self.inner.versions.fetch_add(1, Relaxed) + 1).max(floor + 1);
         self.inner.versions.fetch_max(v, Relaxed);
         v
     }
 
-    /// Absolute expiry for an entry written now with `ttl` (or the default), with jitter
+    /// Absolute expiry for an entry written now with `ttl` (or the default; `cap` makes
+    /// `ttl` an upper bound on the default instead of a replacement), with jitter
     /// shortening it by up to the configured fraction.
-    fn expiry(&self, ttl: Option<Duration>) -> Option<Duration> {
+    fn expiry(&self, ttl: Option<Duration>, cap: bool) -> Option<Duration> {
         let inner = &*self.inner;
-        let ttl = ttl.or(inner.ttl)?;
+        let ttl = match (ttl, inner.ttl) {
+            (Some(t), Some(default)) if cap => Some(t.min(default)),
+            (t, default) => t.or(default),
+        }?;
         let ttl = if inner.jitter > 0.0 {
             let cut: f64 = inner.rng.lock().random_range(0.0..inner.jitter);
             // From f64 seconds, so even a TTL near `Duration::MAX` cannot panic.

@@ -22,16 +22,26 @@
 //! ```
 
 pub mod clock;
+pub mod discovery;
 mod error;
 pub mod group;
+pub mod http;
 pub mod loader;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod peer;
 pub mod proto;
 pub mod ring;
 pub mod singleflight;
+pub mod source;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
+pub use discovery::{Discovery, StaticDiscovery};
 pub use error::{Error, Result};
-pub use group::{Group, GroupBuilder, GroupStats, PolicyKind, Registry};
+pub use group::{Group, GroupBuilder, GroupStats, HotConfig, PolicyKind, Registry};
 pub use loader::{Loader, LoaderFn};
+pub use net::{Net, TokioNet};
+pub use node::{Node, NodeConfig};
 pub use ring::{Member, Ring};

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use super::{Counters, Group, Inner, Registry};
+use super::{Counters, Group, HotConfig, Inner, Registry};
 use crate::loader::Loader;
 use crate::singleflight::SingleFlight;
 use crate::store::{self, Listener, Lru, Lru2, Sharded, Store};
@@ -58,6 +58,9 @@ pub struct GroupBuilder {
     max_value: Option<usize>,
     loader: Option<Arc<dyn Loader>>,
     listener: Option<Listener>,
+    hot_capacity: Option<u64>,
+    hot: HotConfig,
+    timeout: Option<Duration>,
 }
 
 impl GroupBuilder {
@@ -74,6 +77,9 @@ impl GroupBuilder {
             max_value: None,
             loader: None,
             listener: None,
+            hot_capacity: None,
+            hot: HotConfig::default(),
+            timeout: None,
         }
     }
 
@@ -127,6 +133,33 @@ impl GroupBuilder {
         self
     }
 
+    /// Capacity of the hot cache, which keeps short-lived copies of keys other members
+    /// own; 0 disables it. Default: an eighth of the main capacity.
+    pub fn hot_capacity(mut self, bytes: u64) -> Self {
+        self.hot_capacity = Some(bytes);
+        self
+    }
+
+    /// How hot copies are sampled and how long they live.
+    pub fn hot(mut self, hot: HotConfig) -> Self {
+        self.hot = hot;
+        self
+    }
+
+    /// Longest a get, set or remove may take (including the peer call and the load)
+    /// before it fails with [`Error::Timeout`]; the time left travels to the owner.
+    /// Default: no limit of its own, each peer call is still bounded.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Where misses are loaded from, shared with other groups.
+    pub fn loader_arc(mut self, loader: Arc<dyn Loader>) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
     /// Called with every entry the main cache evicts or expires.
     pub fn on_evict(mut self, listener: Listener) -> Self {
         self.listener = Some(listener);
@@ -152,6 +185,18 @@ impl GroupBuilder {
             && !(0.0..=1.0).contains(&protected)
         {
             return config(format!("LRU2 level-2 share {protected} is not in [0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.hot.fill_ratio) {
+            return config(format!(
+                "hot fill ratio {} is not in [0, 1]",
+                self.hot.fill_ratio
+            ));
+        }
+        if self.hot.ttl.is_zero() || self.hot.fallback_ttl.is_zero() {
+            return config("hot and fallback TTLs must be positive".into());
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return config("timeout must be positive".into());
         }
         let Some(loader) = self.loader.clone() else {
             return config("a loader is required".into());
@@ -197,16 +242,28 @@ impl GroupBuilder {
                 })))
             }
         };
+        // Hot copies are as large as main entries; a hot cache too small for the largest
+        // one would refuse them all, so it is left out instead.
+        let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
+        let hot: Option<Box<dyn Store>> = (hot_capacity >= largest).then(|| {
+            let buckets = auto_buckets(hot_capacity, largest);
+            Box::new(Sharded::new(hot_capacity, buckets, Lru::new)) as Box<dyn Store>
+        });
         let seed = self.registry.seed() ^ store::key_hash(&self.name);
         let group = Group {
             inner: Arc::new(Inner {
                 name: self.name.clone(),
-                store,
+                main: store,
+                hot,
                 loader,
                 flights: SingleFlight::new(),
+                loads: SingleFlight::new(),
+                peers: self.registry.peer_slot(),
                 clock: self.registry.clock(),
                 ttl: self.ttl,
                 jitter: self.jitter,
+                hot_cfg: self.hot,
+                timeout: self.timeout,
                 rng: Mutex::new(SmallRng::seed_from_u64(seed)),
                 max_key: self.max_key,
                 max_value,

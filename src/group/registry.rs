@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use super::{Group, GroupBuilder};
+use super::{Group, GroupBuilder, PeerSlot};
 use crate::clock::Clock;
+use crate::peer::PeerPicker;
 use crate::{Error, Result};
 
 /// The groups of one node, sharing its clock and a seed for their randomness.
@@ -20,6 +21,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     seed: u64,
     groups: RwLock<BTreeMap<String, Group>>,
+    peers: PeerSlot,
 }
 
 impl Registry {
@@ -35,6 +37,7 @@ impl Registry {
                 clock,
                 seed,
                 groups: RwLock::new(BTreeMap::new()),
+                peers: PeerSlot::default(),
             }),
         }
     }
@@ -78,8 +81,27 @@ impl Registry {
         }
     }
 
-    pub(super) fn clock(&self) -> Arc<dyn Clock> {
+    /// Connects every group, present and future, to its peers; once per registry. Until
+    /// then (and for a registry used as a plain library) this node owns every key.
+    pub fn set_peers(&self, picker: Arc<PeerPicker>) -> Result<()> {
+        self.inner
+            .peers
+            .set(picker)
+            .map_err(|_| Error::Config("the registry already has peers".into()))
+    }
+
+    /// The peer picker, once [`Registry::set_peers`] was called.
+    pub fn peers(&self) -> Option<Arc<PeerPicker>> {
+        self.inner.peers.get().cloned()
+    }
+
+    /// The clock the registry's groups read.
+    pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
+    }
+
+    pub(super) fn peer_slot(&self) -> PeerSlot {
+        self.inner.peers.clone()
     }
 
     pub(super) fn seed(&self) -> u64 {
@@ -93,5 +115,14 @@ impl Registry {
         }
         groups.insert(group.name().to_owned(), group);
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.inner.groups.read();
+        f.debug_struct("Registry")
+            .field("groups", &groups.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }

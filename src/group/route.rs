@@ -1,0 +1,254 @@
+//! The distributed half of a group: routing gets and writes to the key's owner, and
+//! answering requests that come from peers.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use rand::Rng;
+
+use super::Group;
+use crate::peer::{Fetched, PeerClient, PeerFailure, Pick};
+use crate::singleflight::Role;
+use crate::store::Entry;
+use crate::{Error, Result};
+
+/// Time allowed for a peer call when the group sets no request timeout.
+const DEFAULT_PEER_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest the owner waits for other members to confirm an invalidation.
+const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);
+
+impl Group {
+    /// Returns the value of `key`: from this node's caches, from the key's owner, or
+    /// through the loader when this node owns the key (or the owner is unreachable).
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let inner = &*self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        self.check_key(key)?;
+        if let Some(value) = self.cached(key) {
+            return Ok(value);
+        }
+        let deadline = self.deadline();
+        let flight = inner.flights.run(key, || self.fetch(key, deadline));
+        let (result, role) = self.within(deadline, flight).await?;
+        if role == Role::Follower {
+            inner.counters.loads_deduped.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    /// Stores `value` under `key` with `ttl` (or the group default) through the key's
+    /// owner, at a new version, which it returns. In-flight fills of the key, here or
+    /// anywhere, will not overwrite it.
+    pub async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64> {
+        self.check_key(key)?;
+        self.check_value(&value)?;
+        self.write(key, Some(value), ttl).await
+    }
+
+    /// Drops `key` through its owner at a new version, which it returns. In-flight fills
+    /// of the key will not bring the old value back.
+    pub async fn remove(&self, key: &str) -> Result<u64> {
+        self.check_key(key)?;
+        self.write(key, None, None).await
+    }
+
+    /// Answers a peer's get: this node is the owner in the peer's view. Never forwarded:
+    /// if this node disagrees about ownership it loads locally and keeps the value only
+    /// briefly.
+    pub async fn get_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
+        let inner = &*self.inner;
+        inner.counters.served_to_peers.fetch_add(1, Relaxed);
+        self.check_key(key)?;
+        let now = inner.clock.now();
+        if let Some(hit) = inner.main.get(key, now) {
+            return Ok(self.fetched(hit));
+        }
+        let owned = self.picker().is_none_or(|p| p.is_local(key));
+        let at = Some(now.saturating_add(deadline));
+        self.within(at, self.load_local(key, owned)).await?
+    }
+
+    /// Applies a peer's write: this node is the owner in the peer's view, so it applies
+    /// the write without forwarding it, whatever its own view says.
+    pub async fn write_for_peer(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.check_key(key)?;
+        if let Some(v) = &value {
+            self.check_value(v)?;
+        }
+        Ok(self.write_as_owner(key, value, ttl).await)
+    }
+
+    /// Drops this node's copies of `key` older than `version`, as the owner asks after
+    /// a write.
+    pub fn invalidate(&self, key: &str, version: u64) -> Result<()> {
+        self.check_key(key)?;
+        self.drop_copies(key, version);
+        Ok(())
+    }
+
+    /// A hit in the main or the hot cache.
+    fn cached(&self, key: &str) -> Option<Bytes> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let hit = match inner.main.get(key, now) {
+            Some(hit) => hit,
+            None => {
+                let hit = inner.hot.as_ref()?.get(key, now)?;
+                inner.counters.hot_hits.fetch_add(1, Relaxed);
+                hit
+            }
+        };
+        inner.counters.hits.fetch_add(1, Relaxed);
+        Some(hit.value)
+    }
+
+    /// The leader's half of a client get: re-check, then the owner or the loader.
+    async fn fetch(&self, key: &str, deadline: Option<Duration>) -> Result<Bytes> {
+        if let Some(value) = self.cached(key) {
+            return Ok(value);
+        }
+        let peer = match self.picker().map(|p| p.pick(key)) {
+            Some(Pick::Peer(peer)) => peer,
+            Some(Pick::Local) | None => return self.load_local(key, true).await.map(|f| f.value),
+        };
+        let counters = &self.inner.counters;
+        // Read before asking: an invalidation from here on refuses the copy we get back.
+        let hot_floor = self.inner.hot.as_ref().map(|h| h.floor(key));
+        match peer
+            .get(&self.inner.name, key, self.time_left(deadline))
+            .await
+        {
+            Ok(fetched) => {
+                counters.peer_loads.fetch_add(1, Relaxed);
+                if let Some(floor) = hot_floor {
+                    self.keep_hot(key, &fetched, floor);
+                }
+                Ok(fetched.value)
+            }
+            Err(PeerFailure::Answered(e)) => Err(e),
+            Err(PeerFailure::Unreachable(why)) => {
+                counters.peer_errors.fetch_add(1, Relaxed);
+                tracing::warn!(group = %self.inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
+                self.load_local(key, false).await.map(|f| f.value)
+            }
+        }
+    }
+
+    /// Keeps a sampled share of values fetched from owners as short-lived hot copies.
+    fn keep_hot(&self, key: &str, fetched: &Fetched, floor: u64) {
+        let inner = &*self.inner;
+        let Some(hot) = &inner.hot else { return };
+        let ratio = inner.hot_cfg.fill_ratio;
+        if ratio <= 0.0 || (ratio < 1.0 && !inner.rng.lock().random_bool(ratio)) {
+            return;
+        }
+        let ttl = match fetched.expires_in {
+            Some(left) => left.min(inner.hot_cfg.ttl),
+            None => inner.hot_cfg.ttl,
+        };
+        let entry = Entry {
+            value: fetched.value.clone(),
+            // The owner's version, but never below what this node had seen when it
+            // asked, so an invalidation that overtook the answer still wins.
+            version: fetched.version.max(floor),
+            expires_at: Some(inner.clock.now().saturating_add(ttl)),
+        };
+        let _ = hot.insert(key, entry);
+    }
+
+    /// Routes a write to the key's owner.
+    async fn write(&self, key: &str, value: Option<Bytes>, ttl: Option<Duration>) -> Result<u64> {
+        let peer = match self.picker().map(|p| p.pick(key)) {
+            Some(Pick::Peer(peer)) => peer,
+            Some(Pick::Local) | None => return Ok(self.write_as_owner(key, value, ttl).await),
+        };
+        let deadline = self.deadline();
+        let left = self.time_left(deadline);
+        let name = &self.inner.name;
+        let sent = match value {
+            Some(value) => peer.set(name, key, value, ttl, left).await,
+            None => peer.remove(name, key, left).await,
+        };
+        match sent {
+            Ok(version) => {
+                // The owner invalidates us too; dropping here as well makes this node
+                // read its own write even if that message is slow.
+                self.drop_copies(key, version);
+                Ok(version)
+            }
+            Err(PeerFailure::Answered(e)) => Err(e),
+            Err(PeerFailure::Unreachable(why)) => {
+                self.inner.counters.peer_errors.fetch_add(1, Relaxed);
+                // Whatever we held may be outdated by the write the caller attempted.
+                let hot = self.inner.hot.as_ref().map_or(0, |h| h.floor(key));
+                let floor = self.inner.main.floor(key).max(hot);
+                self.drop_copies(key, floor.saturating_add(1));
+                Err(Error::Unavailable(format!(
+                    "owner {} of the key: {why}",
+                    peer.id()
+                )))
+            }
+        }
+    }
+
+    /// Applies a write here as the owner, then tells every other member to drop older
+    /// copies (waiting a bounded time for them; failures are counted, and any copy
+    /// they miss expires within the hot TTL).
+    async fn write_as_owner(&self, key: &str, value: Option<Bytes>, ttl: Option<Duration>) -> u64 {
+        let version = self.write_local(key, value, ttl);
+        let others = self.picker().map(|p| p.others()).unwrap_or_default();
+        if !others.is_empty() {
+            let name = &self.inner.name;
+            let sends = others
+                .iter()
+                .map(|p: &PeerClient| p.invalidate(name, key, version, INVALIDATE_DEADLINE));
+            let failed = join_all(sends).await.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                self.inner
+                    .counters
+                    .invalidations_failed
+                    .fetch_add(failed as u64, Relaxed);
+                tracing::debug!(group = %name, failed, "invalidations not delivered");
+            }
+        }
+        version
+    }
+
+    /// The absolute deadline of a request starting now, if the group has a timeout.
+    fn deadline(&self) -> Option<Duration> {
+        let timeout = self.inner.timeout?;
+        Some(self.inner.clock.now().saturating_add(timeout))
+    }
+
+    /// Time left until `deadline` (or the default peer deadline when there is none).
+    fn time_left(&self, deadline: Option<Duration>) -> Duration {
+        match deadline {
+            Some(at) => at.saturating_sub(self.inner.clock.now()),
+            None => DEFAULT_PEER_DEADLINE,
+        }
+    }
+
+    /// Runs `work`, giving up with [`Error::Timeout`] at `deadline` (on the group's clock).
+    async fn within<T>(
+        &self,
+        deadline: Option<Duration>,
+        work: impl Future<Output = T>,
+    ) -> Result<T> {
+        let Some(at) = deadline else {
+            return Ok(work.await);
+        };
+        let left = at.saturating_sub(self.inner.clock.now());
+        tokio::select! {
+            biased;
+            out = work => Ok(out),
+            () = self.inner.clock.sleep(left) => Err(Error::Timeout),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The HTTP API (axum): reads and writes of keys, stats, ring, health and metrics.
+//! Handlers are thin: decode, call the group, encode. Every error is a JSON body with a
+//! 4xx/5xx status; nothing a client sends can panic the node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::group::Registry;
+use crate::metrics::Metrics;
+use crate::peer::PeerPicker;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    /// The node's groups.
+    pub groups: Registry,
+    /// Membership, for `/v1/ring` and the node's id.
+    pub picker: Arc<PeerPicker>,
+    /// Where request latencies go and `/metrics` reads from.
+    pub metrics: Arc<Metrics>,
+}
+
+type AppState = axum::extract::State<State>;
+
+/// The API's routes over `state`.
+pub fn router(state: State) -> Router {
+    // Room for the largest value any group accepts, so the group's own check answers.
+    let largest = state
+        .groups
+        .groups()
+        .iter()
+        .map(|g| g.limits().1)
+        .max()
+        .unwrap_or(0);
+    Router::new()
+        .route("/api", get(api_get))
+        .route(
+            "/v1/groups/{group}/keys/{key}",
+            get(key_get).put(key_put).delete(key_delete),
+        )
+        .route(
+            "/v1/groups/{group}/keys/",
+            get(empty_key).put(empty_key).delete(empty_key),
+        )
+        .route("/v1/stats", get(stats))
+        .route("/v1/ring", get(ring))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(largest.saturating_add(1)))
+        .layer(middleware::from_fn_with_state(state.clone(), timed))
+        .with_state(state)
+}
+
+/// An error response: a status and a JSON body `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(status, msg.into())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::EmptyKey | Error::Config(_) => StatusCode::BAD_REQUEST,
+            Error::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Error::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnknownGroup(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::GroupExists(_) => StatusCode::CONFLICT,
+            Error::Load(_) => StatusCode::BAD_GATEWAY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Deserialize)]
+struct ApiParams {
+    group: Option<String>,
+    key: Option<String>,
+}
+
+/// `GET /api?group=G&key=K`: the value in a JSON envelope (base64 when not UTF-8).
+async fn api_get(
+    axum::extract::State(s): AppState,
+    params: Result<Query<ApiParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (Some(group), Some(key)) = (params.group, params.key) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query parameters `group` and `key` are required",
+        ));
+    };
+    let value = s.groups.get(&group)?.get(&key).await?;
+    let mut body = json!({ "group": group, "key": key });
+    match std::str::from_utf8(&value) {
+        Ok(text) => body["value"] = text.into(),
+        Err(_) => {
+            body["value"] = base64::engine::general_purpose::STANDARD
+                .encode(&value)
+                .into();
+            body["encoding"] = "base64".into();
+        }
+    }
+    Ok(Json(body))
+}
+
+type KeyPath = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+fn key_path(path: KeyPath) -> ApiResult<(String, String)> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// `GET /v1/groups/{group}/keys/{key}`: the raw value.
+async fn key_get(axum::extract::State(s): AppState, path: KeyPath) -> ApiResult<Response> {
+    let (group, key) = key_path(path)?;
+    let value = s.groups.get(&group)?.get(&key).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
+}
+
+#[derive(Deserialize)]
+struct PutParams {
+    ttl: Option<String>,
+}
+
+/// `PUT /v1/groups/{group}/keys/{key}?ttl=30s`: stores the body; answers the version.
+async fn key_put(
+    axum::extract::State(s): AppState,
+    path: KeyPath,
+    params: Result<Query<PutParams>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let (group, key) = key_path(path)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let ttl = params.ttl.as_deref().map(parse_ttl).transpose()?;
+    let group = s.groups.get(&group)?;
+    let body = body.map_err(|e| {
+        let (_, max) = group.limits();
+        ApiError::new(
+            e.status(),
+            format!("{}; values are limited to {max} bytes", e.body_text()),
+        )
+    })?;
+    let version = group.set(&key, body, ttl).await?;
+    Ok(Json(json!({ "version": version })))
+}
+
+/// `DELETE /v1/groups/{group}/keys/{key}`: removes the key; answers the version.
+async fn key_delete(axum::extract::State(s): AppState, path: KeyPath) -> ApiResult<Json<Value>> {
+    let (group, key) = key_path(path)?;
+    let version = s.groups.get(&group)?.remove(&key).await?;
+    Ok(Json(json!({ "version": version })))
+}
+
+async fn empty_key() -> ApiError {
+    Error::EmptyKey.into()
+}
+
+fn parse_ttl(text: &str) -> ApiResult<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(ttl) if !ttl.is_zero() => Ok(ttl),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ttl must be positive",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("ttl {text:?}: {e}"),
+        )),
+    }
+}
+
+/// `GET /v1/stats`: every group's counters.
+async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
+    let groups: BTreeMap<String, Value> = s
+        .groups
+        .groups()
+        .iter()
+        .map(|g| {
+            let st = g.stats();
+            let v = json!({
+                "gets": st.gets,
+                "hits": st.hits,
+                "hot_hits": st.hot_hits,
+                "loads": st.loads,
+                "loads_deduped": st.loads_deduped,
+                "local_load_errors": st.local_load_errors,
+                "peer_loads": st.peer_loads,
+                "peer_errors": st.peer_errors,
+                "served_to_peers": st.served_to_peers,
+                "invalidations_failed": st.invalidations_failed,
+                "items": st.store.items,
+                "bytes": st.store.bytes,
+                "capacity": st.store.capacity,
+                "evictions": st.store.evictions,
+                "expirations": st.store.expirations,
+                "stale_rejections": st.store.stale_rejections,
+                "hot_items": st.hot.items,
+                "hot_bytes": st.hot.bytes,
+                "hot_capacity": st.hot.capacity,
+            });
+            (g.name().to_owned(), v)
+        })
+        .collect();
+    Json(json!({ "node": s.picker.self_id(), "groups": groups }))
+}
+
+/// `GET /v1/ring`: the members this node sees, with their vnode counts.
+async fn ring(axum::extract::State(s): AppState) -> Json<Value> {
+    let view = s.picker.view();
+    let members: Vec<Value> = view
+        .ring
+        .members()
+        .iter()
+        .map(|m| json!({ "id": m.id, "address": m.addr, "weight": m.weight, "vnodes": view.ring.points_of(&m.id) }))
+        .collect();
+    Json(
+        json!({ "node": s.picker.self_id(), "vnodes_per_weight": view.ring.vnodes(), "members": members }),
+    )
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(axum::extract::State(s): AppState) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Times every request into the latency histogram, by route and status.
+async fn timed(
+    axum::extract::State(s): AppState,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let op = operation(req.method(), matched.as_ref().map(MatchedPath::as_str));
+    let started = tokio::time::Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .observe_request(op, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+fn operation(method: &axum::http::Method, route: Option<&str>) -> &'static str {
+    use axum::http::Method;
+    match (route, method) {
+        (Some("/api"), _) => "api_get",
+        (Some("/v1/groups/{group}/keys/{key}"), &Method::GET) => "get",
+        (Some("/v1/groups/{group}/keys/{key}"), &Method::PUT) => "set",
+        (Some("/v1/groups/{group}/keys/{key}"), &Method::DELETE) => "remove",
+        (Some("/v1/stats"), _) => "stats",
+        (Some("/v1/ring"), _) => "ring",
+        (Some("/metrics"), _) => "metrics",
+        (Some("/healthz"), _) => "healthz",
+        _ => "other",
+    }
+}

@@ -1,0 +1,187 @@
+//! The `peercache` binary: `peercache serve` runs one node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use peercache::net::Net;
+use peercache::source::SourceSpec;
+use peercache::{Node, NodeConfig, Registry, StaticDiscovery, TokioClock, TokioNet};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "A distributed read-through cache")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node: gRPC for peers, HTTP for clients.
+    Serve(Serve),
+}
+
+/// A group to serve: `NAME[:CAPACITY]`, e.g. `demo:64MiB`.
+#[derive(Clone, Debug)]
+struct GroupSpec {
+    name: String,
+    capacity: Option<u64>,
+}
+
+impl std::str::FromStr for GroupSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, capacity) = match s.split_once(':') {
+            Some((name, cap)) => {
+                let cap = parse_size::parse_size(cap)
+                    .map_err(|e| format!("group capacity {cap:?}: {e}"))?;
+                (name, Some(cap))
+            }
+            None => (s, None),
+        };
+        if name.is_empty() {
+            return Err(format!("group {s:?} has no name"));
+        }
+        Ok(GroupSpec {
+            name: name.to_owned(),
+            capacity,
+        })
+    }
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Address the gRPC (peer) server binds, HOST:PORT.
+    #[arg(long, env = "PEERCACHE_GRPC_ADDR", default_value = "127.0.0.1:7001")]
+    grpc_addr: String,
+    /// Address the HTTP API binds, HOST:PORT.
+    #[arg(long, env = "PEERCACHE_HTTP_ADDR", default_value = "127.0.0.1:8001")]
+    http_addr: String,
+    /// gRPC address of every member, this node included (comma separated).
+    #[arg(long, env = "PEERCACHE_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The address peers reach this node at, as written in --peers (default: --grpc-addr).
+    #[arg(long, env = "PEERCACHE_ADVERTISE")]
+    advertise: Option<String>,
+    /// A group to serve, NAME[:CAPACITY] (repeatable; default capacity 64MiB).
+    #[arg(
+        long = "group",
+        env = "PEERCACHE_GROUPS",
+        value_delimiter = ',',
+        required = true
+    )]
+    groups: Vec<GroupSpec>,
+    /// Default time to live of entries (e.g. 300s, 5m).
+    #[arg(long, env = "PEERCACHE_TTL", default_value = "300s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// The loader: demo[:LATENCY_MS], http://origin/path/{key}, or none (a pure cache).
+    #[arg(long, env = "PEERCACHE_SOURCE", default_value = "demo")]
+    source: SourceSpec,
+    /// Longest a request may take, peer call and load included.
+    #[arg(long, env = "PEERCACHE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Longest a copy of another member's key is kept (the staleness bound when an
+    /// invalidation is lost).
+    #[arg(long, env = "PEERCACHE_HOT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    hot_ttl: Duration,
+    /// Share of values fetched from peers kept as hot copies, 0 to 1.
+    #[arg(long, env = "PEERCACHE_HOT_FILL", default_value_t = 0.1)]
+    hot_fill: f64,
+    /// Weight of this node in the ring.
+    #[arg(long, env = "PEERCACHE_WEIGHT", default_value_t = 1)]
+    weight: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: Serve) -> anyhow::Result<()> {
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.grpc_addr.clone());
+    let peers = if args.peers.is_empty() {
+        vec![advertise.clone()]
+    } else {
+        args.peers.clone()
+    };
+    if !peers.contains(&advertise) {
+        bail!(
+            "--peers ({}) must include this node's address {advertise} (set --advertise if it differs from --grpc-addr)",
+            peers.join(",")
+        );
+    }
+    let clock = Arc::new(TokioClock::new());
+    let groups = Registry::new(clock.clone());
+    let loader = args.source.loader(clock);
+    for spec in &args.groups {
+        let mut builder = groups
+            .group(spec.name.clone())
+            .ttl(args.ttl)
+            .ttl_jitter(0.1)
+            .timeout(args.timeout)
+            .hot(peercache::HotConfig {
+                ttl: args.hot_ttl,
+                fill_ratio: args.hot_fill,
+                ..Default::default()
+            })
+            .loader_arc(loader.clone());
+        if let Some(cap) = spec.capacity {
+            builder = builder.capacity(cap);
+        }
+        builder.build()?;
+    }
+    let mut config = NodeConfig::new(advertise);
+    config.weight = args.weight;
+    let grpc = TokioNet
+        .bind(&args.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", args.grpc_addr))?;
+    let http = TokioNet
+        .bind(&args.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
+    let node = Node::new(
+        TokioNet,
+        groups,
+        Arc::new(StaticDiscovery::new(&peers)),
+        config,
+    );
+    node.run(grpc, Some(http), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

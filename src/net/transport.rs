@@ -1,0 +1,156 @@
+//! All glue between the [`Net`] seam and the tonic and axum stacks: the incoming stream
+//! and `Connected` newtype a tonic server wants, the connector a tonic channel dials
+//! through, and the listener adapter axum serves from.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Listener, Net};
+
+/// Pause after a failed accept (out of descriptors, say) before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A stream accepted by one of our listeners, made acceptable to tonic's server.
+pub(crate) struct Conn<S>(S);
+
+impl<S> tonic::transport::server::Connected for Conn<S> {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Accepts forever; a failed accept is logged and retried, so one bad connection never
+/// ends the server.
+async fn accept_retrying<L: Listener>(listener: &L) -> (L::Stream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// The connections `listener` accepts, as the stream `serve_with_incoming` takes.
+pub(crate) fn incoming<L: Listener>(
+    listener: L,
+) -> impl Stream<Item = io::Result<Conn<L::Stream>>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let (stream, _) = accept_retrying(&listener).await;
+        Some((Ok(Conn(stream)), listener))
+    })
+}
+
+/// One of our listeners, served by axum.
+pub(crate) struct AxumListener<L>(pub(crate) L);
+
+impl<L: Listener> axum::serve::Listener for AxumListener<L> {
+    type Io = L::Stream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        accept_retrying(&self.0).await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// Timeouts of a peer channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelTimeouts {
+    /// Longest wait for a connection to be established.
+    pub connect: Duration,
+    /// Upper bound on any single call (a call's own deadline may be shorter).
+    pub call: Duration,
+    /// HTTP/2 ping interval, so a connection whose segments vanish (a partition) is
+    /// noticed and rebuilt instead of hanging.
+    pub keep_alive: Duration,
+}
+
+impl Default for ChannelTimeouts {
+    fn default() -> Self {
+        ChannelTimeouts {
+            connect: Duration::from_secs(1),
+            call: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A lazily connected channel to `addr` that dials through `net` and reconnects after
+/// failures.
+pub(crate) fn channel<N: Net>(net: N, addr: &str, t: ChannelTimeouts) -> crate::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| crate::Error::Config(format!("peer address {addr:?}: {e}")))?
+        .timeout(t.call)
+        .http2_keep_alive_interval(t.keep_alive)
+        .keep_alive_timeout(t.keep_alive)
+        .keep_alive_while_idle(true);
+    let target = addr.to_owned();
+    let connect = t.connect;
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let (net, target) = (net.clone(), target.clone());
+        async move {
+            match tokio::time::timeout(connect, net.connect(&target)).await {
+                Ok(stream) => stream.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {target} timed out"),
+                )),
+            }
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}

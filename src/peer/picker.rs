@@ -1,0 +1,121 @@
+//! The peer picker: the ring over the current members and a client per peer, swapped
+//! as one immutable [`View`] whenever membership changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::PeerClient;
+use crate::ring::{Member, Ring};
+
+/// Makes the client of a newly seen member.
+pub type Connect = Box<dyn Fn(&Member) -> crate::Result<PeerClient> + Send + Sync>;
+
+/// Membership as one node sees it at one moment.
+pub struct View {
+    /// The ring over the members.
+    pub ring: Ring,
+    /// A client per member other than this node, by member id.
+    clients: BTreeMap<String, (Member, PeerClient)>,
+}
+
+/// Who serves a key.
+#[derive(Debug)]
+pub enum Pick {
+    /// This node owns the key (or knows no members yet).
+    Local,
+    /// Another member owns it.
+    Peer(PeerClient),
+}
+
+/// Maps keys to owners; shared by every group of a node.
+pub struct PeerPicker {
+    self_id: String,
+    vnodes: u32,
+    connect: Connect,
+    view: RwLock<Arc<View>>,
+}
+
+impl PeerPicker {
+    /// A picker for the node `self_id`, knowing no members yet.
+    pub fn new(self_id: impl Into<String>, vnodes: u32, connect: Connect) -> Self {
+        PeerPicker {
+            self_id: self_id.into(),
+            vnodes,
+            connect,
+            view: RwLock::new(Arc::new(View {
+                ring: Ring::new([], vnodes),
+                clients: BTreeMap::new(),
+            })),
+        }
+    }
+
+    /// This node's member id.
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// Who owns `key` in the current view.
+    pub fn pick(&self, key: &str) -> Pick {
+        let view = self.view();
+        match view.ring.owner(key) {
+            Some(owner) if owner.id != self.self_id => match view.clients.get(&owner.id) {
+                Some((_, client)) => Pick::Peer(client.clone()),
+                None => Pick::Local,
+            },
+            _ => Pick::Local,
+        }
+    }
+
+    /// Whether this node owns `key` in the current view.
+    pub fn is_local(&self, key: &str) -> bool {
+        matches!(self.pick(key), Pick::Local)
+    }
+
+    /// Clients of every other member, in id order.
+    pub fn others(&self) -> Vec<PeerClient> {
+        self.view()
+            .clients
+            .values()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().clone()
+    }
+
+    /// Replaces the membership. Clients of members whose address is unchanged are kept
+    /// (with their connections); members whose client cannot be made are left out of the
+    /// ring and logged.
+    pub fn set_members(&self, members: Vec<Member>) {
+        let old = self.view();
+        let mut clients = BTreeMap::new();
+        let mut ring_members = Vec::with_capacity(members.len());
+        for m in members {
+            if m.id != self.self_id {
+                let kept = old.clients.get(&m.id).filter(|(was, _)| was.addr == m.addr);
+                let client = match kept {
+                    Some((_, c)) => c.clone(),
+                    None => match (self.connect)(&m) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(member = %m.id, error = %e, "cannot reach member; left out of the ring");
+                            continue;
+                        }
+                    },
+                };
+                clients.insert(m.id.clone(), (m.clone(), client));
+            }
+            ring_members.push(m);
+        }
+        let view = View {
+            ring: Ring::new(ring_members, self.vnodes),
+            clients,
+        };
+        tracing::info!(members = view.ring.members().len(), "membership changed");
+        *self.view.write() = Arc::new(view);
+    }
+}

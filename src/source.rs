@@ -1,0 +1,186 @@
+//! The sources `peercache serve` can put behind its groups: a demo source, an HTTP
+//! origin, or none (a pure cache).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::clock::Clock;
+use crate::loader::Loader;
+use crate::{Error, Result};
+
+/// Longest an HTTP origin may take to answer.
+const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A source as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `demo[:LATENCY_MS]`: a deterministic value per key after a fixed latency.
+    Demo {
+        /// Pretend load latency.
+        latency: Duration,
+    },
+    /// `http://origin/path/{key}`: fetches the URL with the key substituted.
+    Http {
+        /// The URL, containing `{key}` once or more.
+        template: String,
+    },
+    /// `none`: misses are not found.
+    None,
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(SourceSpec::None);
+        }
+        if s == "demo" {
+            return Ok(SourceSpec::Demo {
+                latency: Duration::ZERO,
+            });
+        }
+        if let Some(ms) = s.strip_prefix("demo:") {
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| format!("demo latency {ms:?} is not a number of milliseconds"))?;
+            return Ok(SourceSpec::Demo {
+                latency: Duration::from_millis(ms),
+            });
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            if !s.contains("{key}") {
+                return Err(format!("origin URL {s:?} has no {{key}} placeholder"));
+            }
+            reqwest::Url::parse(&s.replace("{key}", "k"))
+                .map_err(|e| format!("origin URL {s:?}: {e}"))?;
+            return Ok(SourceSpec::Http {
+                template: s.to_owned(),
+            });
+        }
+        Err(format!(
+            "unknown source {s:?}: want demo[:LATENCY_MS], http://origin/path/{{key}} or none"
+        ))
+    }
+}
+
+impl SourceSpec {
+    /// The loader this source stands for, sleeping on `clock` where it pretends latency.
+    pub fn loader(&self, clock: Arc<dyn Clock>) -> Arc<dyn Loader> {
+        match self {
+            SourceSpec::Demo { latency } => Arc::new(Demo {
+                latency: *latency,
+                clock,
+            }),
+            SourceSpec::Http { template } => Arc::new(Origin {
+                template: template.clone(),
+                client: reqwest::Client::builder()
+                    .timeout(ORIGIN_TIMEOUT)
+                    .build()
+                    .expect("a client without TLS or proxies from the environment builds"),
+            }),
+            SourceSpec::None => Arc::new(NoSource),
+        }
+    }
+}
+
+/// The demo value of `key`: the same on every node and every run.
+pub fn demo_value(key: &str) -> Bytes {
+    let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+    Bytes::from(format!("value of {key} ({h:016x})"))
+}
+
+struct Demo {
+    latency: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl Loader for Demo {
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        if !self.latency.is_zero() {
+            self.clock.sleep(self.latency).await;
+        }
+        Ok(demo_value(key))
+    }
+}
+
+struct Origin {
+    template: String,
+    client: reqwest::Client,
+}
+
+#[async_trait]
+impl Loader for Origin {
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        let url = self.template.replace(
+            "{key}",
+            &utf8_percent_encode(key, NON_ALPHANUMERIC).to_string(),
+        );
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::load(format!("origin: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(Error::NotFound(format!("origin has no {key:?}")));
+        }
+        if !status.is_success() {
+            return Err(Error::load(format!("origin answered {status}")));
+        }
+        resp.bytes()
+            .await
+            .map_err(|e| Error::load(format!("origin body: {e}")))
+    }
+}
+
+struct NoSource;
+
+#[async_trait]
+impl Loader for NoSource {
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        Err(Error::NotFound(format!(
+            "{key:?} is not cached and this node has no source"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!("none".parse(), Ok(SourceSpec::None));
+        assert_eq!(
+            "demo".parse(),
+            Ok(SourceSpec::Demo {
+                latency: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            "demo:5".parse(),
+            Ok(SourceSpec::Demo {
+                latency: Duration::from_millis(5)
+            })
+        );
+        let http: SourceSpec = "http://127.0.0.1:9/v/{key}".parse().unwrap();
+        assert!(matches!(http, SourceSpec::Http { .. }));
+        for bad in ["demo:x", "http://h/no-placeholder", "ftp://x/{key}", "db"] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn demo_values_are_stable_and_distinct() {
+        assert_eq!(demo_value("a"), demo_value("a"));
+        assert_ne!(demo_value("a"), demo_value("b"));
+    }
+}
