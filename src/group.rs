@@ -225,16 +225,18 @@ impl Group {
     /// The leader's half of a load: re-check, load, populate.
     async fn load_into(&self, key: &str, owned: bool) -> Result<Fetched> {
         let inner = &*self.inner;
-        let store = match (owned, &inner.hot) {
-            (false, Some(hot)) => &**hot,
-            _ => &*inner.main,
+        // A key this node does not own goes to the hot cache, briefly, or nowhere.
+        let store = if owned {
+            Some(&*inner.main)
+        } else {
+            inner.hot.as_deref()
         };
         let now = inner.clock.now();
-        if let Some(hit) = store.get(key, now) {
+        if let Some(hit) = store.and_then(|s| s.get(key, now)) {
             return Ok(self.fetched(hit));
         }
         // Read before loading: any Set/Remove from here on raises the floor above this.
-        let version = store.floor(key);
+        let version = store.map_or(0, |s| s.floor(key));
         inner.counters.loads.fetch_add(1, Relaxed);
         let loaded = AssertUnwindSafe(inner.loader.load(key))
             .catch_unwind()
@@ -256,7 +258,9 @@ impl Group {
             .map(|at| at.saturating_sub(inner.clock.now()));
         // Stale: a write landed during the load and wins; this caller still gets the
         // value it asked for, which was current when it asked.
-        let _ = store.insert(key, entry);
+        if let Some(store) = store {
+            let _ = store.insert(key, entry);
+        }
         Ok(Fetched {
             value,
             version,

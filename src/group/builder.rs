@@ -242,10 +242,10 @@ impl GroupBuilder {
                 })))
             }
         };
-        // Hot copies are as large as main entries; a hot cache too small for the largest
-        // one would refuse them all, so it is left out instead.
+        // A hot cache smaller than the largest entry refuses just the entries too large
+        // for it; they are then served from their owner each time.
         let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
-        let hot: Option<Box<dyn Store>> = (hot_capacity >= largest).then(|| {
+        let hot: Option<Box<dyn Store>> = (hot_capacity > 0).then(|| {
             let buckets = auto_buckets(hot_capacity, largest);
             Box::new(Sharded::new(hot_capacity, buckets, Lru::new)) as Box<dyn Store>
         });

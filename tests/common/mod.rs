@@ -1,0 +1,184 @@
+//! A cluster of real nodes on loopback sockets (ports chosen by the OS), and a shared
+//! pretend database to load from.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use peercache::net::Net;
+use peercache::{
+    Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioClock, TokioNet,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The source of truth every node loads from: `v:<key>` unless a writer changed the key,
+/// with a count of loads per key.
+#[derive(Clone, Default)]
+pub struct Db {
+    inner: Arc<Mutex<DbInner>>,
+}
+
+#[derive(Default)]
+struct DbInner {
+    written: BTreeMap<String, Option<Bytes>>,
+    loads: BTreeMap<String, u64>,
+}
+
+impl Db {
+    /// A writer's update (cache-aside: the source first, then the cache).
+    pub fn write(&self, key: &str, value: Option<&str>) {
+        let value = value.map(|v| Bytes::from(v.to_owned()));
+        self.inner.lock().written.insert(key.to_owned(), value);
+    }
+
+    /// Loads of `key` so far, cluster-wide.
+    pub fn loads(&self, key: &str) -> u64 {
+        self.inner.lock().loads.get(key).copied().unwrap_or(0)
+    }
+
+    /// All loads so far.
+    pub fn total_loads(&self) -> u64 {
+        self.inner.lock().loads.values().sum()
+    }
+}
+
+#[async_trait::async_trait]
+impl Loader for Db {
+    async fn load(&self, key: &str) -> Result<Bytes> {
+        let mut db = self.inner.lock();
+        *db.loads.entry(key.to_owned()).or_default() += 1;
+        match db.written.get(key) {
+            Some(Some(v)) => Ok(v.clone()),
+            Some(None) => Err(Error::NotFound(format!("{key} was deleted"))),
+            None => Ok(Bytes::from(format!("v:{key}"))),
+        }
+    }
+}
+
+/// One running node.
+pub struct TestNode {
+    /// Member id and gRPC address.
+    pub id: String,
+    /// Base URL of its HTTP API.
+    pub url: String,
+    /// Its groups, for looking inside.
+    pub groups: Registry,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl TestNode {
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Group {
+        self.groups.get(name).expect("group configured by the test")
+    }
+
+    /// Graceful shutdown; waits until the node has drained and stopped.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("node task")
+                .expect("node stopped cleanly");
+        }
+    }
+
+    /// Starts the shutdown without waiting for it.
+    pub fn begin_stop(&mut self) -> JoinHandle<Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("node is running")
+    }
+}
+
+/// Nodes that list each other as static peers.
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes; `setup(i, registry)` creates node `i`'s groups.
+    pub async fn start(n: usize, setup: impl Fn(usize, &Registry)) -> Cluster {
+        let mut bound = Vec::new();
+        for _ in 0..n {
+            let grpc = TokioNet.bind("127.0.0.1:0").await.expect("bind gRPC");
+            let http = TokioNet.bind("127.0.0.1:0").await.expect("bind HTTP");
+            bound.push((grpc, http));
+        }
+        let ids: Vec<String> = bound
+            .iter()
+            .map(|(g, _)| g.local_addr().unwrap().to_string())
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (grpc, http)) in bound.into_iter().enumerate() {
+            let groups = Registry::with_seed(Arc::new(TokioClock::new()), i as u64);
+            setup(i, &groups);
+            let url = format!("http://{}", http.local_addr().unwrap());
+            let discovery = Arc::new(StaticDiscovery::new(&ids));
+            let node = Node::new(
+                TokioNet,
+                groups.clone(),
+                discovery,
+                NodeConfig::new(ids[i].clone()),
+            );
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(node.run(grpc, Some(http), async move {
+                let _ = stopped.await;
+            }));
+            nodes.push(TestNode {
+                id: ids[i].clone(),
+                url,
+                groups,
+                stop: Some(stop),
+                task: Some(task),
+            });
+        }
+        let cluster = Cluster { nodes };
+        for node in &cluster.nodes {
+            wait_healthy(&node.url).await;
+        }
+        cluster
+    }
+
+    /// Index of the node that owns `key` (as node 0 sees the ring).
+    pub fn owner(&self, key: &str) -> usize {
+        let picker = self.nodes[0].groups.peers().expect("node 0 is running");
+        let view = picker.view();
+        let owner = &view.ring.owner(key).expect("a non-empty ring").id;
+        self.nodes
+            .iter()
+            .position(|n| &n.id == owner)
+            .expect("owner is a member")
+    }
+
+    /// Indexes of the nodes that do not own `key`.
+    pub fn non_owners(&self, key: &str) -> Vec<usize> {
+        let owner = self.owner(key);
+        (0..self.nodes.len()).filter(|&i| i != owner).collect()
+    }
+}
+
+async fn wait_healthy(url: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{url} did not become healthy within 2 s");
+}
+
+/// A 200 answer's body, or the status and body of anything else.
+pub async fn http_get(url: &str) -> (u16, Bytes) {
+    let r = reqwest::get(url).await.expect("request sent");
+    (r.status().as_u16(), r.bytes().await.expect("body"))
+}
