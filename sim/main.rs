@@ -13,6 +13,8 @@ use peercache::{Error, Loader, Registry, Result, TokioClock};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::{TcpListener, TcpStream};
 
+mod cluster;
+
 const DB_PORT: u16 = 9000;
 /// Each load gives up after this long, so a partition turns into an error, not a hang.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(1);

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -37,14 +36,6 @@ type AppState = axum::extract::State<State>;
 
 /// The API's routes over `state`.
 pub fn router(state: State) -> Router {
-    // Room for the largest value any group accepts, so the group's own check answers.
-    let largest = state
-        .groups
-        .groups()
-        .iter()
-        .map(|g| g.limits().1)
-        .max()
-        .unwrap_or(0);
     Router::new()
         .route("/api", get(api_get))
         .route(
@@ -60,7 +51,8 @@ pub fn router(state: State) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(DefaultBodyLimit::max(largest.saturating_add(1)))
+        // PUT reads its body with the group's own limit instead.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
@@ -153,24 +145,37 @@ struct PutParams {
 }
 
 /// `PUT /v1/groups/{group}/keys/{key}?ttl=30s`: stores the body; answers the version.
+/// A body longer than the group's value limit is refused from its announced length
+/// before it is read, or as soon as it grows past the limit.
 async fn key_put(
     axum::extract::State(s): AppState,
     path: KeyPath,
     params: Result<Query<PutParams>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<Json<Value>> {
     let (group, key) = key_path(path)?;
     let Query(params) =
         params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let ttl = params.ttl.as_deref().map(parse_ttl).transpose()?;
     let group = s.groups.get(&group)?;
-    let body = body.map_err(|e| {
-        let (_, max) = group.limits();
-        ApiError::new(
-            e.status(),
-            format!("{}; values are limited to {max} bytes", e.body_text()),
-        )
-    })?;
+    let (_, max) = group.limits();
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = announced.filter(|&len| len > max as u64) {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        return Err(Error::ValueTooLarge { len, max }.into());
+    }
+    let body = axum::body::to_bytes(body, max.saturating_add(1))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{e}; values are limited to {max} bytes"),
+            )
+        })?;
     let version = group.set(&key, body, ttl).await?;
     Ok(Json(json!({ "version": version })))
 }

@@ -155,7 +155,7 @@ async fn writes_through_a_non_owner_are_read_everywhere() {
             assert_eq!(get(&node.url, key).await, (200, format!("v:{key}")));
         }
         for i in cluster.non_owners(key) {
-            assert_eq!(cluster.nodes[i].group("g").stats().hot.items > 0, true);
+            assert!(cluster.nodes[i].group("g").stats().hot.items > 0);
         }
     }
     for key in &keys {

@@ -1,0 +1,166 @@
+//! The `peercache serve` binary: flags and env vars, an HTTP origin as the source, and a
+//! graceful stop on SIGTERM.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// A port the OS just handed out (and took back), for a child process to bind.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An origin: `missing` is 404, `boom` is 500, anything else `origin:<key>`.
+async fn start_origin() -> String {
+    let app = Router::new().route(
+        "/v/{key}",
+        get(|Path(key): Path<String>| async move {
+            match key.as_str() {
+                "missing" => Err(StatusCode::NOT_FOUND),
+                "boom" => Err(StatusCode::INTERNAL_SERVER_ERROR),
+                _ => Ok(format!("origin:{key}")),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v/{{key}}")
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn until_healthy(url: &str, child: &mut Child) {
+    for _ in 0..500 {
+        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("peercache serve exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("peercache serve did not become healthy within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_through_an_http_origin_and_stops_on_sigterm() {
+    let origin = start_origin().await;
+    let (grpc, http) = (format!("127.0.0.1:{}", free_port()), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            &grpc,
+            "--peers",
+            &grpc,
+            "--group",
+            "g:1MiB",
+        ])
+        .args(["--source", &origin])
+        // Flags also come from the environment.
+        .env("PEERCACHE_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("PEERCACHE_TTL", "60s")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the peercache binary runs");
+    let mut child = Killed(child);
+    let url = format!("http://127.0.0.1:{http}");
+    until_healthy(&url, &mut child.0).await;
+
+    let get = |key: &str| {
+        let u = format!("{url}/v1/groups/g/keys/{key}");
+        async move {
+            let r = reqwest::get(u).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("hello").await, (200, "origin:hello".into()));
+    assert_eq!(get("missing").await.0, 404);
+    let (status, body) = get("boom").await;
+    assert_eq!(status, 502);
+    assert!(
+        body.contains("500"),
+        "the origin's failure is in the message: {body}"
+    );
+    let ring: serde_json::Value = serde_json::from_str(
+        &reqwest::get(format!("{url}/v1/ring"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ring["members"].as_array().unwrap().len(), 1);
+    assert_eq!(ring["members"][0]["address"].as_str(), Some(grpc.as_str()));
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("peercache_loads_total{group=\"g\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("peercache_cache_bytes{group=\"g\",cache=\"main\"}"));
+    assert!(metrics.contains("peercache_http_request_seconds_count{op=\"get\",status=\"200\"} 1"));
+
+    let status = Command::new("kill")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..250 {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            assert!(exit.success(), "graceful exit on SIGTERM: {exit}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("peercache serve did not stop within 5 s of SIGTERM");
+}
+
+#[test]
+fn serve_refuses_a_peer_list_without_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:1",
+            "--peers",
+            "127.0.0.1:2",
+            "--group",
+            "g",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must include this node's address"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(["serve", "--group", "g:lots"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("group capacity"));
+}
