@@ -340,3 +340,78 @@ async fn shutdown_drains_requests_in_flight() {
         "stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_reconnect_to_a_restarted_owner() {
+    let db = Db::default();
+    let mut cluster = Cluster::start(3, db_group(&db)).await;
+    let key = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|k| cluster.owner(k) == 0)
+        .unwrap();
+    assert_eq!(get(&cluster.nodes[1].url, &key).await.0, 200);
+    assert_eq!(cluster.nodes[1].group("g").stats().peer_loads, 1);
+    cluster.nodes[0].stop().await;
+    db.write(&key, Some("while down"));
+    assert_eq!(
+        get(&cluster.nodes[1].url, &key).await,
+        (200, "v:".to_owned() + &key),
+        "hot copy"
+    );
+    cluster.restart(0, db_group(&db)).await;
+    // Past the hot copy's life, node 1 asks the owner again over a fresh connection.
+    cluster.nodes[1]
+        .group("g")
+        .invalidate(&key, u64::MAX - 1)
+        .unwrap();
+    assert_eq!(
+        get(&cluster.nodes[1].url, &key).await,
+        (200, "while down".to_owned())
+    );
+    let stats = cluster.nodes[1].group("g").stats();
+    assert_eq!(stats.peer_loads, 2, "fetched from the restarted owner");
+    assert_eq!(stats.loads, 0, "never loaded locally");
+}
+
+/// A loader slower than any caller waits.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl Loader for Stuck {
+    async fn load(&self, _key: &str) -> Result<Bytes> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(Bytes::from_static(b"late"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_travels_to_the_owner() {
+    let cluster = Cluster::start(2, |_, reg| {
+        reg.group("g")
+            .capacity(1 << 20)
+            .timeout(Duration::from_millis(300))
+            .loader(Stuck)
+            .build()
+            .unwrap();
+    })
+    .await;
+    let key = (0..)
+        .map(|i| format!("d{i}"))
+        .find(|k| cluster.owner(k) == 0)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = get(&cluster.nodes[1].url, &key).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        took < Duration::from_secs(3),
+        "gave up at the deadline, not the loader's 30 s: {took:?}"
+    );
+    let asker = cluster.nodes[1].group("g").stats();
+    assert_eq!(
+        asker.loads, 0,
+        "a slow owner is not an unreachable one: no local load"
+    );
+    let owner = cluster.nodes[0].group("g").stats();
+    assert_eq!((owner.served_to_peers, owner.loads), (1, 1));
+}

@@ -135,6 +135,9 @@ impl Group {
             Err(PeerFailure::Answered(e)) => Err(e),
             Err(PeerFailure::Unreachable(why)) => {
                 counters.peer_errors.fetch_add(1, Relaxed);
+                if deadline.is_some_and(|at| self.inner.clock.now() >= at) {
+                    return Err(Error::Timeout);
+                }
                 tracing::warn!(group = %self.inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
                 self.load_local(key, false).await.map(|f| f.value)
             }

@@ -44,7 +44,7 @@ impl PeerClient {
         let req = proto::GetRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: millis(deadline),
+            deadline_ms: millis(for_the_peer(deadline)),
         };
         let resp = self
             .call(
@@ -76,7 +76,7 @@ impl PeerClient {
             value,
             ttl_ms: ttl.map_or(0, |t| millis(t).max(1)),
             codec: proto::Codec::Identity as i32,
-            deadline_ms: millis(deadline),
+            deadline_ms: millis(for_the_peer(deadline)),
         };
         let resp = self
             .call(
@@ -99,7 +99,7 @@ impl PeerClient {
         let req = proto::RemoveRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: millis(deadline),
+            deadline_ms: millis(for_the_peer(deadline)),
         };
         let resp = self
             .call(
@@ -174,6 +174,12 @@ impl std::fmt::Debug for PeerClient {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
+}
+
+/// The deadline sent to the peer: a tenth shorter than ours, so a peer that runs out of
+/// time answers "timeout" before our own timer fires and takes it for a lost peer.
+fn for_the_peer(deadline: Duration) -> Duration {
+    deadline - deadline / 10
 }
 
 /// Whole milliseconds, rounded up so a short positive deadline never becomes "none".

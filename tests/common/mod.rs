@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use peercache::net::Net;
+use peercache::net::{Listener, Net};
 use peercache::{
     Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioClock, TokioNet,
 };
@@ -118,33 +118,25 @@ impl Cluster {
             .collect();
         let mut nodes = Vec::new();
         for (i, (grpc, http)) in bound.into_iter().enumerate() {
-            let groups = Registry::with_seed(Arc::new(TokioClock::new()), i as u64);
-            setup(i, &groups);
-            let url = format!("http://{}", http.local_addr().unwrap());
-            let discovery = Arc::new(StaticDiscovery::new(&ids));
-            let node = Node::new(
-                TokioNet,
-                groups.clone(),
-                discovery,
-                NodeConfig::new(ids[i].clone()),
-            );
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(node.run(grpc, Some(http), async move {
-                let _ = stopped.await;
-            }));
-            nodes.push(TestNode {
-                id: ids[i].clone(),
-                url,
-                groups,
-                stop: Some(stop),
-                task: Some(task),
-            });
+            nodes.push(spawn_node(i, &ids, grpc, http, &setup));
         }
         let cluster = Cluster { nodes };
         for node in &cluster.nodes {
             wait_healthy(&node.url).await;
         }
         cluster
+    }
+
+    /// Starts node `i` again, empty, on its old addresses (after [`TestNode::stop`]).
+    pub async fn restart(&mut self, i: usize, setup: impl Fn(usize, &Registry)) {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        let grpc = TokioNet.bind(&ids[i]).await.expect("rebind gRPC");
+        let http = TokioNet
+            .bind(self.nodes[i].url.trim_start_matches("http://"))
+            .await
+            .expect("rebind HTTP");
+        self.nodes[i] = spawn_node(i, &ids, grpc, http, &setup);
+        wait_healthy(&self.nodes[i].url).await;
     }
 
     /// Index of the node that owns `key` (as node 0 sees the ring).
@@ -162,6 +154,36 @@ impl Cluster {
     pub fn non_owners(&self, key: &str) -> Vec<usize> {
         let owner = self.owner(key);
         (0..self.nodes.len()).filter(|&i| i != owner).collect()
+    }
+}
+
+fn spawn_node(
+    i: usize,
+    ids: &[String],
+    grpc: <TokioNet as Net>::Listener,
+    http: <TokioNet as Net>::Listener,
+    setup: &impl Fn(usize, &Registry),
+) -> TestNode {
+    let groups = Registry::with_seed(Arc::new(TokioClock::new()), i as u64);
+    setup(i, &groups);
+    let url = format!("http://{}", http.local_addr().unwrap());
+    let discovery = Arc::new(StaticDiscovery::new(ids));
+    let node = Node::new(
+        TokioNet,
+        groups.clone(),
+        discovery,
+        NodeConfig::new(ids[i].clone()),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(grpc, Some(http), async move {
+        let _ = stopped.await;
+    }));
+    TestNode {
+        id: ids[i].clone(),
+        url,
+        groups,
+        stop: Some(stop),
+        task: Some(task),
     }
 }
 
