@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use peercache::net::{Listener, Net};
+use peercache::net::Net;
 use peercache::{
     Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioClock, TokioNet,
 };
