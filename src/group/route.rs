@@ -77,12 +77,14 @@ impl Group {
         key: &str,
         value: Option<Bytes>,
         ttl: Option<Duration>,
+        deadline: Duration,
     ) -> Result<u64> {
         self.check_key(key)?;
         if let Some(v) = &value {
             self.check_value(v)?;
         }
-        Ok(self.write_as_owner(key, value, ttl).await)
+        let at = self.inner.clock.now().saturating_add(deadline);
+        Ok(self.write_as_owner(key, value, ttl, Some(at)).await)
     }
 
     /// Drops this node's copies of `key` older than `version`, as the owner asks after
@@ -170,7 +172,9 @@ impl Group {
     async fn write(&self, key: &str, value: Option<Bytes>, ttl: Option<Duration>) -> Result<u64> {
         let peer = match self.picker().map(|p| p.pick(key)) {
             Some(Pick::Peer(peer)) => peer,
-            Some(Pick::Local) | None => return Ok(self.write_as_owner(key, value, ttl).await),
+            Some(Pick::Local) | None => {
+                return Ok(self.write_as_owner(key, value, ttl, self.deadline()).await);
+            }
         };
         let deadline = self.deadline();
         let left = self.time_left(deadline);
@@ -202,25 +206,39 @@ impl Group {
     }
 
     /// Applies a write here as the owner, then tells every other member to drop older
-    /// copies (waiting a bounded time for them; failures are counted, and any copy
-    /// they miss expires within the hot TTL).
-    async fn write_as_owner(&self, key: &str, value: Option<Bytes>, ttl: Option<Duration>) -> u64 {
+    /// copies, waiting until `deadline` (at most a second) for them. The messages go out
+    /// from a task of their own, so a caller that gives up does not cancel them; failures
+    /// are counted, and any copy they miss expires within the hot TTL.
+    async fn write_as_owner(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Option<Duration>,
+        deadline: Option<Duration>,
+    ) -> u64 {
         let version = self.write_local(key, value, ttl);
         let others = self.picker().map(|p| p.others()).unwrap_or_default();
-        if !others.is_empty() {
-            let name = &self.inner.name;
+        if others.is_empty() {
+            return version;
+        }
+        let wait = self.time_left(deadline).min(INVALIDATE_DEADLINE);
+        let (group, key_owned) = (self.clone(), key.to_owned());
+        let fan_out = tokio::spawn(async move {
+            let name = &group.inner.name;
             let sends = others
                 .iter()
-                .map(|p: &PeerClient| p.invalidate(name, key, version, INVALIDATE_DEADLINE));
+                .map(|p: &PeerClient| p.invalidate(name, &key_owned, version, wait));
             let failed = join_all(sends).await.iter().filter(|r| r.is_err()).count();
             if failed > 0 {
-                self.inner
+                group
+                    .inner
                     .counters
                     .invalidations_failed
                     .fetch_add(failed as u64, Relaxed);
                 tracing::debug!(group = %name, failed, "invalidations not delivered");
             }
-        }
+        });
+        let _ = fan_out.await;
         version
     }
 

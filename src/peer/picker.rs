@@ -119,3 +119,77 @@ impl PeerPicker {
         *self.view.write() = Arc::new(view);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A picker for `me` that counts the clients it makes (lazy channels: nothing dials).
+    fn picker(me: &str) -> (PeerPicker, Arc<AtomicUsize>) {
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = made.clone();
+        let metrics = Arc::new(Metrics::new(crate::Registry::new(Arc::new(
+            crate::TokioClock::new(),
+        ))));
+        let connect: Connect = Box::new(move |m: &Member| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
+                .map_err(|e| crate::Error::Config(e.to_string()))?
+                .connect_lazy();
+            Ok(PeerClient::new(m.id.as_str(), channel, metrics.clone()))
+        });
+        (PeerPicker::new(me, 64, connect), made)
+    }
+
+    fn members(ids: &[&str]) -> Vec<Member> {
+        ids.iter()
+            .map(|id| Member::new(*id, format!("{id}:7000")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn owns_everything_until_it_knows_members() {
+        let (p, _) = picker("a");
+        assert!(p.is_local("any key"));
+        assert!(p.others().is_empty());
+    }
+
+    #[tokio::test]
+    async fn picks_the_rings_owner_and_keeps_clients_across_changes() {
+        let (p, made) = picker("a");
+        p.set_members(members(&["a", "b", "c"]));
+        assert_eq!(made.load(Ordering::SeqCst), 2, "a client per other member");
+        let ids: Vec<String> = p.others().iter().map(|c| c.id().to_owned()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        let view = p.view();
+        for key in (0..200).map(|i| format!("k{i}")) {
+            let owner = &view.ring.owner(&key).unwrap().id;
+            match p.pick(&key) {
+                Pick::Local => assert_eq!(owner, "a"),
+                Pick::Peer(c) => assert_eq!(c.id(), owner),
+            }
+        }
+        // c leaves, d joins, b moves: only d and the moved b get new clients.
+        let mut next = members(&["a", "b", "d"]);
+        next[1].addr = "b:7001".into();
+        p.set_members(next);
+        assert_eq!(made.load(Ordering::SeqCst), 4);
+        p.set_members(members(&["a", "d"]));
+        assert_eq!(made.load(Ordering::SeqCst), 4, "d's client kept");
+        assert_eq!(p.view().ring.members().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_member_without_a_client_stays_out_of_the_ring() {
+        let (p, _) = picker("a");
+        let mut list = members(&["a", "b"]);
+        list[1].addr = "not an address".into();
+        p.set_members(list);
+        assert_eq!(p.view().ring.members().len(), 1);
+        assert!(p.is_local("k"));
+    }
+}

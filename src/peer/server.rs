@@ -73,7 +73,9 @@ impl Peer for PeerService {
         identity(req.codec)?;
         let group = self.groups.get(&req.group)?;
         let ttl = (req.ttl_ms > 0).then(|| Duration::from_millis(req.ttl_ms));
-        let version = group.write_for_peer(&req.key, Some(req.value), ttl).await?;
+        let version = group
+            .write_for_peer(&req.key, Some(req.value), ttl, deadline(req.deadline_ms))
+            .await?;
         Ok(Response::new(proto::SetResponse { version }))
     }
 
@@ -83,7 +85,9 @@ impl Peer for PeerService {
     ) -> Result<Response<proto::RemoveResponse>, Status> {
         let req = req.into_inner();
         let group = self.groups.get(&req.group)?;
-        let version = group.write_for_peer(&req.key, None, None).await?;
+        let version = group
+            .write_for_peer(&req.key, None, None, deadline(req.deadline_ms))
+            .await?;
         Ok(Response::new(proto::RemoveResponse { version }))
     }
 
