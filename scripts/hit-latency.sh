@@ -31,7 +31,7 @@ start() { # start N: nodes on 127.0.0.1:1710i (gRPC) and 1810i (HTTP), hot copie
   for i in $(seq "$n"); do peers+="${peers:+,}127.0.0.1:1710$i"; done
   for i in $(seq "$n"); do
     RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1710$i" --http-addr "127.0.0.1:1810$i" \
-      --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 >/dev/null 2>&1 &
+      --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 --hot-second-fetch false >/dev/null 2>&1 &
     PIDS+=($!)
   done
   for i in $(seq "$n"); do

@@ -87,9 +87,13 @@ struct Serve {
     /// invalidation is lost).
     #[arg(long, env = "PEERCACHE_HOT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     hot_ttl: Duration,
-    /// Share of values fetched from peers kept as hot copies, 0 to 1.
-    #[arg(long, env = "PEERCACHE_HOT_FILL", default_value_t = 0.1)]
+    /// Share of values fetched from peers kept as hot copies at random, 0 to 1, on top
+    /// of those fetched twice recently.
+    #[arg(long, env = "PEERCACHE_HOT_FILL", default_value_t = 0.0)]
     hot_fill: f64,
+    /// Keep a hot copy of a value fetched twice recently (off: only --hot-fill decides).
+    #[arg(long, env = "PEERCACHE_HOT_SECOND_FETCH", default_value_t = true, action = clap::ArgAction::Set)]
+    hot_second_fetch: bool,
     /// Weight of this node in the ring.
     #[arg(long, env = "PEERCACHE_WEIGHT", default_value_t = 1)]
     weight: u32,
@@ -136,6 +140,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             .hot(peercache::HotConfig {
                 ttl: args.hot_ttl,
                 fill_ratio: args.hot_fill,
+                second_fetch: args.hot_second_fetch,
                 ..Default::default()
             })
             .loader_arc(loader.clone());

@@ -263,6 +263,9 @@ impl GroupBuilder {
                 ttl: self.ttl,
                 jitter: self.jitter,
                 hot_cfg: self.hot,
+                doorkeeper: super::hotkeys::Doorkeeper::new(super::hotkeys::doorkeeper_slots(
+                    hot_capacity,
+                )),
                 timeout: self.timeout,
                 rng: Mutex::new(SmallRng::seed_from_u64(seed)),
                 max_key: self.max_key,

@@ -146,12 +146,16 @@ impl Group {
         }
     }
 
-    /// Keeps a sampled share of values fetched from owners as short-lived hot copies.
+    /// Keeps values fetched from owners as short-lived hot copies: those fetched again
+    /// soon (see `hotkeys`) and a sampled share of the rest.
     fn keep_hot(&self, key: &str, fetched: &Fetched, floor: u64) {
         let inner = &*self.inner;
         let Some(hot) = &inner.hot else { return };
-        let ratio = inner.hot_cfg.fill_ratio;
-        if ratio <= 0.0 || (ratio < 1.0 && !inner.rng.lock().random_bool(ratio)) {
+        let cfg = &inner.hot_cfg;
+        let again = cfg.second_fetch && inner.doorkeeper.seen_again(crate::store::key_hash(key));
+        let sampled = cfg.fill_ratio >= 1.0
+            || (cfg.fill_ratio > 0.0 && inner.rng.lock().random_bool(cfg.fill_ratio));
+        if !(again || sampled) {
             return;
         }
         let ttl = match fetched.expires_in {
