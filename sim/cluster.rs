@@ -20,12 +20,12 @@ use turmoil::net::TcpStream;
 
 use super::{Replay, seed};
 
-const GRPC_PORT: u16 = 7000;
-const HTTP_PORT: u16 = 8080;
+pub(super) const GRPC_PORT: u16 = 7000;
+pub(super) const HTTP_PORT: u16 = 8080;
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const KEYS: usize = 20;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the client saw: (simulated ms, request, status, body).
 type Trace = Vec<(u128, String, u16, String)>;
@@ -78,7 +78,7 @@ fn node_host(
 }
 
 /// One HTTP/1.1 exchange with `host`, on a fresh simulated connection.
-async fn http(
+pub(super) async fn http(
     host: &str,
     method: Method,
     path: &str,

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::{TcpListener, TcpStream};
 
 mod cluster;
+mod staleness;
 
 const DB_PORT: u16 = 9000;
 /// Each load gives up after this long, so a partition turns into an error, not a hang.
