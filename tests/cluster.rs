@@ -421,10 +421,17 @@ async fn a_key_fetched_twice_gets_a_hot_copy() {
     let db = Db::default();
     let cluster = Cluster::start(2, |_, reg| {
         // The defaults: no random fills, keep on the second fetch.
-        reg.group("g").capacity(4 << 20).loader(db.clone()).build().unwrap();
+        reg.group("g")
+            .capacity(4 << 20)
+            .loader(db.clone())
+            .build()
+            .unwrap();
     })
     .await;
-    let key = (0..).map(|i| format!("h{i}")).find(|k| cluster.owner(k) == 0).unwrap();
+    let key = (0..)
+        .map(|i| format!("h{i}"))
+        .find(|k| cluster.owner(k) == 0)
+        .unwrap();
     let asker = &cluster.nodes[1];
     for expect_peer_loads in [1, 2, 2, 2] {
         assert_eq!(get(&asker.url, &key).await, (200, format!("v:{key}")));
@@ -433,7 +440,10 @@ async fn a_key_fetched_twice_gets_a_hot_copy() {
     let stats = asker.group("g").stats();
     assert_eq!((stats.hot_hits, stats.hot.items), (2, 1));
     // A key fetched once takes no room.
-    let once = (0..).map(|i| format!("o{i}")).find(|k| cluster.owner(k) == 0).unwrap();
+    let once = (0..)
+        .map(|i| format!("o{i}"))
+        .find(|k| cluster.owner(k) == 0)
+        .unwrap();
     assert_eq!(get(&asker.url, &once).await.0, 200);
     assert_eq!(asker.group("g").stats().hot.items, 1);
 }
