@@ -42,6 +42,9 @@ pub enum Error {
     /// The request's deadline passed before it completed.
     #[error("deadline exceeded")]
     Timeout,
+    /// A request is malformed beyond the cases above.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// A listener or server failed.
     #[error("i/o: {0}")]
     Io(String),

@@ -304,7 +304,7 @@ impl Group {
                 Ok(())
             }
         };
-        self.drop_copies(key, version);
+        self.drop_copies(key, version, true);
         match stored {
             // Stale: a newer write to this key (or to one sharing its version slot) came
             // first. The store dropped any older entry of this key, so the next get loads
@@ -316,24 +316,35 @@ impl Group {
         }
     }
 
-    /// Drops this node's copies of `key` older than `version` (hot ones, and a main one
-    /// left from when this node owned the key) and detaches its flights.
-    fn drop_copies(&self, key: &str, version: u64) {
+    /// Drops this node's copies of `key` after a write stamped `version` by the key's
+    /// owner, and detaches the key's flights. Every copy goes, whatever its version:
+    /// versions are stamped per owner, so a copy from an earlier owner may carry a
+    /// higher one. The floor rises above everything seen, so a fill already under way
+    /// here is refused too. `keep_main` spares the main cache (the owner's own write).
+    fn drop_copies(&self, key: &str, version: u64, keep_main: bool) {
         let inner = &*self.inner;
+        let bar = |store: &dyn Store| store.floor(key).saturating_add(1).max(version);
         if let Some(hot) = &inner.hot {
-            hot.remove(key, version);
+            hot.remove(key, bar(&**hot));
         }
-        inner.main.remove(key, version);
+        if !keep_main {
+            inner.main.remove(key, bar(&*inner.main));
+        }
         inner.flights.forget(key);
         inner.loads.forget(key);
     }
 
-    /// A version above every version this group has handed out or seen for `key`.
+    /// A version above every version this group has handed out or seen for `key`, and
+    /// unique among this node's writes.
     fn next_version(&self, key: &str) -> u64 {
         let floor = self.inner.main.floor(key);
-        let v = (self.inner.versions.fetch_add(1, Relaxed) + 1).max(floor + 1);
-        self.inner.versions.fetch_max(v, Relaxed);
-        v
+        let next = |c: u64| c.max(floor).saturating_add(1);
+        let prev = self
+            .inner
+            .versions
+            .fetch_update(Relaxed, Relaxed, |c| Some(next(c)))
+            .expect("the update always succeeds");
+        next(prev)
     }
 
     /// Absolute expiry for an entry written now with `ttl` (or the default; `cap` makes

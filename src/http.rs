@@ -70,7 +70,7 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::EmptyKey | Error::Config(_) => StatusCode::BAD_REQUEST,
+            Error::EmptyKey | Error::Config(_) | Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
             Error::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnknownGroup(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,

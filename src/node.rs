@@ -17,13 +17,10 @@ use crate::group::Registry;
 use crate::metrics::Metrics;
 use crate::net::transport::{self, ChannelTimeouts};
 use crate::net::{Listener, Net};
-use crate::peer::{PeerClient, PeerPicker, PeerService};
+use crate::peer::{MAX_MESSAGE, PeerClient, PeerPicker, PeerService};
 use crate::proto::peer_server::PeerServer;
 use crate::ring::{DEFAULT_VNODES, Member};
 use crate::{Error, Result};
-
-/// Largest gRPC message a node accepts (values are limited per group, below this).
-const MAX_MESSAGE: usize = 64 << 20;
 
 /// How a node presents itself and talks to peers.
 #[derive(Debug, Clone)]

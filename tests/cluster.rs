@@ -359,11 +359,8 @@ async fn peers_reconnect_to_a_restarted_owner() {
         "hot copy"
     );
     cluster.restart(0, db_group(&db)).await;
-    // Past the hot copy's life, node 1 asks the owner again over a fresh connection.
-    cluster.nodes[1]
-        .group("g")
-        .invalidate(&key, u64::MAX - 1)
-        .unwrap();
+    // Once its copy is dropped, node 1 asks the owner again over a fresh connection.
+    cluster.nodes[1].group("g").invalidate(&key, 0).unwrap();
     assert_eq!(
         get(&cluster.nodes[1].url, &key).await,
         (200, "while down".to_owned())
@@ -446,4 +443,90 @@ async fn a_key_fetched_twice_gets_a_hot_copy() {
         .unwrap();
     assert_eq!(get(&asker.url, &once).await.0, 200);
     assert_eq!(asker.group("g").stats().hot.items, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_owner_drops_its_copy_when_the_key_moves() {
+    let db = Db::default();
+    let cluster = Cluster::start(3, db_group(&db)).await;
+    let members = |n: usize| -> Vec<peercache::Member> {
+        cluster.nodes[..n]
+            .iter()
+            .map(|node| peercache::Member::new(node.id.clone(), node.id.clone()))
+            .collect()
+    };
+    let set_view = |n: usize| {
+        for node in &cluster.nodes {
+            let mut view = members(n);
+            if !view.iter().any(|m| m.id == node.id) {
+                view.push(peercache::Member::new(node.id.clone(), node.id.clone()));
+            }
+            node.groups.peers().unwrap().set_members(view);
+        }
+    };
+    // Nodes 0 and 1 see only each other; pick a key node 0 owns there and node 2 owns
+    // once it joins.
+    set_view(2);
+    let two = peercache::Ring::new(members(2), peercache::ring::DEFAULT_VNODES);
+    let three = peercache::Ring::new(members(3), peercache::ring::DEFAULT_VNODES);
+    let key = (0..)
+        .map(|i| format!("m{i}"))
+        .find(|k| {
+            two.owner(k).unwrap().id == cluster.nodes[0].id
+                && three.owner(k).unwrap().id == cluster.nodes[2].id
+        })
+        .unwrap();
+    // Several writes through node 1 give node 0's main copy a high version.
+    for i in 0..5 {
+        let value = format!("old{i}");
+        db.write(&key, Some(&value));
+        put(&cluster.nodes[1].url, &key, &value).await;
+    }
+    assert_eq!(
+        get(&cluster.nodes[0].url, &key).await,
+        (200, "old4".to_owned())
+    );
+    // Node 2 joins and owns the key; its first write has a low version of its own.
+    set_view(3);
+    db.write(&key, Some("new"));
+    put(&cluster.nodes[1].url, &key, "new").await;
+    for node in &cluster.nodes {
+        assert_eq!(
+            get(&node.url, &key).await,
+            (200, "new".to_owned()),
+            "via {}",
+            node.id
+        );
+    }
+    assert!(
+        !cluster.nodes[0].group("g").holds(&key),
+        "the former owner let go"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_cross_the_peer_link() {
+    let db = Db::default();
+    let cluster = Cluster::start(2, |_, reg| {
+        reg.group("g")
+            .capacity(64 << 20)
+            .max_value_len(8 << 20)
+            .loader(db.clone())
+            .build()
+            .unwrap();
+    })
+    .await;
+    let key = (0..)
+        .map(|i| format!("big{i}"))
+        .find(|k| cluster.owner(k) == 0)
+        .unwrap();
+    let value = "x".repeat(5 << 20);
+    put(&cluster.nodes[1].url, &key, &value).await;
+    let (status, body) = get(&cluster.nodes[1].url, &key).await;
+    assert_eq!((status, body.len()), (200, value.len()));
+    let stats = cluster.nodes[1].group("g").stats();
+    assert_eq!(
+        (stats.peer_loads, stats.peer_errors, stats.loads),
+        (1, 0, 0)
+    );
 }

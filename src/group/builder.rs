@@ -201,9 +201,14 @@ impl GroupBuilder {
         let Some(loader) = self.loader.clone() else {
             return config("a loader is required".into());
         };
-        let room = self
-            .capacity
-            .saturating_sub(store::ENTRY_OVERHEAD.saturating_add(self.max_key as u64));
+        let key_room = store::ENTRY_OVERHEAD.saturating_add(self.max_key as u64);
+        if key_room > self.capacity {
+            return config(format!(
+                "capacity {} cannot hold a {}-byte key",
+                self.capacity, self.max_key
+            ));
+        }
+        let room = self.capacity - key_room;
         let max_value = match self.max_value {
             Some(v) if v as u64 > room => {
                 return config(format!(

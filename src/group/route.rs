@@ -62,10 +62,14 @@ impl Group {
         inner.counters.served_to_peers.fetch_add(1, Relaxed);
         self.check_key(key)?;
         let now = inner.clock.now();
-        if let Some(hit) = inner.main.get(key, now) {
+        if let Some(hit) = inner
+            .main
+            .get(key, now)
+            .filter(|hit| self.keep_main_hit(key, hit))
+        {
             return Ok(self.fetched(hit));
         }
-        let owned = self.picker().is_none_or(|p| p.is_local(key));
+        let owned = self.owns(key);
         let at = Some(now.saturating_add(deadline));
         self.within(at, self.load_local(key, owned)).await?
     }
@@ -91,7 +95,8 @@ impl Group {
     /// a write.
     pub fn invalidate(&self, key: &str, version: u64) -> Result<()> {
         self.check_key(key)?;
-        self.drop_copies(key, version);
+        check_version(version)?;
+        self.drop_copies(key, version, false);
         Ok(())
     }
 
@@ -99,7 +104,11 @@ impl Group {
     fn cached(&self, key: &str) -> Option<Bytes> {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let hit = match inner.main.get(key, now) {
+        let hit = match inner
+            .main
+            .get(key, now)
+            .filter(|hit| self.keep_main_hit(key, hit))
+        {
             Some(hit) => hit,
             None => {
                 let hit = inner.hot.as_ref()?.get(key, now)?;
@@ -109,6 +118,22 @@ impl Group {
         };
         inner.counters.hits.fetch_add(1, Relaxed);
         Some(hit.value)
+    }
+
+    /// Whether this node owns `key` in its current view (always, without peers).
+    fn owns(&self, key: &str) -> bool {
+        self.picker().is_none_or(|p| p.owns(key))
+    }
+
+    /// A main-cache entry is served only while this node owns its key. After membership
+    /// moved the key elsewhere it is dropped: the new owner may take writes this node
+    /// never hears of.
+    fn keep_main_hit(&self, key: &str, hit: &crate::store::Hit) -> bool {
+        if self.owns(key) {
+            return true;
+        }
+        self.inner.main.remove(key, hit.version.saturating_add(1));
+        false
     }
 
     /// The leader's half of a client get: re-check, then the owner or the loader.
@@ -134,6 +159,11 @@ impl Group {
                 }
                 Ok(fetched.value)
             }
+            // An owner that lacks the group (a rolling deploy) cannot serve it either.
+            Err(PeerFailure::Answered(Error::UnknownGroup(_))) => {
+                counters.peer_errors.fetch_add(1, Relaxed);
+                self.load_local(key, false).await.map(|f| f.value)
+            }
             Err(PeerFailure::Answered(e)) => Err(e),
             Err(PeerFailure::Unreachable(why)) => {
                 counters.peer_errors.fetch_add(1, Relaxed);
@@ -151,6 +181,9 @@ impl Group {
     fn keep_hot(&self, key: &str, fetched: &Fetched, floor: u64) {
         let inner = &*self.inner;
         let Some(hot) = &inner.hot else { return };
+        if check_version(fetched.version).is_err() {
+            return;
+        }
         let cfg = &inner.hot_cfg;
         let again = cfg.second_fetch && inner.doorkeeper.seen_again(crate::store::key_hash(key));
         let sampled = cfg.fill_ratio >= 1.0
@@ -191,16 +224,14 @@ impl Group {
             Ok(version) => {
                 // The owner invalidates us too; dropping here as well makes this node
                 // read its own write even if that message is slow.
-                self.drop_copies(key, version);
+                self.drop_copies(key, version, false);
                 Ok(version)
             }
             Err(PeerFailure::Answered(e)) => Err(e),
             Err(PeerFailure::Unreachable(why)) => {
                 self.inner.counters.peer_errors.fetch_add(1, Relaxed);
                 // Whatever we held may be outdated by the write the caller attempted.
-                let hot = self.inner.hot.as_ref().map_or(0, |h| h.floor(key));
-                let floor = self.inner.main.floor(key).max(hot);
-                self.drop_copies(key, floor.saturating_add(1));
+                self.drop_copies(key, 0, false);
                 Err(Error::Unavailable(format!(
                     "owner {} of the key: {why}",
                     peer.id()
@@ -276,4 +307,15 @@ impl Group {
             () = self.inner.clock.sleep(left) => Err(Error::Timeout),
         }
     }
+}
+
+/// Versions are counters; one near `u64::MAX` from the network would pin a key's floor
+/// where no later write could pass it.
+pub(crate) const MAX_VERSION: u64 = 1 << 62;
+
+fn check_version(version: u64) -> Result<()> {
+    if version > MAX_VERSION {
+        return Err(Error::Invalid(format!("version {version} is out of range")));
+    }
+    Ok(())
 }

@@ -112,8 +112,6 @@ impl<L: Listener> axum::serve::Listener for AxumListener<L> {
 pub struct ChannelTimeouts {
     /// Longest wait for a connection to be established.
     pub connect: Duration,
-    /// Upper bound on any single call (a call's own deadline may be shorter).
-    pub call: Duration,
     /// HTTP/2 ping interval, so a connection whose segments vanish (a partition) is
     /// noticed and rebuilt instead of hanging.
     pub keep_alive: Duration,
@@ -123,18 +121,17 @@ impl Default for ChannelTimeouts {
     fn default() -> Self {
         ChannelTimeouts {
             connect: Duration::from_secs(1),
-            call: Duration::from_secs(5),
             keep_alive: Duration::from_secs(2),
         }
     }
 }
 
 /// A lazily connected channel to `addr` that dials through `net` and reconnects after
-/// failures.
+/// failures. It sets no call timeout of its own: every call carries the caller's
+/// deadline, which a channel-wide limit would silently cut short.
 pub(crate) fn channel<N: Net>(net: N, addr: &str, t: ChannelTimeouts) -> crate::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| crate::Error::Config(format!("peer address {addr:?}: {e}")))?
-        .timeout(t.call)
         .http2_keep_alive_interval(t.keep_alive)
         .keep_alive_timeout(t.keep_alive)
         .keep_alive_while_idle(true);

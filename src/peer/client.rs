@@ -24,7 +24,9 @@ impl PeerClient {
     pub fn new(id: impl Into<Arc<str>>, channel: Channel, metrics: Arc<Metrics>) -> Self {
         PeerClient {
             id: id.into(),
-            rpc: Rpc::new(channel),
+            rpc: Rpc::new(channel)
+                .max_decoding_message_size(super::MAX_MESSAGE)
+                .max_encoding_message_size(super::MAX_MESSAGE),
             metrics,
         }
     }

@@ -15,6 +15,9 @@ pub use picker::{Connect, PeerPicker, Pick, View};
 pub use server::PeerService;
 pub use status::PeerFailure;
 
+/// Largest gRPC message a node sends or accepts (values are limited per group, below).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
 /// A value as the owner serves it to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {

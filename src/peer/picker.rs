@@ -68,9 +68,18 @@ impl PeerPicker {
         }
     }
 
-    /// Whether this node owns `key` in the current view.
+    /// Whether this node owns `key` in the current view (or knows no members yet).
     pub fn is_local(&self, key: &str) -> bool {
         matches!(self.pick(key), Pick::Local)
+    }
+
+    /// Like [`PeerPicker::is_local`], without cloning a client: for the hit path.
+    pub fn owns(&self, key: &str) -> bool {
+        let view = self.view.read();
+        match view.ring.owner(key) {
+            Some(owner) => owner.id == self.self_id || !view.clients.contains_key(&owner.id),
+            None => true,
+        }
     }
 
     /// Clients of every other member, in id order.

@@ -28,6 +28,7 @@ impl From<Error> for Status {
             Error::Load(_) => (Code::Internal, "load".to_owned()),
             Error::Config(_) => (Code::InvalidArgument, "config".to_owned()),
             Error::Io(_) => (Code::Internal, "io".to_owned()),
+            Error::Invalid(_) => (Code::InvalidArgument, "invalid".to_owned()),
             Error::Timeout => (Code::DeadlineExceeded, "timeout".to_owned()),
             Error::Unavailable(_) => (Code::Unavailable, "unavailable".to_owned()),
         };
@@ -48,6 +49,7 @@ fn payload(e: &Error) -> String {
         | Error::Load(s)
         | Error::Config(s)
         | Error::Io(s)
+        | Error::Invalid(s)
         | Error::Unavailable(s) => s.clone(),
         other => other.to_string(),
     }
@@ -86,6 +88,7 @@ impl From<Status> for PeerFailure {
             "not-found" => Error::NotFound(msg),
             "config" => Error::Config(msg),
             "io" => Error::Io(msg),
+            "invalid" => Error::Invalid(msg),
             "timeout" => Error::Timeout,
             "unavailable" => Error::Unavailable(msg),
             _ => Error::Load(msg),
@@ -113,6 +116,7 @@ mod tests {
             Error::Load("db down".into()),
             Error::Config("bad".into()),
             Error::Io("reset".into()),
+            Error::Invalid("version".into()),
             Error::Timeout,
             Error::Unavailable("owner down".into()),
         ];
