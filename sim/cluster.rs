@@ -30,7 +30,7 @@ pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the client saw: (simulated ms, request, status, body).
 type Trace = Vec<(u128, String, u16, String)>;
 
-fn advertise(host: &str) -> String {
+pub(super) fn advertise(host: &str) -> String {
     format!("{host}:{GRPC_PORT}")
 }
 
@@ -61,19 +61,49 @@ fn node_host(
                     async move { Ok(Bytes::from(format!("v:{key}"))) }
                 }))
                 .build()?;
-            let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
-            let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
-            let discovery = Arc::new(StaticDiscovery::new(NODES.map(advertise)));
-            Node::new(
-                SimNet,
-                registry,
-                discovery,
-                NodeConfig::new(advertise(NODES[i])),
-            )
-            .run(grpc, Some(http), std::future::pending())
-            .await?;
-            Ok(())
+            serve_node(&NODES, i, registry).await
         })
+    }
+}
+
+/// Runs node `i` of `hosts` (static peers: all of `hosts`) with `registry`'s groups on
+/// the simulated network, gRPC on `GRPC_PORT` and HTTP on `HTTP_PORT`, until the
+/// simulation ends.
+pub(super) async fn serve_node(hosts: &[&str], i: usize, registry: Registry) -> turmoil::Result {
+    let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
+    let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
+    let discovery = Arc::new(StaticDiscovery::new(hosts.iter().map(|h| advertise(h))));
+    let config = NodeConfig::new(advertise(hosts[i]));
+    Node::new(SimNet, registry, discovery, config)
+        .run(grpc, Some(http), std::future::pending())
+        .await?;
+    Ok(())
+}
+
+/// The ring every node of `hosts` builds from the static list.
+pub(super) fn ring_of(hosts: &[&str]) -> Ring {
+    Ring::new(
+        hosts
+            .iter()
+            .map(|h| Member::new(advertise(h), advertise(h))),
+        DEFAULT_VNODES,
+    )
+}
+
+/// Waits until every host answers `/healthz` (at most 50 tries, 100 ms apart).
+pub(super) async fn wait_healthy(hosts: &[&str]) {
+    for host in hosts {
+        let mut attempts = 0;
+        loop {
+            match http(host, Method::GET, "/healthz", "").await {
+                Ok((StatusCode::OK, _)) => break,
+                _ if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("{host} not healthy after {attempts} attempts: {other:?}"),
+            }
+        }
     }
 }
 
@@ -129,26 +159,9 @@ async fn drive(trace: Arc<Mutex<Trace>>) -> Result<(), BoxError> {
     };
     let counter = |s: &Value, name: &str| s[name].as_u64().expect(name);
 
-    // Wait until every node answers (bounded).
-    for host in NODES {
-        let mut attempts = 0;
-        loop {
-            match http(host, Method::GET, "/healthz", "").await {
-                Ok((StatusCode::OK, _)) => break,
-                _ if attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("{host} not healthy after {attempts} attempts: {other:?}"),
-            }
-        }
-    }
-
+    wait_healthy(&NODES).await;
     // The ring every node builds from the static list, to know each key's owner.
-    let ring = Ring::new(
-        NODES.map(|h| Member::new(advertise(h), advertise(h))),
-        DEFAULT_VNODES,
-    );
+    let ring = ring_of(&NODES);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i}")).collect();
     let owner = |key: &str| {
         let id = &ring.owner(key).expect("non-empty ring").id;

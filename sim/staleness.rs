@@ -16,15 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use peercache::net::SimNet;
-use peercache::ring::DEFAULT_VNODES;
-use peercache::{
-    Error, HotConfig, LoaderFn, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery,
-    TokioClock,
-};
+use peercache::{Error, HotConfig, LoaderFn, Registry, TokioClock};
 use serde_json::Value;
 
-use super::cluster::{BoxError, GRPC_PORT, HTTP_PORT, http};
+use super::cluster::{BoxError, advertise, http, ring_of, serve_node, wait_healthy};
 use super::{Replay, seed};
 
 const NODES: [&str; 3] = ["nodeA", "nodeB", "nodeC"];
@@ -47,10 +42,6 @@ type Db = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// One exchange: (start ms, end ms, request, status, body), in simulated time.
 type Trace = Vec<(u128, u128, String, u16, String)>;
-
-fn advertise(host: &str) -> String {
-    format!("{host}:{GRPC_PORT}")
-}
 
 fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
@@ -84,18 +75,7 @@ fn node_host(
                     async move { value.map(Bytes::from).ok_or(Error::NotFound(key)) }
                 }))
                 .build()?;
-            let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
-            let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
-            let discovery = Arc::new(StaticDiscovery::new(NODES.map(advertise)));
-            Node::new(
-                SimNet,
-                registry,
-                discovery,
-                NodeConfig::new(advertise(NODES[i])),
-            )
-            .run(grpc, Some(http), std::future::pending())
-            .await?;
-            Ok(())
+            serve_node(&NODES, i, registry).await
         })
     }
 }
@@ -147,26 +127,9 @@ async fn drive(db: Db, trace: Arc<Mutex<Trace>>) -> Result<Window, BoxError> {
     };
     let counter = |s: &Value, name: &str| s[name].as_u64().expect(name);
 
-    // Wait until every node answers (bounded).
-    for host in NODES {
-        let mut attempts = 0;
-        loop {
-            match http(host, Method::GET, "/healthz", "").await {
-                Ok((StatusCode::OK, _)) => break,
-                _ if attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("{host} not healthy after {attempts} attempts: {other:?}"),
-            }
-        }
-    }
-
+    wait_healthy(&NODES).await;
     // A key that nodeA owns, in the ring every node builds from the static list.
-    let ring = Ring::new(
-        NODES.map(|h| Member::new(advertise(h), advertise(h))),
-        DEFAULT_VNODES,
-    );
+    let ring = ring_of(&NODES);
     let key = (0..)
         .map(|i| format!("k{i}"))
         .find(|k| ring.owner(k).expect("non-empty ring").id == advertise(NODES[A]))

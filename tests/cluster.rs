@@ -345,10 +345,7 @@ async fn shutdown_drains_requests_in_flight() {
 async fn peers_reconnect_to_a_restarted_owner() {
     let db = Db::default();
     let mut cluster = Cluster::start(3, db_group(&db)).await;
-    let key = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|k| cluster.owner(k) == 0)
-        .unwrap();
+    let key = cluster.key_owned_by(0, "r");
     assert_eq!(get(&cluster.nodes[1].url, &key).await.0, 200);
     assert_eq!(cluster.nodes[1].group("g").stats().peer_loads, 1);
     cluster.nodes[0].stop().await;
@@ -392,10 +389,7 @@ async fn the_callers_deadline_travels_to_the_owner() {
             .unwrap();
     })
     .await;
-    let key = (0..)
-        .map(|i| format!("d{i}"))
-        .find(|k| cluster.owner(k) == 0)
-        .unwrap();
+    let key = cluster.key_owned_by(0, "d");
     let started = std::time::Instant::now();
     let (status, body) = get(&cluster.nodes[1].url, &key).await;
     let took = started.elapsed();
@@ -425,10 +419,7 @@ async fn a_key_fetched_twice_gets_a_hot_copy() {
             .unwrap();
     })
     .await;
-    let key = (0..)
-        .map(|i| format!("h{i}"))
-        .find(|k| cluster.owner(k) == 0)
-        .unwrap();
+    let key = cluster.key_owned_by(0, "h");
     let asker = &cluster.nodes[1];
     for expect_peer_loads in [1, 2, 2, 2] {
         assert_eq!(get(&asker.url, &key).await, (200, format!("v:{key}")));
@@ -437,10 +428,7 @@ async fn a_key_fetched_twice_gets_a_hot_copy() {
     let stats = asker.group("g").stats();
     assert_eq!((stats.hot_hits, stats.hot.items), (2, 1));
     // A key fetched once takes no room.
-    let once = (0..)
-        .map(|i| format!("o{i}"))
-        .find(|k| cluster.owner(k) == 0)
-        .unwrap();
+    let once = cluster.key_owned_by(0, "o");
     assert_eq!(get(&asker.url, &once).await.0, 200);
     assert_eq!(asker.group("g").stats().hot.items, 1);
 }
@@ -516,10 +504,7 @@ async fn large_values_cross_the_peer_link() {
             .unwrap();
     })
     .await;
-    let key = (0..)
-        .map(|i| format!("big{i}"))
-        .find(|k| cluster.owner(k) == 0)
-        .unwrap();
+    let key = cluster.key_owned_by(0, "big");
     let value = "x".repeat(5 << 20);
     put(&cluster.nodes[1].url, &key, &value).await;
     let (status, body) = get(&cluster.nodes[1].url, &key).await;

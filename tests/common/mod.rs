@@ -150,6 +150,14 @@ impl Cluster {
             .expect("owner is a member")
     }
 
+    /// The first key `<prefix><n>` that node `i` owns.
+    pub fn key_owned_by(&self, i: usize, prefix: &str) -> String {
+        (0..)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|k| self.owner(k) == i)
+            .expect("some key maps to every node")
+    }
+
     /// Indexes of the nodes that do not own `key`.
     pub fn non_owners(&self, key: &str) -> Vec<usize> {
         let owner = self.owner(key);
