@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 
 use super::PeerClient;
 use crate::ring::{Member, Ring};
@@ -34,7 +34,9 @@ pub struct PeerPicker {
     self_id: String,
     vnodes: u32,
     connect: Connect,
-    view: RwLock<Arc<View>>,
+    /// Read on every hit (ownership check), so lock-free: readers never write a
+    /// shared cache line.
+    view: ArcSwap<View>,
 }
 
 impl PeerPicker {
@@ -44,10 +46,10 @@ impl PeerPicker {
             self_id: self_id.into(),
             vnodes,
             connect,
-            view: RwLock::new(Arc::new(View {
+            view: ArcSwap::from_pointee(View {
                 ring: Ring::new([], vnodes),
                 clients: BTreeMap::new(),
-            })),
+            }),
         }
     }
 
@@ -58,7 +60,7 @@ impl PeerPicker {
 
     /// Who owns `key` in the current view.
     pub fn pick(&self, key: &str) -> Pick {
-        let view = self.view();
+        let view = self.view.load();
         match view.ring.owner(key) {
             Some(owner) if owner.id != self.self_id => match view.clients.get(&owner.id) {
                 Some((_, client)) => Pick::Peer(client.clone()),
@@ -75,7 +77,7 @@ impl PeerPicker {
 
     /// Like [`PeerPicker::is_local`], without cloning a client: for the hit path.
     pub fn owns(&self, key: &str) -> bool {
-        let view = self.view.read();
+        let view = self.view.load();
         match view.ring.owner(key) {
             Some(owner) => owner.id == self.self_id || !view.clients.contains_key(&owner.id),
             None => true,
@@ -93,7 +95,7 @@ impl PeerPicker {
 
     /// The current view.
     pub fn view(&self) -> Arc<View> {
-        self.view.read().clone()
+        self.view.load_full()
     }
 
     /// Replaces the membership. Clients of members whose address is unchanged are kept
@@ -125,7 +127,7 @@ impl PeerPicker {
             clients,
         };
         tracing::info!(members = view.ring.members().len(), "membership changed");
-        *self.view.write() = Arc::new(view);
+        self.view.store(Arc::new(view));
     }
 }
 
