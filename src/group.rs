@@ -255,11 +255,13 @@ impl Group {
             .inspect_err(|_| {
                 inner.counters.local_load_errors.fetch_add(1, Relaxed);
             })?;
-        let ttl = (!owned).then_some(inner.hot_cfg.fallback_ttl);
+        // A key this node does not own lives no longer than the fallback TTL.
+        let fallback = inner.hot_cfg.fallback_ttl;
+        let ttl = (!owned).then(|| inner.ttl.map_or(fallback, |t| t.min(fallback)));
         let entry = Entry {
             value: value.clone(),
             version,
-            expires_at: self.expiry(ttl, !owned),
+            expires_at: self.expiry(ttl),
         };
         let expires_in = entry
             .expires_at
@@ -295,7 +297,7 @@ impl Group {
                 let entry = Entry {
                     value,
                     version,
-                    expires_at: self.expiry(ttl, false),
+                    expires_at: self.expiry(ttl),
                 };
                 inner.main.insert(key, entry)
             }
@@ -347,15 +349,11 @@ impl Group {
         next(prev)
     }
 
-    /// Absolute expiry for an entry written now with `ttl` (or the default; `cap` makes
-    /// `ttl` an upper bound on the default instead of a replacement), with jitter
+    /// Absolute expiry for an entry written now with `ttl` (or the default), with jitter
     /// shortening it by up to the configured fraction.
-    fn expiry(&self, ttl: Option<Duration>, cap: bool) -> Option<Duration> {
+    fn expiry(&self, ttl: Option<Duration>) -> Option<Duration> {
         let inner = &*self.inner;
-        let ttl = match (ttl, inner.ttl) {
-            (Some(t), Some(default)) if cap => Some(t.min(default)),
-            (t, default) => t.or(default),
-        }?;
+        let ttl = ttl.or(inner.ttl)?;
         let ttl = if inner.jitter > 0.0 {
             let cut: f64 = inner.rng.lock().random_range(0.0..inner.jitter);
             // From f64 seconds, so even a TTL near `Duration::MAX` cannot panic.

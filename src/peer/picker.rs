@@ -70,12 +70,8 @@ impl PeerPicker {
         }
     }
 
-    /// Whether this node owns `key` in the current view (or knows no members yet).
-    pub fn is_local(&self, key: &str) -> bool {
-        matches!(self.pick(key), Pick::Local)
-    }
-
-    /// Like [`PeerPicker::is_local`], without cloning a client: for the hit path.
+    /// Whether this node owns `key` in the current view, as [`PeerPicker::pick`] would
+    /// say `Local`, without cloning a client: it runs on every main-cache hit.
     pub fn owns(&self, key: &str) -> bool {
         let view = self.view.load();
         match view.ring.owner(key) {
@@ -165,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn owns_everything_until_it_knows_members() {
         let (p, _) = picker("a");
-        assert!(p.is_local("any key"));
+        assert!(p.owns("any key"));
         assert!(p.others().is_empty());
     }
 
@@ -180,8 +176,8 @@ mod tests {
         for key in (0..200).map(|i| format!("k{i}")) {
             let owner = &view.ring.owner(&key).unwrap().id;
             match p.pick(&key) {
-                Pick::Local => assert_eq!(owner, "a"),
-                Pick::Peer(c) => assert_eq!(c.id(), owner),
+                Pick::Local => assert!(owner == "a" && p.owns(&key)),
+                Pick::Peer(c) => assert!(c.id() == owner && !p.owns(&key)),
             }
         }
         // c leaves, d joins, b moves: only d and the moved b get new clients.
@@ -201,6 +197,6 @@ mod tests {
         list[1].addr = "not an address".into();
         p.set_members(list);
         assert_eq!(p.view().ring.members().len(), 1);
-        assert!(p.is_local("k"));
+        assert!(p.owns("k"));
     }
 }
