@@ -1,0 +1,86 @@
+//! Efficiency: while membership is stable, the source is loaded at most once per key and
+//! version cluster-wide; under churn the excess is reported.
+//!
+//! Stable phases: from the warmup to the first fault, and from the recovery bound to the
+//! end. Only runs whose keys all fit in a node's cache are held to it (otherwise
+//! evictions legitimately reload).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Violation;
+use crate::harness::Run;
+
+/// Loads of the whole run.
+#[derive(Debug, Default)]
+pub struct Efficiency {
+    /// Successful source loads.
+    pub loads: u64,
+    /// Distinct (key, version) pairs loaded.
+    pub distinct: u64,
+    /// Loads beyond one per (key, version) in stable phases.
+    pub stable_excess: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl Efficiency {
+    /// Loads per (key, version), the whole run.
+    pub fn per_key(&self) -> f64 {
+        if self.distinct == 0 {
+            0.0
+        } else {
+            self.loads as f64 / self.distinct as f64
+        }
+    }
+}
+
+pub fn check(run: &Run) -> Efficiency {
+    let swarm = &run.swarm;
+    let first_fault = swarm.plan.first().map_or(swarm.end(), |(at, _)| *at);
+    let windows = [
+        (swarm.warmup, first_fault),
+        (
+            swarm.recovered().max(swarm.warmup),
+            swarm.end() + Duration::from_secs(60),
+        ),
+    ];
+    let ok = run.history.loads.iter().filter(|l| l.ok);
+    let mut all: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    let mut stable: BTreeMap<(usize, &str, u64), Vec<Duration>> = BTreeMap::new();
+    for load in ok {
+        *all.entry((&load.key, load.version)).or_default() += 1;
+        if let Some(w) = windows
+            .iter()
+            .position(|(from, to)| load.at >= *from && load.at < *to)
+        {
+            stable
+                .entry((w, &load.key, load.version))
+                .or_default()
+                .push(load.at);
+        }
+    }
+    let mut e = Efficiency {
+        loads: all.values().sum(),
+        distinct: all.len() as u64,
+        ..Efficiency::default()
+    };
+    for ((_, key, version), times) in &stable {
+        let extra = times.len() as u64 - 1;
+        e.stable_excess += extra;
+        if extra > 0 && swarm.roomy && e.violations.len() < 5 {
+            e.violations.push(Violation {
+                check: "efficiency",
+                what: format!(
+                    "{key}@{version} loaded {} times while membership was stable (at {:?})",
+                    times.len(),
+                    times
+                        .iter()
+                        .map(|t| format!("{:.3}s", t.as_secs_f64()))
+                        .collect::<Vec<_>>()
+                ),
+                excerpt: run.history.excerpt(key, times[0], Duration::from_secs(2)),
+            });
+        }
+    }
+    e
+}

@@ -1,0 +1,156 @@
+//! `client<i>` hosts: workers that issue Gets, Sets and Removes over HTTP to the nodes
+//! and record every operation. Writers follow cache-aside: the source first, then the
+//! cache. Each key has exactly one writer, so writes to a key are serialized as
+//! cache-aside requires.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use turmoil::net::TcpStream;
+
+use super::Swarm;
+use super::db::{SharedDb, value_of};
+use super::node::{GROUP, HTTP_PORT, host_name};
+use crate::history::{Kind, Op, Outcome};
+
+pub fn host_name_of(client: usize) -> String {
+    format!("client{client}")
+}
+
+/// Runs every worker of client `c` until the workload ends.
+pub async fn run(
+    c: usize,
+    swarm: Swarm,
+    db: SharedDb,
+    ops: Arc<Mutex<Vec<Op>>>,
+) -> turmoil::Result {
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..swarm.workers {
+        let worker = c * swarm.workers + w;
+        workers.spawn(work(worker, swarm.clone(), db.clone(), ops.clone()));
+    }
+    while let Some(done) = workers.join_next().await {
+        done?.map_err(|e| -> Box<dyn std::error::Error> { e })?;
+    }
+    Ok(())
+}
+
+async fn work(
+    worker: usize,
+    swarm: Swarm,
+    db: SharedDb,
+    ops: Arc<Mutex<Vec<Op>>>,
+) -> Result<(), BoxError> {
+    let mut rng = SmallRng::seed_from_u64(swarm.seed ^ 0x5157_0000 ^ worker as u64);
+    let zipf = swarm
+        .zipf
+        .map(|s| Zipf::new(swarm.keys as f64, s).expect("valid zipf"));
+    let writers = swarm.clients * swarm.workers;
+    let now = || turmoil::sim_elapsed().unwrap_or_default();
+    let start = swarm.warmup + Duration::from_millis(rng.random_range(0..200));
+    tokio::time::sleep(start.saturating_sub(now())).await;
+    while now() < swarm.end() {
+        let index = match &zipf {
+            Some(z) => z.sample(&mut rng) as usize - 1,
+            None => rng.random_range(0..swarm.keys),
+        };
+        let key = format!("k{index}");
+        let roll = rng.random_range(0..100);
+        let mut kind = if roll < swarm.mix.0 {
+            Kind::Get
+        } else if roll < swarm.mix.0 + swarm.mix.1 {
+            Kind::Set
+        } else {
+            Kind::Remove
+        };
+        if kind != Kind::Get && index % writers != worker {
+            // Not this worker's key to write.
+            kind = Kind::Get;
+        }
+        let at = now();
+        let targets = swarm.targets(at);
+        let node = targets[rng.random_range(0..targets.len())];
+        let (version, body) = match kind {
+            Kind::Get => (None, Bytes::new()),
+            Kind::Set | Kind::Remove => {
+                let mut db = db.lock().unwrap();
+                let v = db.bump(&key);
+                (Some(v), value_of(&key, v, db.value_size()))
+            }
+        };
+        let (method, body) = match kind {
+            Kind::Get => (Method::GET, Bytes::new()),
+            Kind::Set => (Method::PUT, body),
+            Kind::Remove => (Method::DELETE, Bytes::new()),
+        };
+        let path = format!("/v1/groups/{GROUP}/keys/{key}");
+        let start = now();
+        let result = match tokio::time::timeout(
+            swarm.client_timeout(),
+            call(&host_name(node), method, &path, body),
+        )
+        .await
+        {
+            Ok(Ok((200, body))) if kind == Kind::Get => Outcome::Ok(body),
+            Ok(Ok((200, _))) => Outcome::Ok(Bytes::new()),
+            Ok(Ok((status, body))) => {
+                Outcome::Status(status, String::from_utf8_lossy(&body).into_owned())
+            }
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(_) => Outcome::NoReply,
+        };
+        ops.lock().unwrap().push(Op {
+            worker,
+            node,
+            kind,
+            key,
+            version,
+            start,
+            end: now(),
+            result,
+        });
+        let think = rng.random_range(Duration::ZERO..=swarm.think);
+        tokio::time::sleep(think).await;
+    }
+    Ok(())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One HTTP/1.1 exchange on a fresh simulated connection.
+async fn call(
+    host: &str,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(u16, Bytes), BoxError> {
+    let stream = TcpStream::connect((host, HTTP_PORT)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let exchange = async move {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host)
+            .body(Full::new(body))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Result::<_, BoxError>::Ok((status, body))
+    };
+    // The connection is driven here, not spawned: a timed-out call leaves nothing behind.
+    tokio::pin!(exchange, conn);
+    tokio::select! {
+        r = &mut exchange => r,
+        c = &mut conn => match c {
+            Err(e) => Err(e.into()),
+            Ok(()) => exchange.await,
+        },
+    }
+}

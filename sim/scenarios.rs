@@ -1,0 +1,200 @@
+//! One test per scenario: each runs its seeds, prints one trace line per seed, checks
+//! every property, replays a sample of seeds to check determinism, and on failure prints
+//! the violation, the history around it and the replay command.
+
+use std::time::Duration;
+
+use crate::check::{self, determinism, efficiency};
+use crate::harness::{Run, Scenario, run};
+use crate::history::{Kind, Outcome};
+use crate::{replay_command, seeds};
+
+/// Seeds per scenario in CI (override with `SIM_SEEDS` or `SIM_SEED`).
+const CI_SEEDS: u64 = 3;
+
+/// What the report says about a scenario, summed over its seeds.
+#[derive(Debug, Default)]
+struct Figures {
+    seeds: u64,
+    sim: Duration,
+    wall: Duration,
+    ops: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    loads: u64,
+    distinct: u64,
+    stable_excess: u64,
+}
+
+fn scenario(s: Scenario) {
+    let mut figures = Figures::default();
+    for (n, seed) in seeds(CI_SEEDS).into_iter().enumerate() {
+        let first = run(s, seed);
+        let trace = first.history.trace();
+        println!("sim: scenario={} seed={seed} trace={trace:016x}", s.name());
+        let mut violations = check::all(&first);
+        // The first seed of every scenario runs twice.
+        if n == 0 || std::env::var_os("SIM_DETERMINISM").is_some() {
+            violations.extend(determinism::check(s, &first));
+        }
+        if !violations.is_empty() {
+            let mut report = format!(
+                "sim: scenario={} seed={seed} trace={trace:016x} FAILED: {} violation(s)\n{}\n",
+                s.name(),
+                violations.len(),
+                describe(&first)
+            );
+            for v in &violations {
+                report.push_str(&format!("{v}\n"));
+            }
+            report.push_str(&replay_command(&format!("scenarios::{}", s.name()), seed));
+            panic!("{report}");
+        }
+        add(&mut figures, &first);
+    }
+    write_report(s, &figures);
+}
+
+/// The swarm a seed drew, for a failure report.
+fn describe(run: &Run) -> String {
+    let s = &run.swarm;
+    let mut out = format!(
+        "  swarm: {} nodes (+{} joining, {} leaving), vnodes {}, lease TTL {:?}, hot TTL {:?}, \
+         capacity {} ({}), {} keys {}, mix get {}% set {}%, {} clients x {} workers, \
+         latency {:?}..{:?}, db fail {:.3}, timeout {:?}\n  plan:\n",
+        s.nodes,
+        s.joiners.len(),
+        s.leavers.len(),
+        s.vnodes,
+        s.lease_ttl,
+        s.hot_ttl,
+        s.capacity,
+        if s.roomy { "roomy" } else { "tight" },
+        s.keys,
+        s.zipf
+            .map_or("uniform".to_owned(), |z| format!("zipf {z:.2}")),
+        s.mix.0,
+        s.mix.1,
+        s.clients,
+        s.workers,
+        s.latency.0,
+        s.latency.1,
+        s.db_fail,
+        s.timeout,
+    );
+    for (at, action) in &s.plan {
+        out.push_str(&format!("    {:>9.3}s {action:?}\n", at.as_secs_f64()));
+    }
+    out
+}
+
+fn add(f: &mut Figures, run: &Run) {
+    let e = efficiency::check(run);
+    f.seeds += 1;
+    f.sim += run.swarm.end();
+    f.wall += run.wall;
+    f.ops += run.history.ops.len() as u64;
+    f.errors += run
+        .history
+        .ops
+        .iter()
+        .filter(|o| !matches!(o.result, Outcome::Ok(_)))
+        .count() as u64;
+    f.latencies.extend(
+        run.history
+            .ops
+            .iter()
+            .filter(|o| o.kind == Kind::Get)
+            .map(|o| o.end - o.start),
+    );
+    f.loads += e.loads;
+    f.distinct += e.distinct;
+    f.stable_excess += e.stable_excess;
+}
+
+fn write_report(s: Scenario, f: &Figures) {
+    let Some(dir) = std::env::var_os("SIM_REPORT") else {
+        return;
+    };
+    let mut lat = f.latencies.clone();
+    lat.sort();
+    let p99 = lat
+        .get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "scenario": s.name(),
+        "seeds": f.seeds,
+        "sim_seconds": f.sim.as_secs_f64(),
+        "wall_seconds": f.wall.as_secs_f64(),
+        "ops": f.ops,
+        "errors": f.errors,
+        "get_p99_ms": p99.as_secs_f64() * 1e3,
+        "loads": f.loads,
+        "distinct_key_versions": f.distinct,
+        "stable_excess_loads": f.stable_excess,
+    });
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("report directory");
+    std::fs::write(dir.join(format!("{}.json", s.name())), json.to_string()).expect("write report");
+}
+
+#[test]
+fn steady_state() {
+    scenario(Scenario::SteadyState);
+}
+
+#[test]
+fn partition() {
+    scenario(Scenario::Partition);
+}
+
+#[test]
+fn one_way_partition() {
+    scenario(Scenario::OneWayPartition);
+}
+
+#[test]
+fn registry_partition() {
+    scenario(Scenario::RegistryPartition);
+}
+
+#[test]
+fn client_partition() {
+    scenario(Scenario::ClientPartition);
+}
+
+#[test]
+fn registry_hold() {
+    scenario(Scenario::RegistryHold);
+}
+
+#[test]
+fn message_loss() {
+    scenario(Scenario::MessageLoss);
+}
+
+#[test]
+fn latency_spread() {
+    scenario(Scenario::LatencySpread);
+}
+
+#[test]
+fn crash_bounce() {
+    scenario(Scenario::CrashBounce);
+}
+
+#[test]
+fn scale_out() {
+    scenario(Scenario::ScaleOut);
+}
+
+#[test]
+fn graceful_leave() {
+    scenario(Scenario::GracefulLeave);
+}
+
+#[test]
+fn swarm() {
+    scenario(Scenario::Swarm);
+}
