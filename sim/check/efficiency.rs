@@ -2,7 +2,9 @@
 //! version cluster-wide; under churn the excess is reported.
 //!
 //! Stable phases: from the warmup to the first fault, and from the recovery bound to the
-//! end. Only runs whose keys all fit in a node's cache are held to it (otherwise
+//! end. A write to the key between two loads makes them different fills (a load that
+//! raced a write is rightly dropped, and the key loaded again), so loads are counted per
+//! (key, version, writes to the key completed so far). Only runs whose keys all fit in a node's cache are held to it (otherwise
 //! evictions legitimately reload).
 
 use std::collections::BTreeMap;
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use super::Violation;
 use crate::harness::Run;
+use crate::history::Kind;
 
 /// Loads of the whole run.
 #[derive(Debug, Default)]
@@ -44,17 +47,26 @@ pub fn check(run: &Run) -> Efficiency {
             swarm.end() + Duration::from_secs(60),
         ),
     ];
-    let ok = run.history.loads.iter().filter(|l| l.ok);
+    let mut write_ends: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for op in run.history.ops.iter().filter(|o| o.kind != Kind::Get) {
+        write_ends.entry(&op.key).or_default().push(op.end);
+    }
+    let writes_before = |key: &str, at: Duration| {
+        write_ends
+            .get(key)
+            .map_or(0, |ends| ends.iter().filter(|e| **e <= at).count())
+    };
     let mut all: BTreeMap<(&str, u64), u64> = BTreeMap::new();
-    let mut stable: BTreeMap<(usize, &str, u64), Vec<Duration>> = BTreeMap::new();
-    for load in ok {
+    let mut stable: BTreeMap<(usize, &str, u64, usize), Vec<Duration>> = BTreeMap::new();
+    for load in run.history.loads.iter().filter(|l| l.ok) {
         *all.entry((&load.key, load.version)).or_default() += 1;
-        if let Some(w) = windows
+        let window = windows
             .iter()
-            .position(|(from, to)| load.at >= *from && load.at < *to)
-        {
+            .position(|(from, to)| load.at >= *from && load.at < *to);
+        if let Some(w) = window {
+            let epoch = writes_before(&load.key, load.at);
             stable
-                .entry((w, &load.key, load.version))
+                .entry((w, &load.key, load.version, epoch))
                 .or_default()
                 .push(load.at);
         }
@@ -64,7 +76,7 @@ pub fn check(run: &Run) -> Efficiency {
         distinct: all.len() as u64,
         ..Efficiency::default()
     };
-    for ((_, key, version), times) in &stable {
+    for ((_, key, version, _), times) in &stable {
         let extra = times.len() as u64 - 1;
         e.stable_excess += extra;
         if extra > 0 && swarm.roomy && e.violations.len() < 5 {

@@ -82,7 +82,7 @@ pub enum Action {
     RepairOneway(String, String),
     Hold(String, String),
     Release(String, String),
-    /// Random link failures (turmoil's message loss) at this rate per tick and link.
+    /// Random link failures (turmoil's message loss) at this rate per message sent.
     Loss(f64),
     Crash(usize),
     /// Restart a crashed node with an empty cache.
@@ -360,7 +360,7 @@ fn plan(rng: &mut SmallRng, s: &mut Swarm, kind: Scenario, n: usize) -> Vec<(Dur
         }
         Scenario::MessageLoss => {
             let (from, to) = window(rng, 3000);
-            plan.push((from, Action::Loss(rng.random_range(0.0002..0.002))));
+            plan.push((from, Action::Loss(rng.random_range(0.0005..0.005))));
             plan.push((to, Action::Loss(0.0)));
         }
         Scenario::CrashBounce => {
@@ -444,8 +444,9 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         .simulation_duration(swarm.end() + Duration::from_secs(60))
         .min_message_latency(swarm.latency.0)
         .max_message_latency(swarm.latency.1)
-        // A randomly failed link heals after ~50 ms on average.
-        .repair_rate(0.04)
+        // turmoil breaks and repairs links as messages are sent: a randomly broken link
+        // drops what is in flight on it and heals on one of the next few messages.
+        .repair_rate(0.5)
         .tcp_capacity(4096)
         .build();
     let db = Db::new(
