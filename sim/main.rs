@@ -9,7 +9,7 @@
 //!   hash of the full history.
 //! - A failure prints what was violated, the history around it and the command that
 //!   replays it.
-//! - `SIM_REPORT=<dir>` writes each scenario's figures to `<dir>/<scenario>.json`
+//! - `SIM_REPORT=<dir>` writes each scenario's row of the report to `<dir>/<scenario>.md`
 //!   (`scripts/sim-report.sh` turns them into reports/sim.md).
 
 mod check;

@@ -59,9 +59,10 @@ fn scenario(s: Scenario) {
 fn describe(run: &Run) -> String {
     let s = &run.swarm;
     let mut out = format!(
-        "  swarm: {} nodes (+{} joining, {} leaving), vnodes {}, lease TTL {:?}, hot TTL {:?}, \
+        "  swarm ({:?}): {} nodes (+{} joining, {} leaving), vnodes {}, lease TTL {:?}, hot TTL {:?}, \
          capacity {} ({}), {} keys {}, mix get {}% set {}%, {} clients x {} workers, \
          latency {:?}..{:?}, db fail {:.3}, timeout {:?}\n  plan:\n",
+        s.scenario,
         s.nodes,
         s.joiners.len(),
         s.leavers.len(),
@@ -112,6 +113,8 @@ fn add(f: &mut Figures, run: &Run) {
     f.stable_excess += e.stable_excess;
 }
 
+/// With `SIM_REPORT=<dir>`, writes the scenario's row of reports/sim.md to
+/// `<dir>/<scenario>.md` (`scripts/sim-report.sh` assembles the table).
 fn write_report(s: Scenario, f: &Figures) {
     let Some(dir) = std::env::var_os("SIM_REPORT") else {
         return;
@@ -122,21 +125,22 @@ fn write_report(s: Scenario, f: &Figures) {
         .get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1)))
         .copied()
         .unwrap_or_default();
-    let json = serde_json::json!({
-        "scenario": s.name(),
-        "seeds": f.seeds,
-        "sim_seconds": f.sim.as_secs_f64(),
-        "wall_seconds": f.wall.as_secs_f64(),
-        "ops": f.ops,
-        "errors": f.errors,
-        "get_p99_ms": p99.as_secs_f64() * 1e3,
-        "loads": f.loads,
-        "distinct_key_versions": f.distinct,
-        "stable_excess_loads": f.stable_excess,
-    });
+    let row = format!(
+        "| {} | {} | {:.0} s | {} | {} ({:.2}%) | {:.1} ms | {:.3} | {} | {:.1} |\n",
+        s.name(),
+        f.seeds,
+        f.sim.as_secs_f64(),
+        f.ops,
+        f.errors,
+        100.0 * f.errors as f64 / f.ops.max(1) as f64,
+        p99.as_secs_f64() * 1e3,
+        f.loads as f64 / f.distinct.max(1) as f64,
+        f.stable_excess,
+        f.sim.as_secs_f64() / f.wall.as_secs_f64().max(1e-9),
+    );
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).expect("report directory");
-    std::fs::write(dir.join(format!("{}.json", s.name())), json.to_string()).expect("write report");
+    std::fs::write(dir.join(format!("{}.md", s.name())), row).expect("write the report row");
 }
 
 #[test]

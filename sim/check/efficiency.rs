@@ -26,17 +26,6 @@ pub struct Efficiency {
     pub violations: Vec<Violation>,
 }
 
-impl Efficiency {
-    /// Loads per (key, version), the whole run.
-    pub fn per_key(&self) -> f64 {
-        if self.distinct == 0 {
-            0.0
-        } else {
-            self.loads as f64 / self.distinct as f64
-        }
-    }
-}
-
 pub fn check(run: &Run) -> Efficiency {
     let swarm = &run.swarm;
     let first_fault = swarm.plan.first().map_or(swarm.end(), |(at, _)| *at);

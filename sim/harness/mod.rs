@@ -56,21 +56,6 @@ impl Scenario {
             Scenario::Swarm => "swarm",
         }
     }
-
-    pub const ALL: [Scenario; 12] = [
-        Scenario::SteadyState,
-        Scenario::Partition,
-        Scenario::OneWayPartition,
-        Scenario::RegistryPartition,
-        Scenario::ClientPartition,
-        Scenario::RegistryHold,
-        Scenario::MessageLoss,
-        Scenario::LatencySpread,
-        Scenario::CrashBounce,
-        Scenario::ScaleOut,
-        Scenario::GracefulLeave,
-        Scenario::Swarm,
-    ];
 }
 
 /// Something the harness does to the simulation at a point in time.
