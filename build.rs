@@ -2,7 +2,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["peercache/v1/peer.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["peercache/v1/peer.proto", "peercache/v1/registry.proto"],
+        ["proto"],
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,4 +1,5 @@
-//! Generated peer protocol (proto/peercache/v1/peer.proto).
+//! Generated protocols: peers (proto/peercache/v1/peer.proto) and the discovery registry
+//! (proto/peercache/v1/registry.proto).
 
 #![allow(missing_docs)]
 #![allow(clippy::all)]

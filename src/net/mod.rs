@@ -17,6 +17,7 @@ pub(crate) mod transport;
 
 #[cfg(feature = "sim")]
 pub use sim::SimNet;
+pub use transport::ChannelTimeouts;
 
 /// Binds listeners and dials connections.
 pub trait Net: Clone + Send + Sync + 'static {

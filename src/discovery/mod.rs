@@ -1,11 +1,25 @@
-//! The discovery seam: how a node announces itself and learns the membership. A static
-//! list now; etcd (leases and watch) and the simulator's registry implement the same.
+//! The discovery seam: how a node announces itself and learns the membership.
+//!
+//! [`StaticDiscovery`] is a fixed list. [`LeasedDiscovery`] keeps a lease-backed record
+//! per node in a [`Coordinator`] (etcd's model: leases, revisions, prefix watches) and
+//! follows the others' records; the [`registry`] is a small server with those semantics
+//! for the simulator and for tests, and [`RegistryCoordinator`] its client.
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::ring::Member;
 use crate::{Error, Result};
+
+mod coordinator;
+mod leased;
+pub mod registry;
+
+pub use coordinator::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
+pub use leased::{LeasedConfig, LeasedDiscovery};
+pub use registry::{
+    RegistryConfig, RegistryCoordinator, RegistryCoordinatorConfig, serve_registry,
+};
 
 /// Where a node finds its peers.
 #[async_trait]
