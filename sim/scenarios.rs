@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use peercache::{Member, Ring};
+
 use crate::check::{self, determinism, efficiency};
+use crate::harness::node::advertise;
 use crate::harness::{Run, Scenario, run};
 use crate::history::{Kind, Outcome};
 use crate::{replay_command, seeds};
@@ -50,9 +53,65 @@ fn scenario(s: Scenario) {
             report.push_str(&replay_command(&format!("scenarios::{}", s.name()), seed));
             panic!("{report}");
         }
+        if s == Scenario::RegistryHold {
+            let (a, b, key, at) = mutual_routing(&first).unwrap_or_else(|| {
+                panic!(
+                    "sim: scenario={} seed={seed}: no two nodes ever routed a key to each other\n{}\n{}",
+                    s.name(),
+                    describe(&first),
+                    replay_command(&format!("scenarios::{}", s.name()), seed)
+                )
+            });
+            println!(
+                "sim: scenario={} seed={seed}: at {:.3}s node{a} routed {key} to node{b} and node{b} to node{a}",
+                s.name(),
+                at.as_secs_f64()
+            );
+        }
         add(&mut figures, &first);
     }
     write_report(s, &figures);
+}
+
+/// Finds a moment when two nodes' views sent some key each to the other:
+/// (a, b, key, when).
+fn mutual_routing(run: &Run) -> Option<(usize, usize, String, Duration)> {
+    let samples = &run.history.samples;
+    let mut i = 0;
+    while i < samples.len() {
+        let at = samples[i].at;
+        let same: Vec<_> = samples[i..].iter().take_while(|x| x.at == at).collect();
+        i += same.len();
+        let rings: Vec<(usize, String, Ring)> = same
+            .iter()
+            .map(|x| {
+                let members = x
+                    .members
+                    .iter()
+                    .map(|m| Member::new(m.as_str(), m.as_str()));
+                (
+                    x.node,
+                    advertise(x.node),
+                    Ring::new(members, run.swarm.vnodes),
+                )
+            })
+            .collect();
+        for (a, a_id, a_ring) in &rings {
+            for (b, b_id, b_ring) in &rings {
+                if a >= b {
+                    continue;
+                }
+                for k in 0..run.swarm.keys {
+                    let key = format!("k{k}");
+                    let to = |ring: &Ring| ring.owner(&key).map(|m| m.id.clone());
+                    if to(a_ring).as_ref() == Some(b_id) && to(b_ring).as_ref() == Some(a_id) {
+                        return Some((*a, *b, key, at));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The swarm a seed drew, for a failure report.
