@@ -116,10 +116,8 @@ impl History {
         h.digest()
     }
 
-    /// The operations on `key`, for a violation's history excerpt.
-    pub fn excerpt(&self, key: &str, around: Duration, span: Duration) -> String {
-        let from = around.saturating_sub(span);
-        let to = around + span;
+    /// What happened to `key` between `from` and `to`, for a violation's report.
+    pub fn excerpt(&self, key: &str, from: Duration, to: Duration) -> String {
         let mut out = String::new();
         for op in self.ops.iter().filter(|o| o.key == key) {
             if op.end >= from && op.start <= to {

@@ -30,8 +30,17 @@ struct Figures {
 }
 
 fn scenario(s: Scenario) {
+    run_seeds(s, seeds(CI_SEEDS));
+}
+
+/// A regression test: `seed` of `s` once exposed a bug in the node.
+fn pinned(s: Scenario, seed: u64) {
+    run_seeds(s, vec![seed]);
+}
+
+fn run_seeds(s: Scenario, seeds: Vec<u64>) {
     let mut figures = Figures::default();
-    for (n, seed) in seeds(CI_SEEDS).into_iter().enumerate() {
+    for (n, seed) in seeds.into_iter().enumerate() {
         let first = run(s, seed);
         let trace = first.history.trace();
         println!("sim: scenario={} seed={seed} trace={trace:016x}", s.name());
@@ -260,4 +269,25 @@ fn graceful_leave() {
 #[test]
 fn swarm() {
     scenario(Scenario::Swarm);
+}
+
+// Regressions: seeds that found bugs in the node, pinned. Each name says what broke.
+
+/// A node cut off from the registry lost its lease; writes to its keys went to their new
+/// owners and never reached it. Back in the ring after the heal, it served its old main
+/// copies as owner again, stale for as long as their TTL. Fixed: a node drops main
+/// entries of keys it no longer owns at every membership change.
+#[test]
+fn regression_rejoined_owner_served_stale_copy() {
+    pinned(Scenario::RegistryPartition, 2);
+}
+
+/// Two nodes stopped hearing from the registry while a third joined; a Remove went
+/// through them to the owner of their stale view, which invalidated only the members it
+/// knew. The joiner, owner in the new view, kept serving its older copy after the views
+/// agreed. Fixed: an owner replays its recent writes as invalidations to members that
+/// appear in its view.
+#[test]
+fn regression_write_missed_owner_unknown_to_writer() {
+    pinned(Scenario::RegistryHold, 1);
 }

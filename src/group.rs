@@ -89,6 +89,9 @@ struct Inner {
     max_key: usize,
     max_value: usize,
     versions: AtomicU64,
+    /// Writes this node applied as owner lately: (key, version, when), oldest first.
+    /// Replayed as invalidations to members that appear later (see `replay_writes`).
+    recent_writes: Mutex<std::collections::VecDeque<(Box<str>, u64, Duration)>>,
     counters: Counters,
 }
 
@@ -212,6 +215,17 @@ impl Group {
         self.inner.main.sweep(now) + hot
     }
 
+    /// Drops main-cache entries of keys this node no longer owns, after a membership
+    /// change. Writes to such a key go to its new owner and may never reach this node,
+    /// so a copy kept here would be stale if the key came back (a node that rejoins
+    /// after losing its lease, a joiner that leaves again). Returns how many it dropped.
+    pub fn drop_unowned(&self) -> usize {
+        match self.picker() {
+            Some(picker) => self.inner.main.retain(&|key| picker.owns(key)),
+            None => 0,
+        }
+    }
+
     fn picker(&self) -> Option<&Arc<PeerPicker>> {
         self.inner.peers.get()
     }
@@ -266,6 +280,8 @@ impl Group {
         let expires_in = entry
             .expires_at
             .map(|at| at.saturating_sub(inner.clock.now()));
+        // Ownership moved during the load: the main cache keeps only owned keys.
+        let store = store.filter(|_| !owned || self.owns(key));
         // Stale: a write landed during the load and wins; this caller still gets the
         // value it asked for, which was current when it asked.
         if let Some(store) = store {

@@ -112,10 +112,29 @@ impl<N: Net> Node<N> {
         // Background work stops when this set is dropped, however `run` ends.
         let mut background = JoinSet::new();
         let watched = picker.clone();
+        let owned = groups.clone();
         background.spawn(async move {
+            let mut replays = JoinSet::new();
             while members.changed().await.is_ok() {
                 let now = members.borrow_and_update().clone();
+                let before = watched.view();
                 watched.set_members(now);
+                let dropped = owned.drop_unowned();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "dropped entries of keys that moved away");
+                }
+                // Members new to this view may have missed writes made without them.
+                let known = |id: &str| before.ring.members().iter().any(|m| m.id == id);
+                let added: Vec<PeerClient> = watched
+                    .others()
+                    .into_iter()
+                    .filter(|p| !known(p.id()))
+                    .collect();
+                if !added.is_empty() {
+                    let groups = owned.clone();
+                    replays.spawn(async move { groups.replay_writes(&added).await });
+                }
+                while replays.try_join_next().is_some() {}
             }
         });
         let sweeper = groups.clone();

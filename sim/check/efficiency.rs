@@ -79,7 +79,11 @@ pub fn check(run: &Run) -> Efficiency {
                         .map(|t| format!("{:.3}s", t.as_secs_f64()))
                         .collect::<Vec<_>>()
                 ),
-                excerpt: run.history.excerpt(key, times[0], Duration::from_secs(2)),
+                excerpt: run.history.excerpt(
+                    key,
+                    times[0].saturating_sub(Duration::from_secs(2)),
+                    times[times.len() - 1] + Duration::from_secs(1),
+                ),
             });
         }
     }

@@ -86,9 +86,11 @@ fn deadlines(run: &Run) -> Vec<Violation> {
         out.push(Violation {
             check: "liveness",
             what: format!("{what}\n  op: {op}"),
-            excerpt: run
-                .history
-                .excerpt(&op.key, op.start, Duration::from_secs(3)),
+            excerpt: run.history.excerpt(
+                &op.key,
+                op.start.saturating_sub(Duration::from_secs(3)),
+                op.end,
+            ),
         });
         if out.len() >= 5 {
             break;
@@ -172,9 +174,11 @@ fn recovery(run: &Run) -> Vec<Violation> {
                     run.swarm.healed().as_secs_f64(),
                     bound.as_secs_f64()
                 ),
-                excerpt: run
-                    .history
-                    .excerpt(&op.key, op.start, Duration::from_secs(3)),
+                excerpt: run.history.excerpt(
+                    &op.key,
+                    op.start.saturating_sub(Duration::from_secs(3)),
+                    op.end,
+                ),
             });
         }
         if out.len() >= 5 {

@@ -276,6 +276,7 @@ impl GroupBuilder {
                 max_key: self.max_key,
                 max_value,
                 versions: Default::default(),
+                recent_writes: Default::default(),
                 counters: Counters::default(),
             }),
         };

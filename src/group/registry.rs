@@ -67,6 +67,22 @@ impl Registry {
         self.groups().iter().map(Group::sweep).sum()
     }
 
+    /// Drops every group's main-cache entries of keys this node no longer owns; the node
+    /// calls it after each membership change.
+    pub fn drop_unowned(&self) -> usize {
+        self.groups().iter().map(Group::drop_unowned).sum()
+    }
+
+    /// Replays every group's recent writes as invalidations to `peers`, members that
+    /// just appeared in this node's view (see [`Group::replay_writes`]).
+    pub async fn replay_writes(&self, peers: &[crate::peer::PeerClient]) -> usize {
+        let mut failed = 0;
+        for group in self.groups() {
+            failed += group.replay_writes(peers).await;
+        }
+        failed
+    }
+
     /// Sweeps every `every` (at least 1 ms) on the registry's clock, forever; run it as
     /// a task and drop or abort it on shutdown.
     pub async fn run_sweeper(&self, every: Duration) {

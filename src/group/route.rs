@@ -18,6 +18,9 @@ use crate::{Error, Result};
 const DEFAULT_PEER_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest the owner waits for other members to confirm an invalidation.
 const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);
+/// How long, and how many, writes an owner remembers to replay to members it sees later.
+const RECENT_WRITES_WINDOW: Duration = Duration::from_secs(60);
+const RECENT_WRITES_MAX: usize = 4096;
 
 impl Group {
     /// Returns the value of `key`: from this node's caches, from the key's owner, or
@@ -121,7 +124,7 @@ impl Group {
     }
 
     /// Whether this node owns `key` in its current view (always, without peers).
-    fn owns(&self, key: &str) -> bool {
+    pub(super) fn owns(&self, key: &str) -> bool {
         self.picker().is_none_or(|p| p.owns(key))
     }
 
@@ -252,6 +255,7 @@ impl Group {
         deadline: Option<Duration>,
     ) -> u64 {
         let version = self.write_local(key, value, ttl);
+        self.remember_write(key, version);
         let others = self.picker().map(|p| p.others()).unwrap_or_default();
         if others.is_empty() {
             return version;
@@ -275,6 +279,57 @@ impl Group {
         });
         let _ = fan_out.await;
         version
+    }
+
+    /// Notes a write applied as owner, for [`Group::replay_writes`].
+    fn remember_write(&self, key: &str, version: u64) {
+        let now = self.inner.clock.now();
+        let mut recent = self.inner.recent_writes.lock();
+        while recent.len() >= RECENT_WRITES_MAX
+            || recent
+                .front()
+                .is_some_and(|(_, _, at)| now.saturating_sub(*at) > RECENT_WRITES_WINDOW)
+        {
+            recent.pop_front();
+        }
+        recent.push_back((key.into(), version, now));
+    }
+
+    /// Sends invalidations of this node's recent writes (the last minute, at most 4096)
+    /// to `peers`, members that just appeared in this node's view. While views disagreed
+    /// (a member cut off from the registry, a late watch) a write reached only the
+    /// members its owner knew; a member it did not know may hold an old copy, even as the
+    /// key's owner in its own view. Returns how many invalidations were not delivered.
+    pub async fn replay_writes(&self, peers: &[PeerClient]) -> usize {
+        let now = self.inner.clock.now();
+        let writes: Vec<(Box<str>, u64)> = self
+            .inner
+            .recent_writes
+            .lock()
+            .iter()
+            .filter(|(_, _, at)| now.saturating_sub(*at) <= RECENT_WRITES_WINDOW)
+            .map(|(k, v, _)| (k.clone(), *v))
+            .collect();
+        let name = &self.inner.name;
+        let mut failed = 0;
+        for peer in peers {
+            for (key, version) in &writes {
+                if peer
+                    .invalidate(name, key, *version, INVALIDATE_DEADLINE)
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            let counters = &self.inner.counters;
+            counters
+                .invalidations_failed
+                .fetch_add(failed as u64, Relaxed);
+        }
+        failed
     }
 
     /// The absolute deadline of a request starting now, if the group has a timeout.

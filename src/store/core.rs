@@ -452,6 +452,20 @@ impl Core {
         dropped
     }
 
+    /// Drops every entry whose key `keep` refuses (not counted as an eviction). Returns
+    /// how many it dropped.
+    pub(crate) fn retain(&mut self, keep: &mut dyn FnMut(&str) -> bool) -> usize {
+        let mut dropped = 0;
+        for idx in 0..self.nodes.len() {
+            let node = &self.nodes[idx];
+            if node.list != FREE && !keep(&node.key) {
+                self.take(idx as u32);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     pub(crate) fn add_stats(&self, stats: &mut Stats) {
         let c = &self.counters;
         stats.hits += c.hits + c.shared_hits.load(Relaxed);

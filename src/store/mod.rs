@@ -184,6 +184,8 @@ pub trait Policy: Send + Sync + 'static {
     fn floor(&self, hash: u64) -> u64;
     /// Drops expired entries among the next `budget` slots.
     fn sweep(&mut self, now: u64, budget: usize, out: Option<&mut Vec<Evicted>>) -> usize;
+    /// Drops every entry whose key `keep` refuses.
+    fn retain(&mut self, keep: &mut dyn FnMut(&str) -> bool) -> usize;
     /// Adds this bucket's counters into `stats`.
     fn add_stats(&self, stats: &mut Stats);
 }
@@ -245,6 +247,10 @@ macro_rules! delegate_policy {
                 self.core.sweep(now, budget, out)
             }
 
+            fn retain(&mut self, keep: &mut dyn FnMut(&str) -> bool) -> usize {
+                self.core.retain(keep)
+            }
+
             fn add_stats(&self, stats: &mut $crate::store::Stats) {
                 self.core.add_stats(stats)
             }
@@ -273,6 +279,8 @@ pub trait Store: Send + Sync + 'static {
     fn floor(&self, key: &str) -> u64;
     /// Drops expired entries, a bounded number of slots per bucket per call.
     fn sweep(&self, now: Duration) -> usize;
+    /// Drops every entry whose key `keep` refuses (a membership change moved it away).
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) -> usize;
     /// The largest entry charge the store can hold.
     fn max_charge(&self) -> u64;
     /// Counters and gauges summed over buckets.

@@ -114,6 +114,13 @@ impl<P: Policy> Store for Sharded<P> {
             .sum()
     }
 
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) -> usize {
+        self.buckets
+            .iter()
+            .map(|b| b.0.write().retain(&mut |k| keep(k)))
+            .sum()
+    }
+
     fn max_charge(&self) -> u64 {
         self.bucket_capacity
     }
