@@ -192,6 +192,9 @@ struct Shared<C> {
     state: Mutex<State>,
     /// Wakes the keeper when `lost` is set.
     lost: Notify,
+    /// Wakes the follower from its backoff: we registered again after losing the
+    /// lease, so the coordinator is likely back and our view of the others stale.
+    resync: Notify,
     rng: Mutex<SmallRng>,
 }
 
@@ -218,6 +221,7 @@ impl<C: Coordinator> Shared<C> {
                 lost: false,
             }),
             lost: Notify::new(),
+            resync: Notify::new(),
             rng: Mutex::new(SmallRng::seed_from_u64(config.seed)),
         })
     }
@@ -241,6 +245,14 @@ impl<C: Coordinator> Shared<C> {
     async fn pause(&self, backoff: &mut Backoff) {
         let d = backoff.next(&mut self.rng.lock());
         tokio::time::sleep(d).await;
+    }
+
+    /// A pause from `backoff`, cut short by a resync.
+    async fn pause_unless_resync(&self, backoff: &mut Backoff) {
+        tokio::select! {
+            () = self.pause(backoff) => {}
+            () = self.resync.notified() => {}
+        }
     }
 
     /// Grants a lease and writes our record under it. A record of another incarnation is
@@ -353,6 +365,7 @@ impl<C: Coordinator> Shared<C> {
                 }
             };
             self.registered(registration);
+            self.resync.notify_one();
         }
     }
 
@@ -409,7 +422,7 @@ impl<C: Coordinator> Shared<C> {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "range failed");
-                        self.pause(&mut backoff).await;
+                        self.pause_unless_resync(&mut backoff).await;
                         continue;
                     }
                 }
@@ -432,7 +445,7 @@ impl<C: Coordinator> Shared<C> {
                 }
                 Err(e) => tracing::debug!(error = %e, "watch refused"),
             }
-            self.pause(&mut backoff).await;
+            self.pause_unless_resync(&mut backoff).await;
         }
     }
 
