@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::{TcpListener, TcpStream};
 
 mod cluster;
+mod registry;
 mod staleness;
 
 const DB_PORT: u16 = 9000;
