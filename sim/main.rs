@@ -17,6 +17,7 @@ mod cluster;
 mod harness;
 mod history;
 mod read_through;
+mod registry;
 mod scenarios;
 mod staleness;
 

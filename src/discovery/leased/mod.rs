@@ -1,0 +1,155 @@
+//! [`LeasedDiscovery`]: each node keeps a record under `<prefix><member id>`, attached to
+//! a lease it keeps alive, and follows everyone's records with a prefix watch. Any
+//! [`Coordinator`] will do: the simulator's registry or etcd.
+//!
+//! A node counts itself in the membership only while it holds its lease. If the
+//! coordinator says the lease is gone, or no keep-alive succeeded for a whole TTL
+//! (measured from the *sending* of the last one that did, so the node gives up no later
+//! than the coordinator expires it), the node publishes a view without itself, so it
+//! stops acting as an owner, and registers again with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Coordinator, Discovery};
+use crate::ring::Member;
+use crate::{Error, Result};
+
+mod backoff;
+mod follow;
+mod keep;
+mod shared;
+
+use shared::Shared;
+
+/// How a [`LeasedDiscovery`] registers and retries.
+#[derive(Debug, Clone)]
+pub struct LeasedConfig {
+    /// Key prefix of the member records; a node's record is `<prefix><member id>`.
+    pub prefix: String,
+    /// Time to live of the node's lease: a crashed node leaves the others' views about
+    /// this long after its last keep-alive. Keep-alives go every third of it.
+    pub lease_ttl: Duration,
+    /// Longest wait for each call to the coordinator.
+    pub call_timeout: Duration,
+    /// First pause after a failed attempt; pauses double up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest pause between attempts.
+    pub backoff_max: Duration,
+    /// Tells this process's record from a previous (or concurrent) process's with the
+    /// same member id: a start counter or start time, different for every process.
+    pub incarnation: u64,
+    /// Seed of the backoff jitter.
+    pub seed: u64,
+}
+
+impl Default for LeasedConfig {
+    fn default() -> Self {
+        LeasedConfig {
+            prefix: "/peercache/members/".into(),
+            lease_ttl: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            incarnation: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// The JSON value of a member record.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    addr: String,
+    weight: u32,
+    incarnation: u64,
+}
+
+/// Membership from lease-backed records in a [`Coordinator`]. Background work (lease
+/// keeping, watching) runs from [`join`](Discovery::join) until
+/// [`leave`](Discovery::leave) or until this value is dropped; dropping it without
+/// leaving is a crash: the record goes when the lease expires.
+pub struct LeasedDiscovery<C: Coordinator> {
+    coordinator: Arc<C>,
+    config: LeasedConfig,
+    running: tokio::sync::Mutex<Option<Running<C>>>,
+}
+
+struct Running<C: Coordinator> {
+    shared: Arc<Shared<C>>,
+    /// Aborted when dropped.
+    tasks: JoinSet<()>,
+}
+
+impl<C: Coordinator> LeasedDiscovery<C> {
+    /// A discovery keeping its records in `coordinator`.
+    pub fn new(coordinator: Arc<C>, config: LeasedConfig) -> Self {
+        LeasedDiscovery {
+            coordinator,
+            config,
+            running: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: Coordinator> Discovery for LeasedDiscovery<C> {
+    /// Registers `me`: if a record of another process holds the id, waits up to a lease
+    /// TTL and a margin for it to expire, then fails with [`Error::Config`].
+    async fn join(&self, me: Member) -> Result<watch::Receiver<Vec<Member>>> {
+        let mut running = self.running.lock().await;
+        if running.is_some() {
+            return Err(Error::Config("this discovery has already joined".into()));
+        }
+        if me.id.is_empty() {
+            return Err(Error::Config("empty member id".into()));
+        }
+        let shared = Arc::new(Shared::new(self.coordinator.clone(), &self.config, me)?);
+        let registration = shared.register(true).await?;
+        let (kvs, revision) = match shared.call(shared.c.range(&shared.config.prefix)).await {
+            Ok(read) => read,
+            Err(e) => {
+                let _ = shared.call(shared.c.revoke(registration.lease.id)).await;
+                return Err(e);
+            }
+        };
+        shared.registered(registration);
+        shared.reset(kvs, revision);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(shared.clone().keep(registration));
+        tasks.spawn(shared.clone().follow(revision));
+        let members = shared.members.subscribe();
+        *running = Some(Running { shared, tasks });
+        Ok(members)
+    }
+
+    /// Stops the background work, deletes the record and revokes the lease.
+    async fn leave(&self) -> Result<()> {
+        let Some(Running { shared, mut tasks }) = self.running.lock().await.take() else {
+            return Ok(());
+        };
+        tasks.shutdown().await;
+        let (registered, lease) = {
+            let mut state = shared.state.lock();
+            let registered = state.registered.take().is_some();
+            shared.publish(&state);
+            (registered, state.lease)
+        };
+        // Not registered: the key may be another process's now; revoking our lease
+        // removes it only if it is still ours.
+        let deleted = match registered {
+            true => shared.call(shared.c.delete(&shared.key)).await.map(drop),
+            false => Ok(()),
+        };
+        let revoked = match lease {
+            Some(lease) => shared.call(shared.c.revoke(lease.id)).await,
+            None => Ok(()),
+        };
+        deleted.and(revoked)
+    }
+}
