@@ -235,6 +235,14 @@ impl Swarm {
             .collect()
     }
 
+    /// Every host of the simulation.
+    pub fn all_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![db::DB_HOST.to_owned(), membership::REGISTRY_HOST.to_owned()];
+        hosts.extend((0..self.hosts()).map(host_name));
+        hosts.extend((0..self.clients).map(client::host_name_of));
+        hosts
+    }
+
     /// When the workload (and the run) ends.
     pub fn end(&self) -> Duration {
         self.workload_end
@@ -463,6 +471,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
     let mut history = History::default();
     let mut plan = swarm.plan.iter().peekable();
     let mut next_sample = Duration::ZERO;
+    let mut links = Links::default();
     loop {
         let done = match sim.step() {
             Ok(done) => done,
@@ -474,7 +483,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         };
         let now = sim.elapsed();
         while let Some((at, action)) = plan.next_if(|(at, _)| *at <= now) {
-            apply(&mut sim, &nodes, action);
+            apply(&mut sim, &swarm, &nodes, &mut links, action);
             history.faults.push(Applied {
                 at: *at,
                 what: format!("{action:?}"),
@@ -518,18 +527,72 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, nodes: &Nodes, action: &Action) {
+/// Network faults in force, as far as a crash needs to know.
+#[derive(Default)]
+struct Links {
+    /// The loss rate now.
+    loss: f64,
+    /// Host pairs (in name order) with a partition or hold in force.
+    cut: std::collections::BTreeSet<(String, String)>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    swarm: &Swarm,
+    nodes: &Nodes,
+    links: &mut Links,
+    action: &Action,
+) {
     match action {
-        Action::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
-        Action::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
-        Action::PartitionOneway(a, b) => sim.partition_oneway(a.as_str(), b.as_str()),
-        Action::RepairOneway(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
-        Action::Hold(a, b) => sim.hold(a.as_str(), b.as_str()),
-        Action::Release(a, b) => sim.release(a.as_str(), b.as_str()),
-        Action::Loss(rate) => sim.set_fail_rate(*rate),
+        Action::Partition(a, b) | Action::PartitionOneway(a, b) | Action::Hold(a, b) => {
+            links.cut.insert(pair(a, b));
+            match action {
+                Action::Partition(..) => sim.partition(a.as_str(), b.as_str()),
+                Action::PartitionOneway(..) => sim.partition_oneway(a.as_str(), b.as_str()),
+                _ => sim.hold(a.as_str(), b.as_str()),
+            }
+        }
+        Action::Repair(a, b) | Action::RepairOneway(a, b) | Action::Release(a, b) => {
+            links.cut.remove(&pair(a, b));
+            match action {
+                Action::Repair(..) => sim.repair(a.as_str(), b.as_str()),
+                Action::RepairOneway(..) => sim.repair_oneway(a.as_str(), b.as_str()),
+                _ => sim.release(a.as_str(), b.as_str()),
+            }
+        }
+        Action::Loss(rate) => {
+            links.loss = *rate;
+            sim.set_fail_rate(*rate);
+        }
         Action::Crash(i) => {
             nodes.registries.lock().unwrap().remove(i);
-            sim.crash(host_name(*i));
+            // A crash drops the host's tasks in an order that follows tokio's process-wide
+            // task ids, and each connection it closes sends a FIN or RST, drawing a latency
+            // from the simulation's RNG in that order: the same seed would not replay.
+            // Cut the host off first, so those segments are dropped without a draw.
+            let host = host_name(*i);
+            let open: Vec<String> = swarm
+                .all_hosts()
+                .into_iter()
+                .filter(|h| *h != host && !links.cut.contains(&pair(h, &host)))
+                .collect();
+            sim.set_fail_rate(0.0);
+            for other in &open {
+                sim.partition(host.as_str(), other.as_str());
+            }
+            sim.crash(host.as_str());
+            for other in &open {
+                sim.repair(host.as_str(), other.as_str());
+            }
+            sim.set_fail_rate(links.loss);
         }
         Action::Bounce(i) => sim.bounce(host_name(*i)),
         Action::Join(_) => {}
