@@ -291,3 +291,20 @@ fn regression_rejoined_owner_served_stale_copy() {
 fn regression_write_missed_owner_unknown_to_writer() {
     pinned(Scenario::RegistryHold, 1);
 }
+
+/// A write to one key raised the version floor its hash slot shares with other keys, so
+/// a concurrent fill of another key was refused and that key loaded again while nothing
+/// changed (an extra source load in a stable phase). Fixed: stores keep exact floors of
+/// the keys written lately and use slot floors only for older ones.
+#[test]
+fn regression_write_refused_fill_of_colliding_key() {
+    pinned(Scenario::GracefulLeave, 1);
+}
+
+/// A bounced node still cut off from the registry accepted connections but served them
+/// only after it had joined, past the clients' deadlines. Fixed: a node serves at once and
+/// answers 503 until it has joined; joining retries an unreachable registry.
+#[test]
+fn regression_node_answered_late_while_joining() {
+    pinned(Scenario::Swarm, 3);
+}

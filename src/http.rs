@@ -30,6 +30,9 @@ pub struct State {
     pub picker: Arc<PeerPicker>,
     /// Where request latencies go and `/metrics` reads from.
     pub metrics: Arc<Metrics>,
+    /// False until the node has joined the membership: until then reads, writes and
+    /// `/healthz` answer 503, so a load balancer or client tries another node.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type AppState = axum::extract::State<State>;
@@ -275,7 +278,16 @@ async fn timed(
 ) -> Response {
     let op = operation(req.method(), matched.as_ref().map(MatchedPath::as_str));
     let started = tokio::time::Instant::now();
-    let resp = next.run(req).await;
+    let joining = !s.ready.load(std::sync::atomic::Ordering::Acquire);
+    let resp = if joining && matches!(op, "api_get" | "get" | "set" | "remove" | "healthz") {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is joining the cluster",
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
     s.metrics
         .observe_request(op, resp.status().as_u16(), started.elapsed());
     resp

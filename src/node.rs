@@ -98,15 +98,75 @@ impl<N: Net> Node<N> {
             connector(net, config.channel, metrics.clone()),
         ));
         groups.set_peers(picker.clone())?;
-        let me = Member::new(config.advertise.clone(), config.advertise.clone())
-            .with_weight(config.weight);
-        let mut members = discovery.join(me).await?;
-        picker.set_members(members.borrow_and_update().clone());
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::info!(
             node = %config.advertise,
             grpc = ?grpc.local_addr().ok(),
             http = ?http.as_ref().and_then(|l| l.local_addr().ok()),
             "node serving"
+        );
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut servers = JoinSet::new();
+        let service = PeerServer::new(PeerService::new(groups.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let grpc_stop = until_stopped();
+        servers.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(transport::incoming(grpc), grpc_stop)
+                .await
+                .map_err(|e| Error::Io(format!("gRPC server: {e}")))
+        });
+        if let Some(http) = http {
+            let app = crate::http::router(crate::http::State {
+                groups: groups.clone(),
+                picker: picker.clone(),
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            });
+            let http_stop = until_stopped();
+            servers.spawn(async move {
+                axum::serve(transport::AxumListener(http), app)
+                    .with_graceful_shutdown(http_stop)
+                    .await
+                    .map_err(|e| Error::Io(format!("HTTP server: {e}")))
+            });
+        }
+
+        // Serving starts at once; client requests get 503 until the node has joined, so
+        // none waits unanswered in the accept queue while the registry is out of reach.
+        let me = Member::new(config.advertise.clone(), config.advertise.clone())
+            .with_weight(config.weight);
+        tokio::pin!(shutdown);
+        let joined = tokio::select! {
+            joined = discovery.join(me) => Some(joined),
+            () = &mut shutdown => None,
+            Some(ended) = servers.join_next() => {
+                let _ = stop.send(true);
+                return ended.unwrap_or_else(|e| Err(Error::Io(format!("server task: {e}"))));
+            }
+        };
+        let mut members = match joined {
+            Some(Ok(members)) => members,
+            // Shut down before joining, or joining failed: stop serving.
+            stopped_early => {
+                let _ = stop.send(true);
+                while servers.join_next().await.is_some() {}
+                return stopped_early.map_or(Ok(()), |r| r.map(|_| ()));
+            }
+        };
+        picker.set_members(members.borrow_and_update().clone());
+        ready.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(
+            node = %config.advertise,
+            "node joined the membership"
         );
 
         // Background work stops when this set is dropped, however `run` ends.
@@ -141,42 +201,8 @@ impl<N: Net> Node<N> {
         let every = config.sweep_every;
         background.spawn(async move { sweeper.run_sweeper(every).await });
 
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let mut servers = JoinSet::new();
-        let service = PeerServer::new(PeerService::new(groups.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        let grpc_stop = until_stopped();
-        servers.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(transport::incoming(grpc), grpc_stop)
-                .await
-                .map_err(|e| Error::Io(format!("gRPC server: {e}")))
-        });
-        if let Some(http) = http {
-            let app = crate::http::router(crate::http::State {
-                groups: groups.clone(),
-                picker: picker.clone(),
-                metrics: metrics.clone(),
-            });
-            let http_stop = until_stopped();
-            servers.spawn(async move {
-                axum::serve(transport::AxumListener(http), app)
-                    .with_graceful_shutdown(http_stop)
-                    .await
-                    .map_err(|e| Error::Io(format!("HTTP server: {e}")))
-            });
-        }
-
         tokio::select! {
-            () = shutdown => tracing::info!("shutting down"),
+            () = &mut shutdown => tracing::info!("shutting down"),
             Some(ended) = servers.join_next() => {
                 // A server ended on its own: report why, after stopping the rest.
                 let _ = stop.send(true);

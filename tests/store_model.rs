@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use peercache::store::lru2::SECOND_CHANCES;
 use peercache::store::{
-    ENTRY_OVERHEAD, Entry, Evicted, Lru, Lru2, Peek, Policy, Rejected, Stats, VERSION_FLOORS,
-    entry_charge, key_hash,
+    ENTRY_OVERHEAD, EXACT_FLOORS, Entry, Evicted, Lru, Lru2, Peek, Policy, Rejected, Stats,
+    VERSION_FLOORS, entry_charge, key_hash,
 };
 use proptest::prelude::*;
 
@@ -66,8 +66,12 @@ struct ModelEntry {
 #[derive(Default)]
 struct Model {
     entries: Vec<ModelEntry>,
-    /// Floors by slot, as documented for `VERSION_FLOORS`.
+    /// Floors by slot, as documented for `VERSION_FLOORS`: those of keys whose exact
+    /// floor spilled.
     floors: std::collections::BTreeMap<usize, u64>,
+    /// Exact floors of the last `EXACT_FLOORS` keys written or removed, oldest first.
+    exact: std::collections::BTreeMap<String, u64>,
+    exact_order: std::collections::VecDeque<String>,
     capacity: u64,
     /// None: plain LRU. Some(cap): LRU2 with that protected capacity.
     protected: Option<u64>,
@@ -174,7 +178,7 @@ impl Model {
         if entry_charge(key, &value) > self.capacity {
             return Err(Rejected::TooLarge);
         }
-        let floor = self.floors.get(&slot(key)).copied().unwrap_or(0);
+        let floor = self.floor(key);
         if version < floor {
             self.stats.stale_rejections += 1;
             // A refused write still supersedes an older entry of its own key.
@@ -182,7 +186,9 @@ impl Model {
                 .retain(|e| e.key != key || e.version >= version);
             return Err(Rejected::Stale);
         }
-        self.floors.insert(slot(key), version);
+        if version > floor {
+            self.raise(key, version);
+        }
         let (level, update) = match self.pos(key) {
             Some(i) => (self.entries.remove(i).level, true),
             None => (0, false),
@@ -219,9 +225,28 @@ impl Model {
         Ok(())
     }
 
+    fn floor(&self, key: &str) -> u64 {
+        let slot = self.floors.get(&slot(key)).copied().unwrap_or(0);
+        self.exact.get(key).map_or(slot, |&v| v.max(slot))
+    }
+
+    fn raise(&mut self, key: &str, version: u64) {
+        if let Some(v) = self.exact.get_mut(key) {
+            *v = (*v).max(version);
+            return;
+        }
+        self.exact.insert(key.to_owned(), version);
+        self.exact_order.push_back(key.to_owned());
+        if self.exact_order.len() > EXACT_FLOORS {
+            let old = self.exact_order.pop_front().unwrap();
+            let v = self.exact.remove(&old).unwrap();
+            let floor = self.floors.entry(slot(&old)).or_insert(0);
+            *floor = (*floor).max(v);
+        }
+    }
+
     fn remove(&mut self, key: &str, version: u64) -> bool {
-        let floor = self.floors.entry(slot(key)).or_insert(0);
-        *floor = (*floor).max(version);
+        self.raise(key, version);
         match self.pos(key) {
             Some(i) if self.entries[i].version < version => {
                 self.entries.remove(i);

@@ -65,6 +65,14 @@ pub fn check(run: &Run) -> Efficiency {
         distinct: all.len() as u64,
         ..Efficiency::default()
     };
+    let total = |name: &str| -> u64 {
+        run.history
+            .counters
+            .values()
+            .map(|c| c.get(name).copied().unwrap_or(0))
+            .sum()
+    };
+    let (evictions, refused) = (total("evictions"), total("stale_rejections"));
     for ((_, key, version, _), times) in &stable {
         let extra = times.len() as u64 - 1;
         e.stable_excess += extra;
@@ -72,7 +80,8 @@ pub fn check(run: &Run) -> Efficiency {
             e.violations.push(Violation {
                 check: "efficiency",
                 what: format!(
-                    "{key}@{version} loaded {} times while membership was stable (at {:?})",
+                    "{key}@{version} loaded {} times while membership was stable (at {:?}); \
+                     evictions {evictions}, refused fills {refused}",
                     times.len(),
                     times
                         .iter()

@@ -118,8 +118,7 @@ fn membership(run: &Run) -> Vec<Violation> {
         .samples
         .iter()
         .filter(|s| s.at >= healed)
-        .filter(|s| s.members.iter().cloned().collect::<BTreeSet<_>>() != want)
-        .next_back();
+        .rfind(|s| s.members.iter().cloned().collect::<BTreeSet<_>>() != want);
     let nodes_seen: BTreeSet<usize> = run
         .history
         .samples

@@ -478,7 +478,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
             Err(e) => panic!(
                 "sim: scenario={} seed={seed}: a host failed: {e}\n{}",
                 scenario.name(),
-                crate::replay_command(scenario.name(), seed)
+                crate::replay_command(&format!("scenarios::{}", scenario.name()), seed)
             ),
         };
         let now = sim.elapsed();

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use super::VERSION_FLOORS as FLOORS;
 use super::{ENTRY_OVERHEAD, Evicted, Hit, Peek, Reason, Rejected, Stats};
+use super::{EXACT_FLOORS, VERSION_FLOORS as FLOORS};
 
 /// "No entry" in list links.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -125,7 +125,15 @@ pub(crate) struct Core {
     index: HashTable<u32>,
     lists: [List; 2],
     capacity: u64,
+    /// Version floors by hash slot: the newest version written or removed for any key
+    /// of the slot whose exact floor is no longer kept.
     floors: Box<[u64]>,
+    /// Exact floors of the keys written or removed lately, by key hash, so a write to
+    /// one key does not refuse a concurrent fill of another that shares its slot. The
+    /// oldest spill into `floors` when there are more than `EXACT_FLOORS`.
+    exact: std::collections::BTreeMap<u64, u64>,
+    /// Hashes in `exact`, oldest first.
+    exact_order: std::collections::VecDeque<u64>,
     counters: Counters,
     cursor: usize,
 }
@@ -139,6 +147,8 @@ impl Core {
             lists: [List::EMPTY; 2],
             capacity,
             floors: vec![0; FLOORS].into_boxed_slice(),
+            exact: Default::default(),
+            exact_order: Default::default(),
             counters: Counters::default(),
             cursor: 0,
         }
@@ -181,8 +191,30 @@ impl Core {
         (hash as usize) & (FLOORS - 1)
     }
 
+    /// The newest version written or removed for the key (or, once its exact floor
+    /// has spilled, for any key of its slot).
     pub(crate) fn floor(&self, hash: u64) -> u64 {
-        self.floors[Self::floor_slot(hash)]
+        let slot = self.floors[Self::floor_slot(hash)];
+        self.exact.get(&hash).map_or(slot, |&v| v.max(slot))
+    }
+
+    /// Raises the key's exact floor to `version`, spilling the oldest exact floor into
+    /// its slot when there are too many.
+    fn raise_floor(&mut self, hash: u64, version: u64) {
+        match self.exact.get_mut(&hash) {
+            Some(v) => *v = (*v).max(version),
+            None => {
+                self.exact.insert(hash, version);
+                self.exact_order.push_back(hash);
+                if self.exact_order.len() > EXACT_FLOORS {
+                    let old = self.exact_order.pop_front().expect("over the limit");
+                    if let Some(v) = self.exact.remove(&old) {
+                        let slot = Self::floor_slot(old);
+                        self.floors[slot] = self.floors[slot].max(v);
+                    }
+                }
+            }
+        }
     }
 
     /// Takes `idx` off its list.
@@ -356,16 +388,18 @@ impl Core {
         if charge(key.len(), value.len()) > self.capacity {
             return Err(Rejected::TooLarge);
         }
-        let slot = Self::floor_slot(hash);
-        if version < self.floors[slot] {
+        if version < self.floor(hash) {
             self.counters.stale_rejections += 1;
-            // The newer write may have been to another key sharing the slot. Either way,
-            // an entry of this key older than `version` is superseded: drop it rather than
-            // keep serving it, as `remove` would.
+            // The newer write may have been to another key sharing the slot (once its
+            // exact floor spilled). Either way, an entry of this key older than
+            // `version` is superseded: drop it rather than keep serving it, as `remove`
+            // would.
             self.remove_older(hash, key, version);
             return Err(Rejected::Stale);
         }
-        self.floors[slot] = version;
+        if version > self.floor(hash) {
+            self.raise_floor(hash, version);
+        }
         // Clone once now so a `Bytes` built from a `Vec` becomes shared here, not on the
         // first hit: hits must not allocate.
         drop(value.clone());
@@ -413,8 +447,7 @@ impl Core {
 
     /// Raises the key's floor to `version` and drops its entry if older than that.
     pub(crate) fn remove(&mut self, hash: u64, key: &str, version: u64) -> bool {
-        let slot = Self::floor_slot(hash);
-        self.floors[slot] = self.floors[slot].max(version);
+        self.raise_floor(hash, version);
         self.remove_older(hash, key, version)
     }
 

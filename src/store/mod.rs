@@ -28,11 +28,16 @@ pub use sharded::Sharded;
 /// counted. Capacity bounds this accounted size, not the process's resident memory.
 pub const ENTRY_OVERHEAD: u64 = 96;
 
-/// Version floors per bucket (a power of two). A key's floor is slot
-/// `key_hash(key) % VERSION_FLOORS`; keys that share a slot share a floor, which only makes
-/// the stale-insert check more conservative, never less: a write to one key can make a
-/// concurrent fill or write of another key in its slot go uncached (it reloads later).
+/// Version floors per bucket (a power of two). A bucket keeps the exact floor (newest
+/// version written or removed) of its last [`EXACT_FLOORS`] keys written or removed; older
+/// ones spill into slot `key_hash(key) % VERSION_FLOORS`, shared by the keys of the slot.
+/// Sharing only makes the stale-insert check more conservative, never less: after a
+/// spill, a write to one key can make a concurrent fill of another key in its slot go
+/// uncached (it reloads later).
 pub const VERSION_FLOORS: usize = 1024;
+
+/// Exact version floors kept per bucket; see [`VERSION_FLOORS`].
+pub const EXACT_FLOORS: usize = 256;
 
 /// Bytes an entry with this key and value counts against a store's capacity.
 pub fn entry_charge(key: &str, value: &[u8]) -> u64 {

@@ -110,12 +110,28 @@ impl<C: Coordinator> Discovery for LeasedDiscovery<C> {
             return Err(Error::Config("empty member id".into()));
         }
         let shared = Arc::new(Shared::new(self.coordinator.clone(), &self.config, me)?);
-        let registration = shared.register(true).await?;
-        let (kvs, revision) = match shared.call(shared.c.range(&shared.config.prefix)).await {
-            Ok(read) => read,
-            Err(e) => {
-                let _ = shared.call(shared.c.revoke(registration.lease.id)).await;
-                return Err(e);
+        // A coordinator that cannot be reached yet (starting at the same time, a network
+        // blip) is waited for; only a refusal (the id taken by a live process) ends it.
+        let mut backoff = shared.backoff();
+        let (registration, kvs, revision) = loop {
+            let attempt = async {
+                let registration = shared.register(true).await?;
+                match shared.call(shared.c.range(&shared.config.prefix)).await {
+                    Ok((kvs, revision)) => Ok((registration, kvs, revision)),
+                    Err(e) => {
+                        let _ = shared.call(shared.c.revoke(registration.lease.id)).await;
+                        Err(e)
+                    }
+                }
+            };
+            match attempt.await {
+                Ok(joined) => break joined,
+                Err(e @ Error::Config(_)) => return Err(e),
+                Err(e) => {
+                    let pause = backoff.next(&mut shared.rng.lock());
+                    tracing::warn!(error = %e, ?pause, "cannot register yet; retrying");
+                    tokio::time::sleep(pause).await;
+                }
             }
         };
         shared.registered(registration);
