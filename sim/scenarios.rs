@@ -13,7 +13,7 @@ use crate::history::{Kind, Outcome};
 use crate::{replay_command, seeds};
 
 /// Seeds per scenario in CI (override with `SIM_SEEDS` or `SIM_SEED`).
-const CI_SEEDS: u64 = 3;
+const CI_SEEDS: u64 = 5;
 
 /// What the report says about a scenario, summed over its seeds.
 #[derive(Debug, Default)]
