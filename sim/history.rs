@@ -54,6 +54,9 @@ impl Outcome {
 /// One call of the source, as the db host saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Load {
+    /// When the request reached the db.
+    pub asked: Duration,
+    /// When the db answered.
     pub at: Duration,
     pub key: String,
     pub version: u64,

@@ -2,10 +2,11 @@
 //! version cluster-wide; under churn the excess is reported.
 //!
 //! Stable phases: from the warmup to the first fault, and from the recovery bound to the
-//! end. A write to the key between two loads makes them different fills (a load that
-//! raced a write is rightly dropped, and the key loaded again), so loads are counted per
-//! (key, version, writes to the key completed so far). Only runs whose keys all fit in a node's cache are held to it (otherwise
-//! evictions legitimately reload).
+//! end. A later load of the same key and version is excess only if no write to the key
+//! was in flight between the two: a fill that raced a write is rightly dropped (the
+//! cache cannot tell it read the new version), and the key loads again. Only runs whose
+//! keys all fit in a node's cache are held to it (otherwise evictions legitimately
+//! reload).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,28 +37,29 @@ pub fn check(run: &Run) -> Efficiency {
             swarm.end() + Duration::from_secs(60),
         ),
     ];
-    let mut write_ends: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut writes: BTreeMap<&str, Vec<(Duration, Duration)>> = BTreeMap::new();
     for op in run.history.ops.iter().filter(|o| o.kind != Kind::Get) {
-        write_ends.entry(&op.key).or_default().push(op.end);
+        writes.entry(&op.key).or_default().push((op.start, op.end));
     }
-    let writes_before = |key: &str, at: Duration| {
-        write_ends
+    // Whether a write to `key` was in flight at some moment of [from, to].
+    let written = |key: &str, from: Duration, to: Duration| {
+        writes
             .get(key)
-            .map_or(0, |ends| ends.iter().filter(|e| **e <= at).count())
+            .is_some_and(|w| w.iter().any(|(start, end)| *start <= to && *end >= from))
     };
     let mut all: BTreeMap<(&str, u64), u64> = BTreeMap::new();
-    let mut stable: BTreeMap<(usize, &str, u64, usize), Vec<Duration>> = BTreeMap::new();
+    // Each load as (asked, answered).
+    let mut stable: BTreeMap<(usize, &str, u64), Vec<(Duration, Duration)>> = BTreeMap::new();
     for load in run.history.loads.iter().filter(|l| l.ok) {
         *all.entry((&load.key, load.version)).or_default() += 1;
         let window = windows
             .iter()
             .position(|(from, to)| load.at >= *from && load.at < *to);
         if let Some(w) = window {
-            let epoch = writes_before(&load.key, load.at);
             stable
-                .entry((w, &load.key, load.version, epoch))
+                .entry((w, &load.key, load.version))
                 .or_default()
-                .push(load.at);
+                .push((load.asked, load.at));
         }
     }
     let mut e = Efficiency {
@@ -73,8 +75,12 @@ pub fn check(run: &Run) -> Efficiency {
             .sum()
     };
     let (evictions, refused) = (total("evictions"), total("stale_rejections"));
-    for ((_, key, version, _), times) in &stable {
-        let extra = times.len() as u64 - 1;
+    for ((_, key, version), times) in &stable {
+        let extra = times
+            .windows(2)
+            // From a network trip before the first load asked (its fill started then).
+            .filter(|pair| !written(key, pair[0].0.saturating_sub(swarm.latency.1), pair[1].1))
+            .count() as u64;
         e.stable_excess += extra;
         if extra > 0 && swarm.roomy && e.violations.len() < 5 {
             e.violations.push(Violation {
@@ -85,13 +91,13 @@ pub fn check(run: &Run) -> Efficiency {
                     times.len(),
                     times
                         .iter()
-                        .map(|t| format!("{:.3}s", t.as_secs_f64()))
+                        .map(|t| format!("{:.3}s", t.1.as_secs_f64()))
                         .collect::<Vec<_>>()
                 ),
                 excerpt: run.history.excerpt(
                     key,
-                    times[0].saturating_sub(Duration::from_secs(2)),
-                    times[times.len() - 1] + Duration::from_secs(1),
+                    times[0].0.saturating_sub(Duration::from_secs(2)),
+                    times[times.len() - 1].1 + Duration::from_secs(1),
                 ),
             });
         }

@@ -95,6 +95,7 @@ pub async fn serve(db: SharedDb) -> turmoil::Result {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd).lines();
             while let Ok(Some(key)) = lines.next_line().await {
+                let asked = turmoil::sim_elapsed().unwrap_or_default();
                 let delay = {
                     let mut db = db.lock().unwrap();
                     let (lo, hi) = db.config.latency;
@@ -111,6 +112,7 @@ pub async fn serve(db: SharedDb) -> turmoil::Result {
                     let fail_rate = db.config.fail_rate;
                     let ok = !(fail_rate > 0.0 && db.rng.random_bool(fail_rate));
                     db.loads.push(Load {
+                        asked,
                         at: turmoil::sim_elapsed().unwrap_or_default(),
                         key: key.clone(),
                         version,
