@@ -48,8 +48,9 @@ pub fn check(run: &Run) -> Efficiency {
             .is_some_and(|w| w.iter().any(|(start, end)| *start <= to && *end >= from))
     };
     let mut all: BTreeMap<(&str, u64), u64> = BTreeMap::new();
-    // Each load as (asked, answered).
-    let mut stable: BTreeMap<(usize, &str, u64), Vec<(Duration, Duration)>> = BTreeMap::new();
+    // Each load as (asked, answered), by (window, key, version).
+    type Loads<'a> = BTreeMap<(usize, &'a str, u64), Vec<(Duration, Duration)>>;
+    let mut stable = Loads::new();
     for load in run.history.loads.iter().filter(|l| l.ok) {
         *all.entry((&load.key, load.version)).or_default() += 1;
         let window = windows
