@@ -30,7 +30,8 @@ struct Figures {
 }
 
 fn scenario(s: Scenario) {
-    run_seeds(s, seeds(CI_SEEDS));
+    let figures = run_seeds(s, seeds(CI_SEEDS));
+    write_report(s, &figures);
 }
 
 /// A regression test: `seed` of `s` once exposed a bug in the node.
@@ -38,7 +39,7 @@ fn pinned(s: Scenario, seed: u64) {
     run_seeds(s, vec![seed]);
 }
 
-fn run_seeds(s: Scenario, seeds: Vec<u64>) {
+fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     let mut figures = Figures::default();
     for (n, seed) in seeds.into_iter().enumerate() {
         let first = run(s, seed);
@@ -79,7 +80,7 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) {
         }
         add(&mut figures, &first);
     }
-    write_report(s, &figures);
+    figures
 }
 
 /// Finds a moment when two nodes' views sent some key each to the other:
