@@ -17,6 +17,12 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
+# .cargo/config.toml sets `--cfg tokio_unstable` (turmoil seeds the simulated hosts'
+# runtimes only with it); a RUSTFLAGS from the environment would replace that, so add it.
+if [ -n "${RUSTFLAGS:-}" ]; then
+  export RUSTFLAGS="$RUSTFLAGS --cfg tokio_unstable"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
