@@ -7,16 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use peercache::net::SimNet;
 use peercache::ring::DEFAULT_VNODES;
 use peercache::{
     HotConfig, LoaderFn, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery, TokioClock,
 };
 use serde_json::Value;
-use turmoil::net::TcpStream;
 
 use super::{Replay, seed};
 
@@ -25,7 +22,7 @@ pub(super) const HTTP_PORT: u16 = 8080;
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const KEYS: usize = 20;
 
-pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) use crate::harness::client::{self, BoxError};
 
 /// What the client saw: (simulated ms, request, status, body).
 type Trace = Vec<(u128, String, u16, String)>;
@@ -114,20 +111,8 @@ pub(super) async fn http(
     path: &str,
     body: &str,
 ) -> Result<(StatusCode, Bytes), BoxError> {
-    let stream = TcpStream::connect((host, HTTP_PORT)).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, host)
-        .body(Full::new(Bytes::from(body.to_owned())))?;
-    let resp = send.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    drop(send);
-    conn.await??;
-    Ok((status, body))
+    let (status, body) = client::call(host, method, path, Bytes::from(body.to_owned())).await?;
+    Ok((StatusCode::from_u16(status)?, body))
 }
 
 /// The client host's checks, recording each exchange into `trace`.

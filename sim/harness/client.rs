@@ -122,10 +122,10 @@ async fn work(
     Ok(())
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One HTTP/1.1 exchange on a fresh simulated connection.
-async fn call(
+pub async fn call(
     host: &str,
     method: Method,
     path: &str,

@@ -388,7 +388,8 @@ impl Core {
         if charge(key.len(), value.len()) > self.capacity {
             return Err(Rejected::TooLarge);
         }
-        if version < self.floor(hash) {
+        let floor = self.floor(hash);
+        if version < floor {
             self.counters.stale_rejections += 1;
             // The newer write may have been to another key sharing the slot (once its
             // exact floor spilled). Either way, an entry of this key older than
@@ -397,7 +398,7 @@ impl Core {
             self.remove_older(hash, key, version);
             return Err(Rejected::Stale);
         }
-        if version > self.floor(hash) {
+        if version > floor {
             self.raise_floor(hash, version);
         }
         // Clone once now so a `Bytes` built from a `Vec` becomes shared here, not on the
