@@ -38,7 +38,7 @@ pub mod source;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, TokioClock};
-pub use discovery::{Discovery, StaticDiscovery};
+pub use discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, GroupStats, HotConfig, PolicyKind, Registry};
 pub use loader::{Loader, LoaderFn};

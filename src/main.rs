@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
 use peercache::source::SourceSpec;
-use peercache::{Node, NodeConfig, Registry, StaticDiscovery, TokioClock, TokioNet};
+use peercache::{
+    Discovery, EtcdDiscovery, Node, NodeConfig, Registry, StaticDiscovery, TokioClock, TokioNet,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -60,9 +63,33 @@ struct Serve {
     /// Address the HTTP API binds, HOST:PORT.
     #[arg(long, env = "PEERCACHE_HTTP_ADDR", default_value = "127.0.0.1:8001")]
     http_addr: String,
-    /// gRPC address of every member, this node included (comma separated).
-    #[arg(long, env = "PEERCACHE_PEERS", value_delimiter = ',')]
+    /// gRPC address of every member, this node included (comma separated): a static
+    /// membership. Without --peers or --etcd the node runs alone.
+    #[arg(
+        long,
+        env = "PEERCACHE_PEERS",
+        value_delimiter = ',',
+        conflicts_with = "etcd"
+    )]
     peers: Vec<String>,
+    /// etcd endpoints, http://HOST:PORT (comma separated): membership from etcd, each
+    /// node registered under a lease it keeps alive.
+    #[arg(long, env = "PEERCACHE_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Key prefix of this cluster's member records in etcd.
+    #[arg(
+        long,
+        env = "PEERCACHE_ETCD_PREFIX",
+        default_value = "/peercache/default/"
+    )]
+    etcd_prefix: String,
+    /// This node's id in etcd: unique in the cluster (default: the advertised address).
+    #[arg(long, env = "PEERCACHE_NODE_ID", requires = "etcd")]
+    node_id: Option<String>,
+    /// Time to live of the node's etcd lease: a crashed node leaves the others' rings
+    /// about this long after its last keep-alive (etcd grants whole seconds).
+    #[arg(long, env = "PEERCACHE_LEASE_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
     /// The address peers reach this node at, as written in --peers (default: --grpc-addr).
     #[arg(long, env = "PEERCACHE_ADVERTISE")]
     advertise: Option<String>,
@@ -117,17 +144,28 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| args.grpc_addr.clone());
-    let peers = if args.peers.is_empty() {
-        vec![advertise.clone()]
-    } else {
-        args.peers.clone()
-    };
-    if !peers.contains(&advertise) {
-        bail!(
-            "--peers ({}) must include this node's address {advertise} (set --advertise if it differs from --grpc-addr)",
-            peers.join(",")
-        );
+    let mut config = NodeConfig::new(advertise.clone());
+    config.weight = args.weight;
+    if args.weight == 0 {
+        bail!("--weight must be at least 1");
     }
+    let discovery: Arc<dyn Discovery> = if args.etcd.is_empty() {
+        let peers = if args.peers.is_empty() {
+            vec![advertise.clone()]
+        } else {
+            args.peers.clone()
+        };
+        if !peers.contains(&advertise) {
+            bail!(
+                "--peers ({}) must include this node's address {advertise} (set --advertise if it differs from --grpc-addr)",
+                peers.join(",")
+            );
+        }
+        Arc::new(StaticDiscovery::new(&peers))
+    } else {
+        config.id = args.node_id.clone().unwrap_or_else(|| advertise.clone());
+        Arc::new(etcd_discovery(&args, &config.id).await?)
+    };
     let clock = Arc::new(TokioClock::new());
     let groups = Registry::new(clock.clone());
     let loader = args.source.loader(clock);
@@ -149,8 +187,6 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         }
         builder.build()?;
     }
-    let mut config = NodeConfig::new(advertise);
-    config.weight = args.weight;
     let grpc = TokioNet
         .bind(&args.grpc_addr)
         .await
@@ -159,14 +195,34 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .bind(&args.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
-    let node = Node::new(
-        TokioNet,
-        groups,
-        Arc::new(StaticDiscovery::new(&peers)),
-        config,
-    );
+    let node = Node::new(TokioNet, groups, discovery, config);
     node.run(grpc, Some(http), shutdown_signal()).await?;
     Ok(())
+}
+
+/// Membership from the etcd cluster at `--etcd`, under `--etcd-prefix`.
+async fn etcd_discovery(args: &Serve, id: &str) -> anyhow::Result<EtcdDiscovery> {
+    if id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace) {
+        bail!("--node-id {id:?}: must be non-empty, without '/' or spaces");
+    }
+    let mut prefix = args.etcd_prefix.clone();
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let etcd = EtcdCoordinator::connect(&args.etcd, EtcdConfig::default()).await?;
+    // Tells this process's record from an earlier one's with the same id.
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let config = LeasedConfig {
+        prefix,
+        lease_ttl: args.lease_ttl,
+        incarnation,
+        seed: incarnation,
+        ..LeasedConfig::default()
+    };
+    Ok(EtcdDiscovery::new(Arc::new(etcd), config))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -25,7 +25,9 @@ use crate::{Error, Result};
 /// How a node presents itself and talks to peers.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's member id and the gRPC address peers reach it at.
+    /// This node's member id: unique in the cluster, stable across restarts.
+    pub id: String,
+    /// The gRPC address peers reach this node at.
     pub advertise: String,
     /// Weight in the ring (relative share of keys).
     pub weight: u32,
@@ -38,10 +40,12 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for a node reached at `advertise`.
+    /// Defaults for a node reached at `advertise`, which is also its member id.
     pub fn new(advertise: impl Into<String>) -> Self {
+        let advertise = advertise.into();
         NodeConfig {
-            advertise: advertise.into(),
+            id: advertise.clone(),
+            advertise,
             weight: 1,
             vnodes: DEFAULT_VNODES,
             channel: ChannelTimeouts::default(),
@@ -93,14 +97,14 @@ impl<N: Net> Node<N> {
             metrics,
         } = self;
         let picker = Arc::new(PeerPicker::new(
-            config.advertise.clone(),
+            config.id.clone(),
             config.vnodes,
             connector(net, config.channel, metrics.clone()),
         ));
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tracing::info!(
-            node = %config.advertise,
+            node = %config.id,
             grpc = ?grpc.local_addr().ok(),
             http = ?http.as_ref().and_then(|l| l.local_addr().ok()),
             "node serving"
@@ -142,8 +146,8 @@ impl<N: Net> Node<N> {
 
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
-        let me = Member::new(config.advertise.clone(), config.advertise.clone())
-            .with_weight(config.weight);
+        let me =
+            Member::new(config.id.clone(), config.advertise.clone()).with_weight(config.weight);
         tokio::pin!(shutdown);
         let joined = tokio::select! {
             joined = discovery.join(me) => Some(joined),
@@ -165,7 +169,7 @@ impl<N: Net> Node<N> {
         picker.set_members(members.borrow_and_update().clone());
         ready.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(
-            node = %config.advertise,
+            node = %config.id,
             "node joined the membership"
         );
 

@@ -117,6 +117,11 @@ fn member(id: &str) -> Member {
     Member::new(id, format!("{id}.example:7000"))
 }
 
+/// The ids of a view.
+fn ids(view: &[Member]) -> Vec<&str> {
+    view.iter().map(|m| m.id.as_str()).collect()
+}
+
 /// Waits until the view is exactly `ids`; returns how long it took. Fails after 5 s.
 async fn wait_view(view: &mut watch::Receiver<Vec<Member>>, ids: &[&str]) -> Duration {
     let started = Instant::now();
@@ -266,9 +271,12 @@ async fn members_register_again_after_the_registry_restarts() {
     let mut view_b = b.join(member("b")).await.unwrap();
     wait_view(&mut view_a, &["a", "b"]).await;
     registry.stop().await;
-    // Without the registry, each node drops itself once its lease would have expired.
-    wait_view(&mut view_a, &["b"]).await;
-    wait_view(&mut view_b, &["a"]).await;
+    // Without the registry, the nodes keep serving on the last known membership: the
+    // views stay as they were well past a lease TTL.
+    tokio::time::sleep(TTL * 3).await;
+    assert!(!view_a.has_changed().unwrap() && !view_b.has_changed().unwrap());
+    assert_eq!(ids(&view_a.borrow()), ["a", "b"]);
+    assert_eq!(ids(&view_b.borrow()), ["a", "b"]);
     // A new registry on the same address, empty, its revisions back at 1.
     let _registry = TestRegistry::start_at(
         &addr,
@@ -278,6 +286,16 @@ async fn members_register_again_after_the_registry_restarts() {
         },
     )
     .await;
+    // Their leases are unknown to it: each drops out and registers again.
+    let (kvs, _) = loop {
+        let (kvs, revision) = _registry.coordinator().range("/members/").await.unwrap();
+        if kvs.len() == 2 {
+            break (kvs, revision);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kvs[0].key, "/members/a");
+    assert_eq!(kvs[1].key, "/members/b");
     wait_view(&mut view_a, &["a", "b"]).await;
     wait_view(&mut view_b, &["a", "b"]).await;
 }

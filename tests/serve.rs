@@ -1,7 +1,7 @@
 //! The `peercache serve` binary: flags and env vars, an HTTP origin as the source, and a
 //! graceful stop on SIGTERM.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::Router;
@@ -9,14 +9,9 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-/// A port the OS just handed out (and took back), for a child process to bind.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+
+use common::process::{Proc, free_port};
 
 /// An origin: `missing` is 404, `boom` is 500, anything else `origin:<key>`.
 async fn start_origin() -> String {
@@ -34,30 +29,6 @@ async fn start_origin() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/v/{{key}}")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn until_healthy(url: &str, child: &mut Child) {
-    for _ in 0..500 {
-        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("peercache serve exited early: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("peercache serve did not become healthy within 10 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,9 +53,9 @@ async fn serve_reads_through_an_http_origin_and_stops_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("the peercache binary runs");
-    let mut child = Killed(child);
+    let mut child = Proc::new("peercache serve", child);
     let url = format!("http://127.0.0.1:{http}");
-    until_healthy(&url, &mut child.0).await;
+    child.until_healthy(&url).await;
 
     let get = |key: &str| {
         let u = format!("{url}/v1/groups/g/keys/{key}");
@@ -125,19 +96,9 @@ async fn serve_reads_through_an_http_origin_and_stops_on_sigterm() {
     assert!(metrics.contains("peercache_cache_bytes{group=\"g\",cache=\"main\"}"));
     assert!(metrics.contains("peercache_http_request_seconds_count{op=\"get\",status=\"200\"} 1"));
 
-    let status = Command::new("kill")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..250 {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            assert!(exit.success(), "graceful exit on SIGTERM: {exit}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("peercache serve did not stop within 5 s of SIGTERM");
+    child.terminate();
+    let exit = child.exited_within(Duration::from_secs(5)).await;
+    assert!(exit.success(), "graceful exit on SIGTERM: {exit}");
 }
 
 #[test]

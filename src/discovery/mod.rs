@@ -2,8 +2,9 @@
 //!
 //! [`StaticDiscovery`] is a fixed list. [`LeasedDiscovery`] keeps a lease-backed record
 //! per node in a [`Coordinator`] (etcd's model: leases, revisions, prefix watches) and
-//! follows the others' records; the [`registry`] is a small server with those semantics
-//! for the simulator and for tests, and [`RegistryCoordinator`] its client.
+//! follows the others' records: in etcd ([`EtcdDiscovery`], through [`EtcdCoordinator`]),
+//! or in the [`registry`], a small server with etcd's semantics for the simulator and
+//! for tests ([`RegistryCoordinator`] is its client).
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -12,10 +13,12 @@ use crate::ring::Member;
 use crate::{Error, Result};
 
 mod coordinator;
+mod etcd;
 mod leased;
 pub mod registry;
 
 pub use coordinator::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
+pub use etcd::{EtcdConfig, EtcdCoordinator, EtcdDiscovery};
 pub use leased::{LeasedConfig, LeasedDiscovery};
 pub use registry::{
     RegistryConfig, RegistryCoordinator, RegistryCoordinatorConfig, serve_registry,

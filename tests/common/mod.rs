@@ -15,6 +15,8 @@ use peercache::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod process;
+
 /// The source of truth every node loads from: `v:<key>` unless a writer changed the key,
 /// with a count of loads per key.
 #[derive(Clone, Default)]

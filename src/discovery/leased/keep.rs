@@ -120,17 +120,24 @@ impl<C: Coordinator> Shared<C> {
         }
     }
 
-    /// Sends keep-alives every third of the TTL; returns when the lease is gone, no
-    /// keep-alive succeeded for a whole TTL, or the watch saw our record go.
+    /// Sends keep-alives every third of the TTL; returns when the coordinator says the
+    /// lease is gone or the watch saw our record go.
+    ///
+    /// A coordinator that cannot be reached proves nothing: it may be down for everyone
+    /// (etcd restarting), and dropping out of our own view would then empty every
+    /// node's cache at once. So the node keeps the last known membership, itself
+    /// included, and keeps trying, with backoff once a whole TTL has passed; the
+    /// coordinator's answer when it is back (the lease kept, or gone) decides.
     pub(super) async fn keep_alive(&self, registration: Registration) {
         let lease = registration.lease;
         let every = lease.ttl / 3;
         let mut last_ok = registration.granted_at;
         let mut wait = every;
+        let mut backoff = self.backoff();
+        let mut warned = false;
         loop {
-            let deadline = last_ok + lease.ttl;
             tokio::select! {
-                () = tokio::time::sleep_until((Instant::now() + wait).min(deadline)) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = self.lost.notified() => {
                     if self.state.lock().lost {
                         return;
@@ -139,22 +146,31 @@ impl<C: Coordinator> Shared<C> {
                 }
             }
             let sent = Instant::now();
-            if sent >= deadline {
-                return;
-            }
-            let call_deadline = (sent + self.config.call_timeout).min(deadline);
-            match tokio::time::timeout_at(call_deadline, self.c.keep_alive(lease.id)).await {
-                Ok(Ok(Some(_))) => {
+            let failed = match self.call(self.c.keep_alive(lease.id)).await {
+                Ok(Some(_)) => {
+                    if warned {
+                        tracing::info!(id = %self.me.id, lease = lease.id, "lease kept; the coordinator is back");
+                    }
                     last_ok = sent;
                     wait = every;
+                    backoff.reset();
+                    warned = false;
+                    continue;
                 }
-                Ok(Ok(None)) => return,
-                Ok(Err(e)) => {
-                    tracing::debug!(lease = lease.id, error = %e, "keep-alive failed");
-                    wait = every.min(self.config.backoff_min);
+                Ok(None) => return,
+                Err(e) => e,
+            };
+            tracing::debug!(lease = lease.id, error = %failed, "keep-alive failed");
+            wait = if Instant::now() < last_ok + lease.ttl {
+                // The lease may still be saved: retry soon.
+                every.min(self.config.backoff_min)
+            } else {
+                if !warned {
+                    tracing::warn!(id = %self.me.id, lease = lease.id, error = %failed, "no keep-alive for a whole TTL; keeping the last known membership");
+                    warned = true;
                 }
-                Err(_) => wait = every.min(self.config.backoff_min),
-            }
+                backoff.next(&mut self.rng.lock())
+            };
         }
     }
 }

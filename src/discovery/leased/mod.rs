@@ -2,11 +2,17 @@
 //! a lease it keeps alive, and follows everyone's records with a prefix watch. Any
 //! [`Coordinator`] will do: the simulator's registry or etcd.
 //!
-//! A node counts itself in the membership only while it holds its lease. If the
-//! coordinator says the lease is gone, or no keep-alive succeeded for a whole TTL
-//! (measured from the *sending* of the last one that did, so the node gives up no later
-//! than the coordinator expires it), the node publishes a view without itself, so it
-//! stops acting as an owner, and registers again with backoff.
+//! A node counts itself in the membership while it holds its lease. When the
+//! coordinator says the lease is gone (expired or revoked), or the watch shows our
+//! record deleted or taken, the node publishes a view without itself, so it stops acting
+//! as an owner and drops what it no longer owns, and registers again with backoff.
+//!
+//! A coordinator that cannot be reached changes nothing: the node keeps serving on the
+//! last known membership and keeps trying. An etcd outage thus leaves every ring as it
+//! was. The price: a node cut off from the coordinator while the others are not keeps
+//! acting as owner of its keys in its own view after they have dropped it, and its
+//! clients may read values written meanwhile through other nodes as they were, until
+//! it reaches the coordinator again and hears that its lease is gone.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,299 @@
+//! [`EtcdCoordinator`]: the [`Coordinator`] of an etcd cluster (v3 API, through
+//! etcd-client), and [`EtcdDiscovery`], lease-backed membership kept in it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use futures::StreamExt;
+use tonic::Code;
+
+use super::LeasedDiscovery;
+use crate::discovery::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
+use crate::{Error, Result};
+
+/// Membership kept in etcd: each node's record under `<prefix><node id>`, attached to a
+/// lease it keeps alive, followed by a prefix watch.
+pub type EtcdDiscovery = LeasedDiscovery<EtcdCoordinator>;
+
+/// Timeouts of an [`EtcdCoordinator`].
+#[derive(Debug, Clone, Copy)]
+pub struct EtcdConfig {
+    /// Longest wait for each call (and for a watch to be established).
+    pub call_timeout: Duration,
+    /// Longest wait for a connection to an endpoint.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keep-alive: a connection that goes silent fails after about this long,
+    /// and the watch over it with it, instead of hanging.
+    pub keep_alive: Duration,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            call_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A client of an etcd cluster. It connects on first use, spreads calls over the
+/// endpoints, and reconnects after failures.
+pub struct EtcdCoordinator {
+    client: Client,
+    call_timeout: Duration,
+    /// An open keep-alive stream per lease, reused by the next keep-alive. Taken out
+    /// while in use, so a call given up halfway cannot leave an answer behind for the
+    /// next one.
+    keepers: parking_lot::Mutex<HashMap<LeaseId, (LeaseKeeper, LeaseKeepAliveStream)>>,
+}
+
+impl std::fmt::Debug for EtcdCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCoordinator")
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdCoordinator {
+    /// A client of the etcd cluster at `endpoints` (`http://host:port`). Nothing is
+    /// dialled yet: an etcd that is down is waited for by the calls, not here.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S], config: EtcdConfig) -> Result<Self> {
+        let endpoints: Vec<&str> = endpoints.iter().map(AsRef::as_ref).collect();
+        if endpoints.is_empty() {
+            return Err(Error::Config("no etcd endpoint given".into()));
+        }
+        if let Some(bad) = endpoints.iter().find(|e| !e.starts_with("http://")) {
+            return Err(Error::Config(format!(
+                "etcd endpoint {bad:?}: expected http://HOST:PORT"
+            )));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(config.keep_alive, config.keep_alive)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .map_err(|e| Error::Config(format!("etcd endpoints {endpoints:?}: {e}")))?;
+        Ok(EtcdCoordinator {
+            client,
+            call_timeout: config.call_timeout,
+            keepers: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `f`, given up after the call timeout.
+    async fn call<T>(
+        &self,
+        f: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.call_timeout, f).await {
+            Ok(answer) => answer.map_err(error),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// One keep-alive over `stream`: the TTL etcd restarted the lease with, 0 if gone.
+    async fn renew(
+        keeper: &mut LeaseKeeper,
+        stream: &mut LeaseKeepAliveStream,
+    ) -> std::result::Result<i64, etcd_client::Error> {
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(resp) => Ok(resp.ttl()),
+            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                "keep-alive stream ended".into(),
+            )),
+        }
+    }
+}
+
+/// The error an etcd-client error means: etcd's refusals keep their meaning; anything
+/// about reaching etcd is `Unavailable`.
+fn error(e: etcd_client::Error) -> Error {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            Code::NotFound => Error::NotFound(status.message().to_owned()),
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                Error::Invalid(format!("etcd: {}", status.message()))
+            }
+            Code::DeadlineExceeded => Error::Timeout,
+            _ => Error::Unavailable(format!("etcd: {status}")),
+        },
+        etcd_client::Error::InvalidArgs(why) => Error::Invalid(format!("etcd: {why}")),
+        other => Error::Unavailable(format!("etcd: {other}")),
+    }
+}
+
+fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    }
+}
+
+/// etcd counts TTLs in whole seconds: round up, at least one.
+fn ttl_secs(ttl: Duration) -> i64 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+}
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
+}
+
+fn revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
+    header
+        .map(etcd_client::ResponseHeader::revision)
+        .ok_or_else(|| Error::Unavailable("etcd: answer without a header".into()))
+}
+
+#[async_trait]
+impl Coordinator for EtcdCoordinator {
+    async fn grant(&self, ttl: Duration) -> Result<Lease> {
+        let mut c = self.client.clone();
+        let resp = self.call(c.lease_grant(ttl_secs(ttl), None)).await?;
+        Ok(Lease {
+            id: resp.id(),
+            ttl: secs(resp.ttl()),
+        })
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let cached = self.keepers.lock().remove(&lease);
+        if let Some((mut keeper, mut stream)) = cached {
+            // A stream from before a restart of etcd fails; a fresh one answers below.
+            if let Ok(Ok(ttl)) =
+                tokio::time::timeout(self.call_timeout, Self::renew(&mut keeper, &mut stream)).await
+            {
+                if ttl <= 0 {
+                    return Ok(None);
+                }
+                self.keepers.lock().insert(lease, (keeper, stream));
+                return Ok(Some(secs(ttl)));
+            }
+        }
+        let mut c = self.client.clone();
+        let opened = async {
+            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+            // Opening renewed the lease but its answer is not handed out; one more
+            // keep-alive tells the TTL.
+            let ttl = Self::renew(&mut keeper, &mut stream).await?;
+            Ok((keeper, stream, ttl))
+        };
+        match self.call(opened).await {
+            Ok((keeper, stream, ttl)) if ttl > 0 => {
+                self.keepers.lock().insert(lease, (keeper, stream));
+                Ok(Some(secs(ttl)))
+            }
+            Ok(_) => Ok(None),
+            Err(Error::NotFound(_)) => Ok(None),
+            // etcd-client's own reading of etcd's "no such lease" answer.
+            Err(Error::Unavailable(why)) if why.contains("lease not found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        self.keepers.lock().remove(&lease);
+        let mut c = self.client.clone();
+        match self.call(c.lease_revoke(lease)).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<Option<i64>> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        let resp = self.call(c.txn(txn)).await?;
+        let revision = revision(resp.header())?;
+        Ok(resp.succeeded().then_some(revision))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<i64> {
+        let mut c = self.client.clone();
+        let options = PutOptions::new().with_lease(lease);
+        let resp = self.call(c.put(key, value, Some(options))).await?;
+        revision(resp.header())
+    }
+
+    async fn delete(&self, key: &str) -> Result<i64> {
+        let mut c = self.client.clone();
+        let resp = self.call(c.delete(key, None)).await?;
+        revision(resp.header())
+    }
+
+    async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let mut c = self.client.clone();
+        let options = GetOptions::new().with_prefix();
+        let resp = self.call(c.get(prefix, Some(options))).await?;
+        let revision = revision(resp.header())?;
+        Ok((resp.kvs().iter().map(key_value).collect(), revision))
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        let mut c = self.client.clone();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision);
+        let stream = self.call(c.watch(prefix, Some(options))).await?;
+        // The stream owns the request half too: dropping it would close the watch.
+        let batches = futures::stream::unfold(Some(stream), |stream| async move {
+            let mut stream = stream?;
+            loop {
+                let resp = match stream.message().await {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => {
+                        let ended = Error::Unavailable("etcd: the watch ended".into());
+                        return Some((Err(ended), None));
+                    }
+                    Err(e) => return Some((Err(error(e)), None)),
+                };
+                if resp.compact_revision() > 0 {
+                    let why = format!(
+                        "compacted: etcd keeps revisions from {} on",
+                        resp.compact_revision()
+                    );
+                    return Some((Err(Error::Invalid(why)), None));
+                }
+                if resp.canceled() {
+                    let why = format!("etcd canceled the watch: {}", resp.cancel_reason());
+                    return Some((Err(Error::Unavailable(why)), None));
+                }
+                let events: Vec<WatchEvent> = (resp.events().iter())
+                    .filter_map(|event| {
+                        let kv = event.kv()?;
+                        Some(match event.event_type() {
+                            EventType::Put => WatchEvent::Put(key_value(kv)),
+                            EventType::Delete => WatchEvent::Delete {
+                                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                                revision: kv.mod_revision(),
+                            },
+                        })
+                    })
+                    .collect();
+                // The creation answer and progress notices carry no events.
+                if !events.is_empty() {
+                    return Some((Ok(events), Some(stream)));
+                }
+            }
+        });
+        Ok(batches.boxed())
+    }
+}
