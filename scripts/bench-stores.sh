@@ -6,6 +6,8 @@
 # Extra arguments go to criterion (e.g. `--quick` for a smoke run); the report records them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_build_deps
 export BENCH_STORES_COMMAND="scripts/bench-stores.sh${*:+ $*}"
 runs="${BENCH_RUNS:-3}"
 target="${CARGO_TARGET_DIR:-target}"

@@ -7,15 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get install -y -qq wrk >/dev/null
-  else
-    echo "error: wrk is missing and apt-get is not available; install wrk" >&2
-    exit 1
-  fi
-fi
+. scripts/lib.sh
+need wrk wrk
+need_build_deps
 cargo build --release --quiet --bin peercache
 BIN=target/release/peercache
 PIDS=()

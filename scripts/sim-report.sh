@@ -4,6 +4,8 @@
 # hundred seeds per scenario on 2 cores; SIM_SEEDS-style seeds 1..=N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_build_deps
 seeds="${1:-20}"
 rows="$(mktemp -d)"
 trap 'rm -rf "$rows"' EXIT

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: format, lints, then every test (unit, integration, doc, and the
-# simulated scenarios behind the `sim` feature). Installs what it needs when missing.
+# The test command: format, lints, then every test (unit, integration, doc, the tests
+# against a real etcd, and the simulated scenarios behind the `sim` feature). Installs
+# what it needs when missing: rustfmt and clippy (rustup), protoc and etcd (apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,11 @@ need_component() {
 }
 need_component fmt rustfmt
 need_component clippy clippy
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+need_build_deps
+# tests/etcd runs a real etcd server; it fails (saying how to install it) without one.
+need_etcd
 
 # .cargo/config.toml sets `--cfg tokio_unstable` (turmoil seeds the simulated hosts'
 # runtimes only with it); a RUSTFLAGS from the environment would replace that, so add it.

@@ -9,6 +9,8 @@
 //!   hash of the full history.
 //! - A failure prints what was violated, the history around it and the command that
 //!   replays it.
+//! - `SIM_LOG=<filter>` (e.g. `SIM_LOG=debug`) prints the nodes' logs, stamped with
+//!   simulated time and the host, to debug a failing seed.
 //! - `SIM_REPORT=<dir>` writes each scenario's row of the report to `<dir>/<scenario>.md`
 //!   (`scripts/sim-report.sh` turns them into reports/sim.md).
 
@@ -20,6 +22,28 @@ mod read_through;
 mod registry;
 mod scenarios;
 mod staleness;
+
+/// Sends the nodes' logs to the test output when `SIM_LOG` sets a filter.
+fn init_logging() {
+    struct SimTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            write!(w, "{:>9.3}s", at.as_secs_f64())
+        }
+    }
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 /// The seed of the single-seed tests (`SIM_SEED`, default 1).
 fn seed() -> u64 {

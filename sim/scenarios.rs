@@ -64,16 +64,16 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
             panic!("{report}");
         }
         if s == Scenario::RegistryHold {
-            let (a, b, key, at) = mutual_routing(&first).unwrap_or_else(|| {
+            let (a, b, key, at) = split_ownership(&first).unwrap_or_else(|| {
                 panic!(
-                    "sim: scenario={} seed={seed}: no two nodes ever routed a key to each other\n{}\n{}",
+                    "sim: scenario={} seed={seed}: no two nodes ever both owned a key in their views\n{}\n{}",
                     s.name(),
                     describe(&first),
                     replay_command(&format!("scenarios::{}", s.name()), seed)
                 )
             });
             println!(
-                "sim: scenario={} seed={seed}: at {:.3}s node{a} routed {key} to node{b} and node{b} to node{a}",
+                "sim: scenario={} seed={seed}: at {:.3}s node{a} and node{b} each owned {key} in its own view",
                 s.name(),
                 at.as_secs_f64()
             );
@@ -83,9 +83,9 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     figures
 }
 
-/// Finds a moment when two nodes' views sent some key each to the other:
-/// (a, b, key, when).
-fn mutual_routing(run: &Run) -> Option<(usize, usize, String, Duration)> {
+/// Finds a moment when two nodes each owned some key in their own views, so writes to it
+/// through them went to different owners: (a, b, key, when).
+fn split_ownership(run: &Run) -> Option<(usize, usize, String, Duration)> {
     let samples = &run.history.samples;
     let mut i = 0;
     while i < samples.len() {
@@ -114,7 +114,7 @@ fn mutual_routing(run: &Run) -> Option<(usize, usize, String, Duration)> {
                 for k in 0..run.swarm.keys {
                     let key = format!("k{k}");
                     let to = |ring: &Ring| ring.owner(&key).map(|m| m.id.clone());
-                    if to(a_ring).as_ref() == Some(b_id) && to(b_ring).as_ref() == Some(a_id) {
+                    if to(a_ring).as_ref() == Some(a_id) && to(b_ring).as_ref() == Some(b_id) {
                         return Some((*a, *b, key, at));
                     }
                 }

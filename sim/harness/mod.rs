@@ -338,8 +338,9 @@ fn plan(rng: &mut SmallRng, s: &mut Swarm, kind: Scenario, n: usize) -> Vec<(Dur
         }
         Scenario::RegistryHold => {
             // Two nodes stop hearing from the registry for longer than a lease while a
-            // new node joins: their leases lapse, each drops itself from its own view but
-            // still sees the other, so each routes some keys to the other.
+            // new node joins: their leases lapse and the others drop them, but they keep
+            // their last view (themselves included) and never see the joiner, so they and
+            // the joiner each own some keys in their own views.
             let (a, b) = two(rng, n);
             let (from, to) = window(rng, ttl + 1000);
             for x in [a, b] {
@@ -429,6 +430,7 @@ pub struct Run {
 
 /// Runs one seed of `scenario`.
 pub fn run(scenario: Scenario, seed: u64) -> Run {
+    crate::init_logging();
     let swarm = Swarm::draw(scenario, seed);
     let started = Instant::now();
     let mut sim = turmoil::Builder::new()

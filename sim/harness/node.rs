@@ -43,46 +43,51 @@ pub fn software(
     move || {
         let swarm = swarm.clone();
         let nodes = nodes.clone();
-        Box::pin(async move {
-            let start_at = swarm.start_at(i);
-            let now = turmoil::sim_elapsed().unwrap_or_default();
-            if now < start_at {
-                tokio::time::sleep(start_at - now).await;
-            }
-            let clock = Arc::new(TokioClock::new());
-            let incarnation = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let registry = Registry::with_seed(clock, swarm.seed ^ (i as u64) << 32 ^ incarnation);
-            registry
-                .group(GROUP)
-                .capacity(swarm.capacity)
-                .ttl(swarm.main_ttl)
-                .ttl_jitter(0.1)
-                .hot(HotConfig {
-                    ttl: swarm.hot_ttl,
-                    ..HotConfig::default()
-                })
-                .timeout(swarm.timeout)
-                .loader(DbLoader {
-                    timeout: swarm.load_timeout(),
-                })
-                .build()?;
-            let (stop, mut stopped) = watch::channel(false);
-            nodes.registries.lock().unwrap().insert(i, registry.clone());
-            nodes.stop.lock().unwrap().insert(i, stop);
+        let host = tracing::info_span!("host", node = i);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let start_at = swarm.start_at(i);
+                let now = turmoil::sim_elapsed().unwrap_or_default();
+                if now < start_at {
+                    tokio::time::sleep(start_at - now).await;
+                }
+                let clock = Arc::new(TokioClock::new());
+                let incarnation = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+                let registry =
+                    Registry::with_seed(clock, swarm.seed ^ (i as u64) << 32 ^ incarnation);
+                registry
+                    .group(GROUP)
+                    .capacity(swarm.capacity)
+                    .ttl(swarm.main_ttl)
+                    .ttl_jitter(0.1)
+                    .hot(HotConfig {
+                        ttl: swarm.hot_ttl,
+                        ..HotConfig::default()
+                    })
+                    .timeout(swarm.timeout)
+                    .loader(DbLoader {
+                        timeout: swarm.load_timeout(),
+                    })
+                    .build()?;
+                let (stop, mut stopped) = watch::channel(false);
+                nodes.registries.lock().unwrap().insert(i, registry.clone());
+                nodes.stop.lock().unwrap().insert(i, stop);
 
-            let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
-            let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
-            let discovery = super::membership::discovery(&swarm, i, incarnation);
-            let mut config = NodeConfig::new(advertise(i));
-            config.vnodes = swarm.vnodes;
-            config.sweep_every = Duration::from_millis(500);
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            Node::new(SimNet, registry, discovery, config)
-                .run(grpc, Some(http), shutdown)
-                .await?;
-            Ok(())
-        })
+                let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
+                let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
+                let discovery = super::membership::discovery(&swarm, i, incarnation);
+                let mut config = NodeConfig::new(advertise(i));
+                config.vnodes = swarm.vnodes;
+                config.sweep_every = Duration::from_millis(500);
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                Node::new(SimNet, registry, discovery, config)
+                    .run(grpc, Some(http), shutdown)
+                    .await?;
+                Ok(())
+            },
+            host,
+        ))
     }
 }

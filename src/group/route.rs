@@ -233,6 +233,7 @@ impl Group {
             Err(PeerFailure::Answered(e)) => Err(e),
             Err(PeerFailure::Unreachable(why)) => {
                 self.inner.counters.peer_errors.fetch_add(1, Relaxed);
+                tracing::debug!(group = %name, key, peer = peer.id(), %why, "owner unreachable; write refused");
                 // Whatever we held may be outdated by the write the caller attempted.
                 self.drop_copies(key, 0, false);
                 Err(Error::Unavailable(format!(

@@ -155,10 +155,17 @@ impl PeerClient {
         let mut req = tonic::Request::new(req);
         req.set_timeout(deadline);
         let started = tokio::time::Instant::now();
-        let result = f(self.rpc.clone(), req)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(PeerFailure::from);
+        // The grpc-timeout bounds the call once it is on a connection; a call queued
+        // behind a connection attempt to a silent peer would wait for that attempt, so
+        // our own timer bounds the whole of it.
+        let result = match tokio::time::timeout(deadline, f(self.rpc.clone(), req)).await {
+            Ok(answer) => answer
+                .map(tonic::Response::into_inner)
+                .map_err(PeerFailure::from),
+            Err(_) => Err(PeerFailure::Unreachable(format!(
+                "no answer within {deadline:?}"
+            ))),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(PeerFailure::Answered(_)) => "error",

@@ -1,0 +1,33 @@
+# Shared by the scripts (sourced, not run): installing what they need when it is missing.
+
+# need COMMAND PACKAGE [HINT]: installs the Debian PACKAGE (apt-get) unless COMMAND is on the
+# PATH; without apt-get, says what to install and exits.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "== installing $2 (apt-get), for $1"
+    if ! $sudo apt-get install -y -qq "$2" >/dev/null 2>&1; then
+      $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2" >/dev/null
+    fi
+    command -v "$1" >/dev/null 2>&1 && return 0
+  fi
+  echo "error: '$1' is missing and could not be installed with apt-get here." >&2
+  echo "       Install it with your package manager ($2 on Debian/Ubuntu)${3:+, $3}." >&2
+  exit 1
+}
+
+# What building needs besides cargo: protoc, which etcd-client's build script runs.
+need_build_deps() {
+  if [ -z "${PROTOC:-}" ]; then
+    need protoc protobuf-compiler "or set PROTOC to a protoc binary, e.g. from 'cargo install protox --features bin'"
+  fi
+}
+
+# etcd for discovery: the server (Debian's etcd-server, 3.4+).
+need_etcd() {
+  if [ -z "${ETCD_BIN:-}" ]; then
+    need etcd etcd-server "or put an etcd 3.4+ binary on the PATH or in ETCD_BIN"
+  fi
+}
