@@ -125,3 +125,33 @@ fn serve_refuses_a_peer_list_without_itself() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("group capacity"));
 }
+
+#[test]
+fn serve_refuses_bad_membership_flags() {
+    let refused = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
+            .args(["serve", "--group", "g", "--grpc-addr", "127.0.0.1:1"])
+            .args(args)
+            .env_remove("PEERCACHE_ETCD")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let both = refused(&["--peers", "127.0.0.1:1", "--etcd", "http://127.0.0.1:2379"]);
+    assert!(both.contains("cannot be used with"), "{both}");
+    let id_alone = refused(&["--node-id", "a"]);
+    assert!(id_alone.contains("--etcd"), "{id_alone}");
+    let no_scheme = refused(&["--etcd", "127.0.0.1:2379"]);
+    assert!(
+        no_scheme.contains("expected http://HOST:PORT"),
+        "{no_scheme}"
+    );
+    let bad_id = refused(&["--etcd", "http://127.0.0.1:2379", "--node-id", "a/b"]);
+    assert!(bad_id.contains("--node-id"), "{bad_id}");
+    let no_weight = refused(&["--weight", "0"]);
+    assert!(
+        no_weight.contains("--weight must be at least 1"),
+        "{no_weight}"
+    );
+}

@@ -34,7 +34,9 @@ impl ServeNode {
             .arg("serve")
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--etcd", etcd, "--etcd-prefix", prefix])
+            // The endpoints and prefix from the environment, as a deployment might.
+            .env("PEERCACHE_ETCD", etcd)
+            .env("PEERCACHE_ETCD_PREFIX", prefix)
             .args(["--node-id", id, "--weight", &weight.to_string()])
             .args(["--group", "g:16MiB", "--source", "demo"])
             .env("RUST_LOG", "warn")

@@ -10,21 +10,23 @@ use tokio::time::Instant;
 
 use crate::common::process::{Proc, TempDir, free_ports};
 
-/// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH.
+/// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH. Missing, the test fails with
+/// how to install it.
 fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ETCD_BIN") {
-        return bin.into();
-    }
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("etcd"))
-            .find(|p| p.is_file())
-    });
+    let found = match std::env::var_os("ETCD_BIN") {
+        Some(bin) => Some(PathBuf::from(bin)).filter(|p| p.is_file()),
+        None => std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("etcd"))
+                .find(|p| p.is_file())
+        }),
+    };
     found.unwrap_or_else(|| {
         panic!(
-            "etcd is not installed, and these tests run a real one. Install it with \
-             `apt-get install -y etcd-server` (Debian/Ubuntu; scripts/test.sh does this), \
-             or put an etcd 3.4+ binary on the PATH or in $ETCD_BIN"
+            "etcd is not installed (no `etcd` on the PATH, or $ETCD_BIN is not a file), and \
+             these tests run a real one. Install it with `apt-get install -y etcd-server` \
+             (Debian/Ubuntu; scripts/test.sh does this), or put an etcd 3.4+ binary on the \
+             PATH or in $ETCD_BIN"
         )
     })
 }
