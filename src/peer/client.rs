@@ -195,3 +195,57 @@ fn for_the_peer(deadline: Duration) -> Duration {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::Registry;
+    use crate::clock::ManualClock;
+    use crate::net::transport::{self, ChannelTimeouts};
+    use crate::net::{Net, TokioNet};
+
+    /// A network on which every connection attempt hangs (a peer whose SYNs vanish).
+    #[derive(Clone)]
+    struct Silent;
+
+    impl Net for Silent {
+        type Stream = tokio::net::TcpStream;
+        type Listener = tokio::net::TcpListener;
+
+        async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
+            TokioNet.bind(addr).await
+        }
+
+        async fn connect(&self, _: &str) -> io::Result<Self::Stream> {
+            std::future::pending().await
+        }
+    }
+
+    /// Calls queued behind a connection attempt end at their own deadlines, not when the
+    /// attempt gives up (here after 10 s).
+    #[tokio::test(start_paused = true)]
+    async fn calls_to_a_silent_peer_end_at_their_deadline() {
+        let timeouts = ChannelTimeouts {
+            connect: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+        };
+        let channel = transport::channel(Silent, "silent:7000", timeouts).unwrap();
+        let metrics = Arc::new(Metrics::new(Registry::new(Arc::new(ManualClock::new()))));
+        let peer = PeerClient::new("silent", channel, metrics);
+        let started = tokio::time::Instant::now();
+        let (get, remove) = tokio::join!(
+            peer.get("g", "k", Duration::from_millis(300)),
+            peer.remove("g", "k", Duration::from_millis(500)),
+        );
+        assert!(matches!(get, Err(PeerFailure::Unreachable(_))), "{get:?}");
+        assert!(matches!(remove, Err(PeerFailure::Unreachable(_))), "{remove:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+    }
+}
