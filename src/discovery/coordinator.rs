@@ -1,6 +1,8 @@
 //! The coordination backend [`LeasedDiscovery`](super::LeasedDiscovery) runs on: a
-//! key-value store with etcd's leases, revisions and prefix watches. The simulator's
-//! [registry](super::registry) implements it, and an etcd client can.
+//! key-value store with etcd's leases, revisions and prefix watches.
+//! [`EtcdCoordinator`](super::EtcdCoordinator) is etcd itself; the simulator's
+//! [registry](super::registry) implements the same semantics, and the conformance suite
+//! (`tests/conformance/`) holds both to them.
 //!
 //! The semantics are etcd's v3 API, restricted to what discovery needs:
 //!

@@ -1,7 +1,6 @@
 //! [`EtcdCoordinator`]: the [`Coordinator`] of an etcd cluster (v3 API, through
 //! etcd-client), and [`EtcdDiscovery`], lease-backed membership kept in it.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,15 +41,22 @@ impl Default for EtcdConfig {
     }
 }
 
+/// An open keep-alive stream of one lease.
+struct Keeper {
+    lease: LeaseId,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
 /// A client of an etcd cluster. It connects on first use, spreads calls over the
 /// endpoints, and reconnects after failures.
 pub struct EtcdCoordinator {
     client: Client,
     call_timeout: Duration,
-    /// An open keep-alive stream per lease, reused by the next keep-alive. Taken out
-    /// while in use, so a call given up halfway cannot leave an answer behind for the
-    /// next one.
-    keepers: parking_lot::Mutex<HashMap<LeaseId, (LeaseKeeper, LeaseKeepAliveStream)>>,
+    /// The keep-alive stream of the lease last kept alive, reused by its next
+    /// keep-alive (a node keeps one lease at a time). Taken out while in use, so a call
+    /// given up halfway cannot leave an answer behind for the next one.
+    keeper: parking_lot::Mutex<Option<Keeper>>,
 }
 
 impl std::fmt::Debug for EtcdCoordinator {
@@ -84,7 +90,7 @@ impl EtcdCoordinator {
         Ok(EtcdCoordinator {
             client,
             call_timeout: config.call_timeout,
-            keepers: parking_lot::Mutex::new(HashMap::new()),
+            keeper: parking_lot::Mutex::new(None),
         })
     }
 
@@ -169,16 +175,15 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
-        let cached = self.keepers.lock().remove(&lease);
-        if let Some((mut keeper, mut stream)) = cached {
+        let cached = (self.keeper.lock().take()).filter(|k| k.lease == lease);
+        if let Some(mut k) = cached {
             // A stream from before a restart of etcd fails; a fresh one answers below.
-            if let Ok(Ok(ttl)) =
-                tokio::time::timeout(self.call_timeout, Self::renew(&mut keeper, &mut stream)).await
-            {
+            let renewed = Self::renew(&mut k.keeper, &mut k.stream);
+            if let Ok(Ok(ttl)) = tokio::time::timeout(self.call_timeout, renewed).await {
                 if ttl <= 0 {
                     return Ok(None);
                 }
-                self.keepers.lock().insert(lease, (keeper, stream));
+                *self.keeper.lock() = Some(k);
                 return Ok(Some(secs(ttl)));
             }
         }
@@ -192,7 +197,11 @@ impl Coordinator for EtcdCoordinator {
         };
         match self.call(opened).await {
             Ok((keeper, stream, ttl)) if ttl > 0 => {
-                self.keepers.lock().insert(lease, (keeper, stream));
+                *self.keeper.lock() = Some(Keeper {
+                    lease,
+                    keeper,
+                    stream,
+                });
                 Ok(Some(secs(ttl)))
             }
             Ok(_) => Ok(None),
@@ -204,7 +213,12 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
-        self.keepers.lock().remove(&lease);
+        {
+            let mut keeper = self.keeper.lock();
+            if keeper.as_ref().is_some_and(|k| k.lease == lease) {
+                *keeper = None;
+            }
+        }
         let mut c = self.client.clone();
         match self.call(c.lease_revoke(lease)).await {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),

@@ -241,7 +241,10 @@ mod tests {
             peer.remove("g", "k", Duration::from_millis(500)),
         );
         assert!(matches!(get, Err(PeerFailure::Unreachable(_))), "{get:?}");
-        assert!(matches!(remove, Err(PeerFailure::Unreachable(_))), "{remove:?}");
+        assert!(
+            matches!(remove, Err(PeerFailure::Unreachable(_))),
+            "{remove:?}"
+        );
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(500) && took < Duration::from_millis(600),
