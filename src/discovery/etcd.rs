@@ -26,9 +26,14 @@ pub struct EtcdConfig {
     pub call_timeout: Duration,
     /// Longest wait for a connection to an endpoint.
     pub connect_timeout: Duration,
-    /// HTTP/2 keep-alive: a connection that goes silent fails after about this long,
-    /// and the watch over it with it, instead of hanging.
+    /// HTTP/2 ping interval, so a connection that goes silent fails (and the watch
+    /// over it with it) instead of hanging. etcd answers pings closer than its
+    /// `--grpc-keepalive-min-time` (5 s by default) with GOAWAY "too_many_pings", and
+    /// pings without an open stream likewise, so this stays well above it and pings are
+    /// sent only while a call or the watch is open.
     pub keep_alive: Duration,
+    /// How long a ping may go unanswered before the connection counts as dead.
+    pub keep_alive_timeout: Duration,
 }
 
 impl Default for EtcdConfig {
@@ -36,7 +41,8 @@ impl Default for EtcdConfig {
         EtcdConfig {
             call_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
-            keep_alive: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -82,8 +88,8 @@ impl EtcdCoordinator {
         }
         let options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(config.keep_alive, config.keep_alive)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(config.keep_alive, config.keep_alive_timeout)
+            .with_keep_alive_while_idle(false);
         let client = Client::connect(&endpoints, Some(options))
             .await
             .map_err(|e| Error::Config(format!("etcd endpoints {endpoints:?}: {e}")))?;

@@ -90,6 +90,23 @@ async fn a_watch_from_a_compacted_revision_fails() {
     assert_eq!(batch[0].revision(), last);
 }
 
+/// A watch stays open across a quiet spell: etcd refuses pings more often than every
+/// 5 s (GOAWAY "too_many_pings"), which would cut the watch and every call with it.
+#[tokio::test]
+async fn a_quiet_watch_is_not_cut_by_etcd() {
+    let etcd = EtcdServer::start().await;
+    let c = etcd.coordinator().await;
+    let mut events = c.watch("/quiet/", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = c.put("/quiet/k", b"1".to_vec(), 0).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the event arrives")
+        .expect("the watch is open")
+        .expect("the watch did not fail");
+    assert_eq!(batch[0].revision(), r);
+}
+
 /// Three nodes with weights 1, 1 and 2 started at once: every ring shows all three,
 /// with their weights, within 2 s of the last start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
