@@ -101,27 +101,46 @@ impl EtcdCoordinator {
     }
 
     /// `f`, given up after the call timeout.
+    async fn within<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.call_timeout, f)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// An etcd-client call, given up after the call timeout.
     async fn call<T>(
         &self,
         f: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.call_timeout, f).await {
-            Ok(answer) => answer.map_err(error),
-            Err(_) => Err(Error::Timeout),
+        self.within(async { f.await.map_err(error) }).await
+    }
+
+    /// One keep-alive over an open stream: the TTL etcd restarted the lease with, 0 if
+    /// the lease is gone.
+    async fn renew(k: &mut Keeper) -> Result<i64> {
+        k.keeper.keep_alive().await.map_err(error)?;
+        match k.stream.message().await.map_err(error)? {
+            Some(resp) => Ok(resp.ttl()),
+            None => Err(Error::Unavailable(
+                "etcd: the keep-alive stream ended".into(),
+            )),
         }
     }
 
-    /// One keep-alive over `stream`: the TTL etcd restarted the lease with, 0 if gone.
-    async fn renew(
-        keeper: &mut LeaseKeeper,
-        stream: &mut LeaseKeepAliveStream,
-    ) -> std::result::Result<i64, etcd_client::Error> {
-        keeper.keep_alive().await?;
-        match stream.message().await? {
-            Some(resp) => Ok(resp.ttl()),
-            None => Err(etcd_client::Error::LeaseKeepAliveError(
-                "keep-alive stream ended".into(),
-            )),
+    /// A keep-alive stream of `lease`; `None` if etcd does not know the lease.
+    async fn open_keeper(&self, lease: LeaseId) -> Result<Option<Keeper>> {
+        let mut c = self.client.clone();
+        match c.lease_keep_alive(lease).await {
+            Ok((keeper, stream)) => Ok(Some(Keeper {
+                lease,
+                keeper,
+                stream,
+            })),
+            // etcd-client's reading of etcd answering the first keep-alive with TTL 0.
+            Err(etcd_client::Error::LeaseKeepAliveError(why)) if why == "lease not found" => {
+                Ok(None)
+            }
+            Err(e) => Err(error(e)),
         }
     }
 }
@@ -181,41 +200,39 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        // The open stream of this lease, if any; a stream from before a restart of etcd
+        // fails, and a fresh one answers.
         let cached = (self.keeper.lock().take()).filter(|k| k.lease == lease);
-        if let Some(mut k) = cached {
-            // A stream from before a restart of etcd fails; a fresh one answers below.
-            let renewed = Self::renew(&mut k.keeper, &mut k.stream);
-            if let Ok(Ok(ttl)) = tokio::time::timeout(self.call_timeout, renewed).await {
-                if ttl <= 0 {
-                    return Ok(None);
-                }
-                *self.keeper.lock() = Some(k);
-                return Ok(Some(secs(ttl)));
-            }
-        }
-        let mut c = self.client.clone();
-        let opened = async {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-            // Opening renewed the lease but its answer is not handed out; one more
-            // keep-alive tells the TTL.
-            let ttl = Self::renew(&mut keeper, &mut stream).await?;
-            Ok((keeper, stream, ttl))
+        let renewed = match cached {
+            Some(mut k) => match self.within(Self::renew(&mut k)).await {
+                Ok(ttl) => Some((k, ttl)),
+                Err(_) => None,
+            },
+            None => None,
         };
-        match self.call(opened).await {
-            Ok((keeper, stream, ttl)) if ttl > 0 => {
-                *self.keeper.lock() = Some(Keeper {
-                    lease,
-                    keeper,
-                    stream,
-                });
-                Ok(Some(secs(ttl)))
+        let (k, ttl) = match renewed {
+            Some(renewed) => renewed,
+            None => {
+                let opened = async {
+                    let Some(mut k) = self.open_keeper(lease).await? else {
+                        return Ok(None);
+                    };
+                    // Opening renewed the lease but hides etcd's answer; one more
+                    // keep-alive tells the TTL.
+                    let ttl = Self::renew(&mut k).await?;
+                    Ok(Some((k, ttl)))
+                };
+                match self.within(opened).await? {
+                    Some(opened) => opened,
+                    None => return Ok(None),
+                }
             }
-            Ok(_) => Ok(None),
-            Err(Error::NotFound(_)) => Ok(None),
-            // etcd-client's own reading of etcd's "no such lease" answer.
-            Err(Error::Unavailable(why)) if why.contains("lease not found") => Ok(None),
-            Err(e) => Err(e),
+        };
+        if ttl <= 0 {
+            return Ok(None);
         }
+        *self.keeper.lock() = Some(k);
+        Ok(Some(secs(ttl)))
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
