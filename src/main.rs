@@ -144,11 +144,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| args.grpc_addr.clone());
-    let mut config = NodeConfig::new(advertise.clone());
-    config.weight = args.weight;
     if args.weight == 0 {
         bail!("--weight must be at least 1");
     }
+    let mut config = NodeConfig::new(advertise.clone());
+    config.weight = args.weight;
     let discovery: Arc<dyn Discovery> = if args.etcd.is_empty() {
         let peers = if args.peers.is_empty() {
             vec![advertise.clone()]
