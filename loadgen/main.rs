@@ -1,0 +1,382 @@
+//! `loadgen`: load for peercache nodes, and whole-cluster scenarios with reports.
+//!
+//! - `loadgen run` sends a workload to running nodes (closed or open loop) and prints
+//!   QPS and latency percentiles (HdrHistogram), optionally as JSON.
+//! - `loadgen cluster` starts etcd (or not) and N `peercache serve` processes on
+//!   loopback behind a slow counting origin, runs the scenarios (hits, misses, a
+//!   stampede, churn, scale-out, the HTTP ceiling), and writes `reports/cluster.md`, one
+//!   JSON per scenario and SVG plots.
+
+mod client;
+mod cluster;
+mod keys;
+mod origin;
+mod procs;
+mod report;
+mod run;
+mod stats;
+#[allow(dead_code)]
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, Protocol, Route, Targets};
+use crate::keys::{Mix, Op, Workload};
+use crate::run::{Load, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator and cluster scenarios for peercache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sends a workload to running nodes and prints QPS and latency percentiles.
+    Run(RunArgs),
+    /// Starts a local cluster, runs the scenarios, and writes reports.
+    Cluster(ClusterArgs),
+    /// A server that answers the key route with a constant (the `ceiling` scenario).
+    #[command(hide = true)]
+    CeilingServer {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Nodes' HTTP base URLs, comma separated (http://127.0.0.1:8001,...).
+    #[arg(long, value_delimiter = ',', required = true)]
+    target: Vec<String>,
+    /// http: the client API, spread over the targets; grpc: the peer protocol, each
+    /// request sent to its key's owner (the targets' rings say who that is).
+    #[arg(long, value_enum, default_value = "http")]
+    protocol: Protocol,
+    /// Group the keys are in.
+    #[arg(long, default_value = "default")]
+    group: String,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// uniform, zipf:EXP (e.g. zipf:0.99), hotspot:FRACTION,PROB (e.g. hotspot:0.2,0.8), scan.
+    #[arg(long, default_value = "uniform")]
+    workload: Workload,
+    /// Operation weights, e.g. get=95,set=5 or get=90,set=5,remove=5.
+    #[arg(long, default_value = "get=100")]
+    mix: Mix,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Closed loop: this many requests in flight (the default, 32).
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..100_000))]
+    concurrency: Option<u64>,
+    /// Open loop: this many requests per second on a fixed schedule; latency counts from
+    /// when each request should have been sent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop: workers (connections) sharing the rate.
+    #[arg(long, default_value_t = 64, requires = "rate", value_parser = clap::value_parser!(u64).range(1..100_000))]
+    connections: u64,
+    /// Which node gets each request: any (round robin), owner, or remote (not the owner).
+    #[arg(long, value_enum, default_value = "any")]
+    route: Route,
+    /// Measured time.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    warmup: Duration,
+    /// A request failing to finish in this time counts as a `timeout` error.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    timeout: Duration,
+    /// Seed of the key and operation choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the result, with the full percentile curve and a per-second timeline.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=32))]
+    nodes: u64,
+    /// Membership through an etcd this command starts (the default).
+    #[arg(long, conflicts_with = "static_membership")]
+    etcd: bool,
+    /// Membership from a static peer list (no etcd; scale-out is skipped).
+    #[arg(long = "static")]
+    static_membership: bool,
+    /// Latency of the origin behind the nodes.
+    #[arg(long, default_value = "5ms", value_parser = duration)]
+    source_latency: Duration,
+    /// Latency of the origin in the stampede.
+    #[arg(long, default_value = "500ms", value_parser = duration)]
+    stampede_latency: Duration,
+    /// all, or a comma-separated list of: local-hit, remote-hit (runs remote-hit-hot
+    /// too), remote-hit-hot, miss, zipf-mixed, stampede, churn, scale-out, ceiling.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Directory for cluster.md and cluster/.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Short runs (1 s warm-up, 4 s measured; churn and scale-out 8 s) and fewer keys:
+    /// about a minute in all.
+    #[arg(long)]
+    quick: bool,
+    /// Measured time per scenario (default 30 s, 4 s with --quick).
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    /// Warm-up per scenario (default 5 s, 1 s with --quick).
+    #[arg(long, value_parser = duration)]
+    warmup: Option<Duration>,
+    /// Requests in flight in the closed-loop scenarios.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..10_000))]
+    concurrency: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Cold keys in the stampede.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..100))]
+    stampede_keys: u64,
+    /// Concurrent gets of each stampede key.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..10_000))]
+    stampede_clients: u64,
+    /// The peercache binary (default: `peercache` next to this one).
+    #[arg(long, env = "PEERCACHE_BIN")]
+    peercache_bin: Option<PathBuf>,
+    /// The etcd binary.
+    #[arg(long, env = "ETCD_BIN", default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Seed of the key choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run_cmd(args).await,
+        Command::Cluster(args) => cluster_cmd(args).await,
+        Command::CeilingServer { addr, value_size } => {
+            origin::serve_ceiling(&addr, value_size).await
+        }
+    }
+}
+
+async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    for t in &a.target {
+        if !t.starts_with("http://") {
+            bail!("--target {t:?}: give the node's HTTP base URL, like http://127.0.0.1:8001");
+        }
+    }
+    let urls: Vec<String> = a
+        .target
+        .iter()
+        .map(|t| t.trim_end_matches('/').to_owned())
+        .collect();
+    let route = match (a.protocol, a.route) {
+        (Protocol::Grpc, Route::Remote) => {
+            bail!("--protocol grpc sends each request to its owner; --route remote needs http")
+        }
+        (Protocol::Grpc, _) => Route::Owner,
+        (Protocol::Http, r) => r,
+    };
+    if let Some(rate) = a.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--rate must be a positive number of requests per second");
+        }
+    }
+    let load = match a.rate {
+        Some(rate) => Load::Open {
+            rate,
+            connections: a.connections as usize,
+        },
+        None => Load::Closed {
+            concurrency: a.concurrency.unwrap_or(32) as usize,
+        },
+    };
+    raise_open_files(load_workers(&load) * 2 + 256)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let targets = if route == Route::Any && a.protocol == Protocol::Http {
+        Targets::plain(urls)
+    } else {
+        Targets::discover(&http, urls)
+            .await
+            .context("reading the targets' rings")?
+    };
+    let targets = Arc::new(targets);
+    let client = Arc::new(Client::new(
+        a.protocol,
+        &targets,
+        &a.group,
+        a.timeout,
+        load_workers(&load),
+    )?);
+    let cfg = RunConfig {
+        label: "run".into(),
+        group: a.group,
+        keys: a.keys,
+        workload: a.workload,
+        mix: a.mix,
+        value_size: a.value_size,
+        route,
+        load,
+        duration: a.duration,
+        warmup: a.warmup,
+        seed: a.seed,
+        progress: true,
+    };
+    eprintln!(
+        "loadgen: {} {} over {} target(s), {}, {} keys, {}, {:?} (+{:?} warm-up)",
+        serde_json::to_string(&cfg.load)?,
+        cfg.mix,
+        targets.urls.len(),
+        cfg.workload,
+        cfg.keys,
+        route,
+        cfg.duration,
+        cfg.warmup
+    );
+    let value = Bytes::from(vec![b'w'; cfg.value_size]);
+    let call = move |to: usize, op: Op, key: String| {
+        let (client, value) = (client.clone(), value.clone());
+        async move { client.call(to, op, &key, &value).await }
+    };
+    let report = run::run(&cfg, targets, call).await;
+    print!("{}", run::table(&report));
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn load_workers(load: &Load) -> usize {
+    match *load {
+        Load::Closed { concurrency } => concurrency,
+        Load::Open { connections, .. } => connections,
+    }
+}
+
+/// Raises the open-files limit to what `needed` connections take, or fails saying so.
+fn raise_open_files(needed: usize) -> anyhow::Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    if (limit as usize) < needed {
+        bail!(
+            "this needs about {needed} open files but the limit is {limit}; raise it (ulimit -n) or ask for fewer connections"
+        );
+    }
+    Ok(())
+}
+
+async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
+    let mut scenarios: Vec<String> = Vec::new();
+    for name in a.scenarios.split(',').map(str::trim) {
+        match name {
+            "all" => scenarios.extend(cluster::SCENARIOS.iter().map(|s| s.to_string())),
+            "remote-hit" => scenarios.extend(["remote-hit".into(), "remote-hit-hot".into()]),
+            n if cluster::SCENARIOS.contains(&n) => scenarios.push(n.to_owned()),
+            n => bail!(
+                "unknown scenario {n:?}; known: all, {}",
+                cluster::SCENARIOS.join(", ")
+            ),
+        }
+    }
+    scenarios.dedup();
+    let peercache_bin = match a.peercache_bin {
+        Some(bin) => bin,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the loadgen binary has no directory")?
+            .join("peercache"),
+    };
+    let quick = a.quick;
+    let settings = cluster::Settings {
+        nodes: a.nodes as usize,
+        etcd: !a.static_membership,
+        source_latency: a.source_latency,
+        stampede_latency: a.stampede_latency,
+        scenarios,
+        duration: a
+            .duration
+            .unwrap_or(Duration::from_secs(if quick { 4 } else { 30 })),
+        warmup: a
+            .warmup
+            .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 })),
+        concurrency: a.concurrency as usize,
+        keys: if quick { 1_000 } else { 10_000 },
+        zipf_keys: if quick { 10_000 } else { 100_000 },
+        value_size: a.value_size,
+        stampede_keys: a.stampede_keys,
+        stampede_clients: a.stampede_clients as usize,
+        peercache_bin,
+        etcd_bin: a.etcd_bin,
+        seed: a.seed,
+    };
+    raise_open_files(settings.stampede_keys as usize * settings.stampede_clients * 2 + 1024)?;
+    let setup = format!(
+        "{} nodes, membership {}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn and scale-out twice as long), {} keys (zipf-mixed {})",
+        settings.nodes,
+        if settings.etcd { "etcd" } else { "static" },
+        settings.source_latency,
+        settings.stampede_latency,
+        settings.concurrency,
+        settings.value_size,
+        settings.duration,
+        settings.warmup,
+        settings.keys,
+        settings.zipf_keys
+    );
+    let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("loadgen cluster: {setup}; logs in {}", dir.display());
+    let outcomes = cluster::run_all(settings, dir.clone())
+        .await
+        .with_context(|| format!("node and etcd logs are in {}", dir.display()))?;
+    let facts = report::Facts {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        setup,
+    };
+    report::write(&a.out, &outcomes, &facts)?;
+    print!("{}", report::text_table(&outcomes));
+    println!("reports: {}/cluster.md", a.out.display());
+    let failed: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| {
+            o.checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(move |c| format!("{}: {}", o.name, c.what))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "checks failed (logs in {}):\n  {}",
+            dir.display(),
+            failed.join("\n  ")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
