@@ -56,7 +56,7 @@ impl FromStr for Workload {
                     format!("hotspot needs FRACTION,PROB (e.g. hotspot:0.2,0.8), got {s:?}")
                 })?;
                 let (fraction, prob) = (number(f, "fraction")?, number(p, "probability")?);
-                if !(fraction > 0.0 && fraction < 1.0) || !(0.0..=1.0).contains(&prob) {
+                if !(fraction > 0.0 && fraction < 1.0 && (0.0..=1.0).contains(&prob)) {
                     return Err(format!(
                         "hotspot needs 0 < FRACTION < 1 and 0 <= PROB <= 1, got {fraction},{prob}"
                     ));

@@ -293,7 +293,10 @@ async fn print_progress(
     measure: Instant,
     end: Instant,
 ) {
-    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    // A quarter second past each whole second, when the workers have handed in the
+    // second that ended.
+    let first = start + Duration::from_millis(1250);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
     let (mut ok0, mut err0) = (0, 0);
     loop {
         let now = tick.tick().await;
@@ -301,7 +304,7 @@ async fn print_progress(
         let phase = if now <= measure {
             "warm-up".to_owned()
         } else {
-            let t = (now - measure).as_secs_f64().round() as usize;
+            let t = (now - measure).as_secs() as usize;
             // The second that just ended, as far as the workers have handed it in.
             let p99 = live
                 .timeline
