@@ -348,6 +348,7 @@ async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
         settings.keys,
         settings.zipf_keys
     );
+    let machine = report::Facts::machine();
     let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     eprintln!("loadgen cluster: {setup}; logs in {}", dir.display());
@@ -357,6 +358,7 @@ async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
     let facts = report::Facts {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         setup,
+        machine,
     };
     report::write(&a.out, &outcomes, &facts)?;
     print!("{}", report::text_table(&outcomes));

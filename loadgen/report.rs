@@ -16,6 +16,8 @@ pub struct Facts {
     pub command: String,
     /// What the settings were, one line.
     pub setup: String,
+    /// The machine and checkout, from [`Facts::machine`] when the run began.
+    pub machine: String,
 }
 
 impl Facts {
@@ -109,7 +111,7 @@ pub fn write(out: &Path, outcomes: &[Outcome], facts: &Facts) -> anyhow::Result<
     md += "# Cluster scenarios\n\n";
     let _ = writeln!(md, "Command: `{}`\n", facts.command);
     let _ = writeln!(md, "Setup: {}\n", facts.setup);
-    let _ = writeln!(md, "Machine: {}\n", Facts::machine());
+    let _ = writeln!(md, "Machine: {}\n", facts.machine);
     md +=
         "| scenario | QPS | P50 | P99 | P99.9 | errors | hit ratio | peer loads | source loads |\n";
     md += "|---|---|---|---|---|---|---|---|---|\n";
