@@ -646,6 +646,18 @@ async fn loads_per_second(origin: &Origin, start: Instant, secs: u64) -> Vec<u64
     out
 }
 
+/// Origin loads around an event at `at` seconds: the most in a second before it, the
+/// most in a second after it, and the total after it. The second just before the event
+/// counts as after: the sampler's seconds are only roughly aligned with the run's.
+fn spike(per_second: &[u64], at: f64) -> (u64, u64, u64) {
+    let split = (at.floor() as usize)
+        .saturating_sub(1)
+        .min(per_second.len());
+    let (before, after) = per_second.split_at(split);
+    let most = |s: &[u64]| s.iter().copied().max().unwrap_or(0);
+    (most(before), most(after), after.iter().sum())
+}
+
 /// The seconds of `report` with errors: (first, last).
 fn error_span(report: &RunReport) -> Option<(u64, u64)> {
     let mut with = report.timeline.iter().filter(|s| s.errors > 0).map(|s| s.t);
@@ -729,22 +741,15 @@ async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings; its keys are loaded by whoever is asked, each kept for the 1 s fallback TTL"),
         None => format!("the survivors' rings still had {victim_id} 15 s after the kill"),
     });
-    let k = kill_after.as_secs() as usize;
-    let base = per_second[..k.min(per_second.len())]
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
-    let peak = per_second[k.min(per_second.len())..]
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
-    let after_kill: u64 = per_second[k.min(per_second.len())..].iter().sum();
+    let (base, peak, after_kill) = spike(&per_second, kill_s);
+    let peer_errors = o.stats_delta.get("peer_errors").copied().unwrap_or(0);
     o.notes.push(format!(
-        "origin loads per second: at most {base} before the kill, peak {peak} after it; {after_kill} loads after the kill for {victim_keys} orphaned keys"
+        "origin loads per second: at most {base} before the kill, peak {peak} after it; {after_kill} loads from the second before the kill on, for {victim_keys} orphaned keys"
     ));
     if ctx.etcd.is_some() {
+        o.notes.push(format!(
+            "until the rings drop the dead node, a survivor whose peer call fails ({peer_errors} peer errors) loads the key itself and keeps it only for the 1 s fallback TTL, so orphaned keys are loaded about once a second per survivor; then their new owners load them once"
+        ));
         o.check("the rings drop the killed node", converged.is_some());
     }
     o.extra = json!({
@@ -822,10 +827,7 @@ async fn scale_out(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         })
         .count() as u64;
     let add_s = added_at.as_secs_f64();
-    let k = (add_s.floor() as usize).min(per_second.len());
-    let base = per_second[..k].iter().copied().max().unwrap_or(0);
-    let peak = per_second[k..].iter().copied().max().unwrap_or(0);
-    let after_add: u64 = per_second[k..].iter().sum();
+    let (base, peak, after_add) = spike(&per_second, add_s);
     o.notes.push(format!(
         "started {new_id} at t={add_s:.1}s; {:.2} s later it was serving and in every ring",
         converged.as_secs_f64()
@@ -838,7 +840,7 @@ async fn scale_out(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         100.0 / (n + 1) as f64
     ));
     o.notes.push(format!(
-        "origin loads per second: at most {base} before, peak {peak} after; {after_add} loads after the join for {moved} moved keys"
+        "origin loads per second: at most {base} before, peak {peak} after; {after_add} loads from the second before the join on, for {moved} moved keys"
     ));
     o.notes.push(match error_span(&report) {
         None => "no request failed".to_owned(),

@@ -131,3 +131,181 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::process::{Proc, free_port};
+
+/// `loadgen run` with its JSON output; panics with its output if it fails.
+fn loadgen_run(args: &[&str], json_path: &Path) -> Value {
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .arg(json_path)
+        .output()
+        .expect("loadgen runs");
+    assert!(
+        run.status.success(),
+        "loadgen run {args:?}: {}\n{}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        table.contains("p99.9") && table.contains("errors"),
+        "{table}"
+    );
+    json(json_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
+    let grpc: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut urls = Vec::new();
+    let mut nodes = Vec::new();
+    for addr in &grpc {
+        let http = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+            .args([
+                "serve",
+                "--grpc-addr",
+                addr,
+                "--http-addr",
+                &http,
+                "--peers",
+                &grpc.join(","),
+            ])
+            .args(["--group", "g:16MiB", "--source", "demo:1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the peercache binary runs");
+        let mut node = Proc::new("peercache serve", child);
+        let url = format!("http://{http}");
+        node.until_healthy(&url).await;
+        urls.push(url);
+        nodes.push(node);
+    }
+    let targets = urls.join(",");
+    let dir = std::env::temp_dir().join(format!("peercache-loadgen-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // gRPC to each key's owner, with writes.
+    let short = ["--duration", "1s", "--warmup", "200ms"];
+    let grpc_run = loadgen_run(
+        &[
+            &[
+                "--target",
+                &targets,
+                "--protocol",
+                "grpc",
+                "--group",
+                "g",
+                "--keys",
+                "200",
+            ][..],
+            &short[..],
+            &["--mix", "get=80,set=10,remove=10", "--concurrency", "8"][..],
+        ]
+        .concat(),
+        &dir.join("grpc.json"),
+    );
+    let s = &grpc_run["summary"];
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(s["ok"].as_u64().unwrap() > 50, "{s}");
+    assert_eq!(grpc_run["config"]["route"], "owner");
+
+    // Open loop: 400 requests/s for 2 s is 800 requests, whatever the latency.
+    let open = loadgen_run(
+        &[
+            "--target",
+            &targets,
+            "--group",
+            "g",
+            "--keys",
+            "1000",
+            "--workload",
+            "hotspot:0.2,0.8",
+            "--rate",
+            "400",
+            "--connections",
+            "4",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ],
+        &dir.join("open.json"),
+    );
+    let s = &open["summary"];
+    assert_eq!(s["errors"], 0, "{s}");
+    let n = s["requests"].as_u64().unwrap();
+    assert!((790..=800).contains(&n), "{n} requests at 400/s for 2 s");
+    assert_eq!(
+        open["timeline"].as_array().unwrap().len(),
+        2,
+        "{}",
+        open["timeline"]
+    );
+    assert_eq!(open["config"]["load"]["open"]["rate"], 400.0);
+
+    // A dead target: every request fails as `connect`, and the run still ends on time.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let begin = Instant::now();
+    let failed = loadgen_run(
+        &[
+            &["--target", &dead, "--group", "g", "--concurrency", "2"][..],
+            &short[..],
+        ]
+        .concat(),
+        &dir.join("dead.json"),
+    );
+    assert!(
+        begin.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        begin.elapsed()
+    );
+    let s = &failed["summary"];
+    assert_eq!(s["ok"], 0, "{s}");
+    assert!(s["errors_by_kind"]["connect"].as_u64().unwrap() > 0, "{s}");
+
+    // Bad arguments are refused with a reason.
+    for (args, says) in [
+        (vec!["--target", "127.0.0.1:8001"], "http://"),
+        (
+            vec!["--target", &targets, "--workload", "pareto"],
+            "unknown workload",
+        ),
+        (vec!["--target", &targets, "--mix", "get=0"], "no operation"),
+        (
+            vec![
+                "--target",
+                &targets,
+                "--protocol",
+                "grpc",
+                "--route",
+                "remote",
+            ],
+            "owner",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
