@@ -19,7 +19,7 @@ use crate::client::{Client, Protocol, RingView, Route, Targets, get_json};
 use crate::keys::{Mix, Op, Workload};
 use crate::origin::Origin;
 use crate::procs::{Etcd, Membership, Node, NodeSetup, Proc, free_port, until_rings_are};
-use crate::run::{Load, RunConfig, RunReport, run};
+use crate::run::{Load, RunConfig, RunReport, run_client};
 use crate::stats::Recorder;
 use crate::workload::key_name;
 
@@ -300,20 +300,15 @@ impl Ctx {
 
     /// Runs `cfg` over HTTP against `urls`.
     async fn load(&self, cfg: &RunConfig, urls: Vec<String>) -> anyhow::Result<RunReport> {
-        let targets = Arc::new(Targets::discover(&self.http, urls).await?);
-        let client = Arc::new(Client::new(
-            Protocol::Http,
-            &targets,
-            GROUP,
-            Duration::from_secs(5),
-            cfg.load_workers(),
-        )?);
-        let value = Bytes::from(vec![b'w'; cfg.value_size]);
-        let call = move |to: usize, op: Op, key: String| {
-            let (client, value) = (client.clone(), value.clone());
-            async move { client.call(to, op, &key, &value).await }
-        };
-        Ok(run(cfg, targets, call).await)
+        let targets = Targets::discover(&self.http, urls).await?;
+        self.load_on(cfg, targets).await
+    }
+
+    /// Runs `cfg` over HTTP against `targets`.
+    async fn load_on(&self, cfg: &RunConfig, targets: Targets) -> anyhow::Result<RunReport> {
+        let timeout = Duration::from_secs(5);
+        let client = Client::new(Protocol::Http, &targets, GROUP, timeout, cfg.load.workers())?;
+        Ok(run_client(cfg, Arc::new(targets), Arc::new(client)).await)
     }
 
     /// Gets keys `0..keys` once each through their owners; with `hot_copies`, also twice
@@ -349,15 +344,6 @@ impl Ctx {
             .await
             .map_err(|kind| anyhow::anyhow!("warming the cache failed: {kind}"))?;
         Ok(())
-    }
-}
-
-impl RunConfig {
-    fn load_workers(&self) -> usize {
-        match self.load {
-            Load::Closed { concurrency } => concurrency,
-            Load::Open { connections, .. } => connections,
-        }
     }
 }
 
@@ -552,11 +538,9 @@ async fn stampede(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     let barrier = Arc::new(tokio::sync::Barrier::new(total));
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
-        let url = format!(
-            "{}/v1/groups/{GROUP}/keys/{}",
-            urls[i % urls.len()],
-            key_name(i as u64 % keys)
-        );
+        // Key i mod K through node (i / K) mod N: every key reaches every node.
+        let (key, node) = (i as u64 % keys, (i / keys as usize) % urls.len());
+        let url = format!("{}/v1/groups/{GROUP}/keys/{}", urls[node], key_name(key));
         let (http, barrier) = (http.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -603,17 +587,17 @@ async fn stampede(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     );
     let deduped = o.stats_delta.get("loads_deduped").copied().unwrap_or(0);
     o.notes.push(format!(
-        "origin loads per key: {}; {deduped} gets joined a load already in flight on their node",
+        "origin loads per key: {}; {deduped} gets joined a load or peer call already in flight on their node; {} peer calls",
         per_key
             .values()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        o.peer_loads
     ));
     o.extra =
         json!({ "loads_per_key": per_key, "gets": total, "elapsed_s": elapsed.as_secs_f64() });
     let cfg = RunConfig {
-        workload: Workload::Uniform,
         load: Load::Closed { concurrency: total },
         duration: elapsed,
         warmup: Duration::ZERO,
@@ -904,20 +888,7 @@ async fn ceiling(ctx: &mut Ctx, local: Option<&Outcome>) -> anyhow::Result<Outco
         Mix::GETS,
         Route::Any,
     );
-    let targets = Arc::new(Targets::plain(vec![url]));
-    let client = Arc::new(Client::new(
-        Protocol::Http,
-        &targets,
-        GROUP,
-        Duration::from_secs(5),
-        ctx.s.concurrency,
-    )?);
-    let none = Bytes::new();
-    let call = move |to: usize, op: Op, key: String| {
-        let (client, none) = (client.clone(), none.clone());
-        async move { client.call(to, op, &key, &none).await }
-    };
-    let report = run(&cfg, targets, call).await;
+    let report = ctx.load_on(&cfg, Targets::plain(vec![url])).await?;
     server.stop().await;
     o.check("no errors", report.summary.errors == 0);
     if let Some(local) = local.and_then(|l| l.run.as_ref()) {

@@ -23,11 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, Protocol, Route, Targets};
-use crate::keys::{Mix, Op, Workload};
+use crate::keys::{Mix, Workload};
 use crate::run::{Load, RunConfig};
 
 #[derive(Parser)]
@@ -214,7 +213,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             concurrency: a.concurrency.unwrap_or(32) as usize,
         },
     };
-    raise_open_files(load_workers(&load) * 2 + 256)?;
+    raise_open_files(load.workers() * 2 + 256)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -231,7 +230,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         &targets,
         &a.group,
         a.timeout,
-        load_workers(&load),
+        load.workers(),
     )?);
     let cfg = RunConfig {
         label: "run".into(),
@@ -258,25 +257,13 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         cfg.duration,
         cfg.warmup
     );
-    let value = Bytes::from(vec![b'w'; cfg.value_size]);
-    let call = move |to: usize, op: Op, key: String| {
-        let (client, value) = (client.clone(), value.clone());
-        async move { client.call(to, op, &key, &value).await }
-    };
-    let report = run::run(&cfg, targets, call).await;
+    let report = run::run_client(&cfg, targets, client).await;
     print!("{}", run::table(&report));
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-fn load_workers(load: &Load) -> usize {
-    match *load {
-        Load::Closed { concurrency } => concurrency,
-        Load::Open { connections, .. } => connections,
-    }
 }
 
 /// Raises the open-files limit to what `needed` connections take, or fails saying so.

@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::client::{Failure, Route, Targets};
+use bytes::Bytes;
+
+use crate::client::{Client, Failure, Route, Targets};
 use crate::keys::{KeyGen, Mix, Op, Workload};
 use crate::stats::{Recorder, Summary, fmt_ms};
 use crate::workload::key_name;
@@ -35,7 +37,8 @@ pub enum Load {
 }
 
 impl Load {
-    fn workers(&self) -> usize {
+    /// Workers, each with one request in flight at most.
+    pub fn workers(&self) -> usize {
         match *self {
             Load::Closed { concurrency } => concurrency,
             Load::Open { connections, .. } => connections,
@@ -162,6 +165,16 @@ impl Live {
         timeline[second].merge(rec);
         *rec = Recorder::default();
     }
+}
+
+/// Runs `cfg` against `targets` through `client`; writes carry `cfg.value_size` bytes.
+pub async fn run_client(cfg: &RunConfig, targets: Arc<Targets>, client: Arc<Client>) -> RunReport {
+    let value = Bytes::from(vec![b'w'; cfg.value_size]);
+    let call = move |to: usize, op: Op, key: String| {
+        let (client, value) = (client.clone(), value.clone());
+        async move { client.call(to, op, &key, &value).await }
+    };
+    run(cfg, targets, call).await
 }
 
 /// Runs `cfg` against `targets`; `call(target, op, key)` sends one request.

@@ -115,6 +115,8 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         "loads per key: {per_key:?}"
     );
     assert_eq!(stampede["run"]["summary"]["ok"], 3000);
+    // Every key went through every node: the two non-owners of each key asked its owner.
+    assert!(stampede["peer_loads"].as_u64().unwrap() >= 6, "{stampede}");
 
     let miss = json(&dir.join("miss.json"));
     assert_eq!(
