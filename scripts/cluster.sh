@@ -3,8 +3,8 @@
 # loopback, behind an origin with 5 ms latency), runs the load scenarios against it,
 # prints a QPS / latency table per scenario and writes reports/cluster.md, one JSON per
 # scenario and SVG plots under reports/cluster/. Stops everything it started.
-#   (no arguments)  quick: 4 s per scenario, about a minute and a half in all
-#   --full          30 s per scenario (churn and scale-out 60 s), about eight minutes
+#   (no arguments)  quick: 4 s per scenario, about a minute in all
+#   --full          30 s per scenario (churn and scale-out 60 s), about six minutes
 #   other arguments go to `loadgen cluster` (see `target/release/loadgen cluster --help`),
 #   e.g. --static (no etcd; scale-out is skipped), --scenarios miss,stampede, --nodes 5
 set -euo pipefail
