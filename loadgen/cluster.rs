@@ -202,6 +202,21 @@ impl Cluster {
         Ok(sum)
     }
 
+    /// Runs `cfg` over all nodes, with the counters and origin loads around it in `o`.
+    async fn measure(
+        &self,
+        ctx: &Ctx,
+        cfg: &RunConfig,
+        o: &mut Outcome,
+    ) -> anyhow::Result<RunReport> {
+        let all = 0..self.nodes.len();
+        let (before, loads0) = (self.stats(ctx, all.clone()).await?, self.origin.loads());
+        let report = ctx.load(cfg, self.urls(all.clone())).await?;
+        let after = self.stats(ctx, all).await?;
+        o.counted(before, after, self.origin.loads() - loads0);
+        Ok(report)
+    }
+
     async fn stop(mut self) {
         for node in &mut self.nodes {
             node.proc.stop().await;
@@ -424,10 +439,7 @@ async fn hits(ctx: &mut Ctx, route: Route, hot: bool) -> anyhow::Result<Outcome>
     let urls = c.urls(0..c.nodes.len());
     ctx.warm(urls.clone(), ctx.s.keys, hot).await?;
     let cfg = ctx.config(name, Workload::Uniform, ctx.s.keys, Mix::GETS, route);
-    let (before, loads0) = (c.stats(ctx, 0..c.nodes.len()).await?, c.origin.loads());
-    let report = ctx.load(&cfg, urls).await?;
-    let after = c.stats(ctx, 0..c.nodes.len()).await?;
-    o.counted(before, after, c.origin.loads() - loads0);
+    let report = c.measure(ctx, &cfg, &mut o).await?;
     o.run = Some(report);
     o.check("no errors", o.errors() == 0);
     o.check("no source loads: every key was warmed", o.source_loads == 0);
@@ -466,13 +478,8 @@ async fn miss(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "every get asks for a new key (a scan), so each one is loaded from the slow origin by the key's owner",
     );
     let c = ctx.cluster(false, ctx.s.source_latency).await?;
-    let urls = c.urls(0..c.nodes.len());
     let cfg = ctx.config("miss", Workload::Scan, 1 << 40, Mix::GETS, Route::Any);
-    let before = c.stats(ctx, 0..c.nodes.len()).await?;
-    let loads0 = c.origin.loads();
-    let report = ctx.load(&cfg, urls).await?;
-    let after = c.stats(ctx, 0..c.nodes.len()).await?;
-    o.counted(before, after, c.origin.loads() - loads0);
+    let report = c.measure(ctx, &cfg, &mut o).await?;
     let per_key = c.origin.per_key();
     let most = per_key.values().copied().max().unwrap_or(0);
     let bound = ctx.s.concurrency as f64 / ctx.s.source_latency.as_secs_f64().max(1e-3);
@@ -499,7 +506,6 @@ async fn zipf_mixed(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "zipf 0.99 over the key space, 95 % gets and 5 % sets (YCSB-B-like), cold start, hot copies on",
     );
     let c = ctx.cluster(true, ctx.s.source_latency).await?;
-    let urls = c.urls(0..c.nodes.len());
     let mix: Mix = "get=95,set=5".parse().map_err(anyhow::Error::msg)?;
     let cfg = ctx.config(
         "zipf-mixed",
@@ -508,10 +514,7 @@ async fn zipf_mixed(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         mix,
         Route::Any,
     );
-    let (before, loads0) = (c.stats(ctx, 0..c.nodes.len()).await?, c.origin.loads());
-    let report = ctx.load(&cfg, urls).await?;
-    let after = c.stats(ctx, 0..c.nodes.len()).await?;
-    o.counted(before, after, c.origin.loads() - loads0);
+    let report = c.measure(ctx, &cfg, &mut o).await?;
     o.check("no errors", report.summary.errors == 0);
     o.run = Some(report);
     c.stop().await;
