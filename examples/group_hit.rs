@@ -1,57 +1,27 @@
 //! Cost of a `Group::get` hit in one process, alone and as one node of three (where a
 //! main hit also checks that this node still owns the key). Prints nanoseconds per get.
+//! The three nodes are wired in-process (tests/common/in_process.rs), no sockets.
 //! Run: `cargo run --release --example group_hit`.
 
-use std::sync::Arc;
+#[path = "../tests/common/in_process.rs"]
+mod in_process;
+
 use std::time::Instant;
 
 use bytes::Bytes;
-use peercache::peer::{PeerClient, PeerPicker};
-use peercache::{LoaderFn, Member, Registry, TokioClock};
+use peercache::{Group, LoaderFn, Registry};
 
 const KEYS: usize = 10_000;
 const GETS: usize = 5_000_000;
 
-async fn ns_per_hit(with_peers: bool) -> f64 {
-    let registry = Registry::new(Arc::new(TokioClock::new()));
-    let group = registry
-        .group("g")
-        .capacity(64 << 20)
-        .loader(LoaderFn(|key: String| async move { Ok(Bytes::from(key)) }))
-        .build()
-        .expect("valid group");
-    if with_peers {
-        let metrics = Arc::new(peercache::metrics::Metrics::new(registry.clone()));
-        // Lazy channels: nothing dials, since every key read below is owned here.
-        let picker = PeerPicker::new(
-            "a",
-            peercache::ring::DEFAULT_VNODES,
-            Box::new(move |m: &Member| {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
-                    .map_err(|e| peercache::Error::Config(e.to_string()))?
-                    .connect_lazy();
-                Ok(PeerClient::new(m.id.as_str(), channel, metrics.clone()))
-            }),
-        );
-        picker.set_members(
-            ["a", "b", "c"]
-                .map(|id| Member::new(id, format!("{id}:7000")))
-                .to_vec(),
-        );
-        registry.set_peers(Arc::new(picker)).expect("first picker");
-    }
-    let owned = |k: &String| registry.peers().is_none_or(|p| p.owns(k));
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("key{i}"))
-        .filter(owned)
-        .take(KEYS)
-        .collect();
-    for key in &keys {
+/// Nanoseconds per hit over `keys`, all loaded first.
+async fn ns_per_hit(group: &Group, keys: &[String]) -> f64 {
+    for key in keys {
         group.get(key).await.expect("loads");
     }
     let started = Instant::now();
     for i in 0..GETS {
-        std::hint::black_box(group.get(&keys[i % KEYS]).await.expect("hit"));
+        std::hint::black_box(group.get(&keys[i % keys.len()]).await.expect("hit"));
     }
     started.elapsed().as_nanos() as f64 / GETS as f64
 }
@@ -62,8 +32,21 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let alone = ns_per_hit(false).await;
-        let node = ns_per_hit(true).await;
+        let registry = Registry::new();
+        let alone = registry
+            .group("g")
+            .capacity(64 << 20)
+            .loader(LoaderFn(|key: String| async move { Ok(Bytes::from(key)) }))
+            .build()
+            .expect("valid group");
+        let cluster = in_process::InProcess::new(&["a", "b", "c"], |g| g.capacity(64 << 20));
+        let owned: Vec<String> = (0..)
+            .map(|i| format!("key{i}"))
+            .filter(|k| cluster.owner_in_view_of("a", k) == "a")
+            .take(KEYS)
+            .collect();
+        let alone = ns_per_hit(&alone, &owned).await;
+        let node = ns_per_hit(&cluster.group("a"), &owned).await;
         println!("Group::get hit, {KEYS} keys, {GETS} gets, one thread");
         println!("alone: {alone:.1} ns/get");
         println!(

@@ -12,7 +12,7 @@ mod workload;
 use std::time::Duration;
 
 use bytes::Bytes;
-use peercache::group::hotkeys::{Doorkeeper, doorkeeper_slots};
+use peercache::group::hot::{Doorkeeper, doorkeeper_slots};
 use peercache::store::{self, Entry, Lru, Sharded, Store};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peercache::{Error, GroupStats, LoaderFn, Registry, TokioClock};
+use peercache::{Error, GroupStats, LoaderFn, Registry};
 
 /// Latency of the pretend database.
 const DB_LATENCY: Duration = Duration::from_millis(50);
@@ -17,7 +17,7 @@ const DB_LATENCY: Duration = Duration::from_millis(50);
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let db_queries = Arc::new(AtomicU64::new(0));
     let queries = db_queries.clone();
-    let registry = Registry::new(Arc::new(TokioClock::new()));
+    let registry = Registry::new();
     let users = registry
         .group("users")
         .capacity(16 << 20)

@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use peercache::net::SimNet;
 use peercache::ring::DEFAULT_VNODES;
 use peercache::{
-    HotConfig, LoaderFn, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery, TokioClock,
+    HotConfig, LoaderFn, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery,
 };
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ fn node_host(
     move || {
         let loads = loads.clone();
         Box::pin(async move {
-            let registry = Registry::with_seed(Arc::new(TokioClock::new()), seed ^ i as u64);
+            let registry = Registry::with_seed(seed ^ i as u64);
             registry
                 .group("g")
                 .capacity(4 << 20)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peercache::{Error, Registry, TokioClock};
+use peercache::{Error, Registry};
 
 use crate::harness::db::{self, Db, DbConfig, DbLoader, value_of};
 use crate::{Replay, seed};
@@ -38,8 +38,7 @@ fn run(seed: u64) -> (Trace, BTreeMap<String, u64>) {
     let trace = Arc::new(Mutex::new(Trace::new()));
     let out = trace.clone();
     sim.client("node", async move {
-        let clock = TokioClock::new();
-        let registry = Registry::with_seed(Arc::new(clock), seed);
+        let registry = Registry::with_seed(seed);
         let group = registry
             .group("users")
             .ttl(TTL)

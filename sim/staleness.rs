@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use peercache::{Error, HotConfig, LoaderFn, Registry, TokioClock};
+use peercache::{Error, HotConfig, LoaderFn, Registry};
 use serde_json::Value;
 
 use super::cluster::{BoxError, advertise, http, ring_of, serve_node, wait_healthy};
@@ -58,7 +58,7 @@ fn node_host(
     move || {
         let (db, loads) = (db.clone(), loads.clone());
         Box::pin(async move {
-            let registry = Registry::with_seed(Arc::new(TokioClock::new()), seed ^ i as u64);
+            let registry = Registry::with_seed(seed ^ i as u64);
             registry
                 .group("g")
                 .capacity(4 << 20)

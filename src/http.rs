@@ -214,31 +214,7 @@ async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
         .groups
         .groups()
         .iter()
-        .map(|g| {
-            let st = g.stats();
-            let v = json!({
-                "gets": st.gets,
-                "hits": st.hits,
-                "hot_hits": st.hot_hits,
-                "loads": st.loads,
-                "loads_deduped": st.loads_deduped,
-                "local_load_errors": st.local_load_errors,
-                "peer_loads": st.peer_loads,
-                "peer_errors": st.peer_errors,
-                "served_to_peers": st.served_to_peers,
-                "invalidations_failed": st.invalidations_failed,
-                "items": st.store.items,
-                "bytes": st.store.bytes,
-                "capacity": st.store.capacity,
-                "evictions": st.store.evictions,
-                "expirations": st.store.expirations,
-                "stale_rejections": st.store.stale_rejections,
-                "hot_items": st.hot.items,
-                "hot_bytes": st.hot.bytes,
-                "hot_capacity": st.hot.capacity,
-            });
-            (g.name().to_owned(), v)
-        })
+        .map(|g| (g.name().to_owned(), json!(g.stats())))
         .collect();
     Json(json!({ "node": s.picker.self_id(), "groups": groups }))
 }
@@ -277,7 +253,7 @@ async fn timed(
     next: Next,
 ) -> Response {
     let op = operation(req.method(), matched.as_ref().map(MatchedPath::as_str));
-    let started = tokio::time::Instant::now();
+    let started = crate::time::now();
     let joining = !s.ready.load(std::sync::atomic::Ordering::Acquire);
     let resp = if joining && matches!(op, "api_get" | "get" | "set" | "remove" | "healthz") {
         ApiError::new(

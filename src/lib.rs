@@ -4,13 +4,25 @@
 //! (by consistent hashing, [`Ring`]) loads it from the group's [`Loader`]; concurrent
 //! misses share one load ([`singleflight`]). Stores are byte-bounded ([`store`]).
 //!
-//! Time comes only through the [`Clock`] seam, so the same code runs under a simulator.
+//! The node reaches the world through seams, so the same code runs under a simulator:
+//! the network through [`Net`], membership through [`Discovery`], the source through
+//! [`Loader`], peers through [`peer::PeerClient`], and time through [`time`]
+//! (`tokio::time`, which the simulator drives).
+//!
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//!  node ──► grpc, http, group, discovery      (servers, membership, shutdown)
+//!  grpc ──► group, peer                       (tonic client and service)
+//!  http, metrics ──► group, peer
+//!  group ──► store, ring, singleflight, time, loader, peer (the trait and picker)
+//!  store, ring, singleflight, time, net, discovery, peer  (ground floor)
+//! ```
 //!
 //! ```
-//! # use std::sync::Arc;
-//! # use peercache::{LoaderFn, Registry, Result, TokioClock};
+//! # use peercache::{LoaderFn, Registry, Result};
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
-//! let registry = Registry::new(Arc::new(TokioClock::new()));
+//! let registry = Registry::new();
 //! let users = registry
 //!     .group("users")
 //!     .capacity(1 << 20)
@@ -21,10 +33,10 @@
 //! # Ok(()) }
 //! ```
 
-pub mod clock;
 pub mod discovery;
 mod error;
 pub mod group;
+pub mod grpc;
 pub mod http;
 pub mod loader;
 pub mod metrics;
@@ -35,9 +47,10 @@ pub mod proto;
 pub mod ring;
 pub mod singleflight;
 pub mod source;
+mod status;
 pub mod store;
+pub mod time;
 
-pub use clock::{Clock, ManualClock, TokioClock};
 pub use discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
 pub use error::{Error, Result};
 pub use group::{Group, GroupBuilder, GroupStats, HotConfig, PolicyKind, Registry};

@@ -8,9 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
 use peercache::source::SourceSpec;
-use peercache::{
-    Discovery, EtcdDiscovery, Node, NodeConfig, Registry, StaticDiscovery, TokioClock, TokioNet,
-};
+use peercache::{Discovery, EtcdDiscovery, Node, NodeConfig, Registry, StaticDiscovery, TokioNet};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -166,9 +164,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         config.id = args.node_id.clone().unwrap_or_else(|| advertise.clone());
         Arc::new(etcd_discovery(&args, &config.id).await?)
     };
-    let clock = Arc::new(TokioClock::new());
-    let groups = Registry::new(clock.clone());
-    let loader = args.source.loader(clock);
+    let groups = Registry::new();
+    let loader = args.source.loader();
     for spec in &args.groups {
         let mut builder = groups
             .group(spec.name.clone())

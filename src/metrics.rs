@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::group::{GroupStats, Registry};
+use crate::peer::{CallObserver, Outcome};
 
 /// Latency buckets from 50 µs to about 26 s, doubling.
 fn latency_histogram() -> Histogram {
@@ -65,13 +66,6 @@ impl Metrics {
         }
     }
 
-    /// Records one call to a peer.
-    pub fn observe_peer_rpc(&self, rpc: &'static str, outcome: &'static str, took: Duration) {
-        self.peer_rpcs
-            .get_or_create(&RpcLabels { rpc, outcome })
-            .observe(took.as_secs_f64());
-    }
-
     /// Records one HTTP API request.
     pub fn observe_request(&self, op: &'static str, status: u16, took: Duration) {
         self.requests
@@ -94,6 +88,16 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Peer clients report their calls here.
+impl CallObserver for Metrics {
+    fn observe(&self, rpc: &'static str, outcome: Outcome, took: Duration) {
+        let outcome = outcome.as_str();
+        self.peer_rpcs
+            .get_or_create(&RpcLabels { rpc, outcome })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// Reads every group's stats at scrape time.
 #[derive(Debug)]
 struct GroupCollector(Registry);
@@ -109,47 +113,6 @@ struct CacheLabels {
     cache: &'static str,
 }
 
-type Counter = (&'static str, &'static str, fn(&GroupStats) -> u64);
-
-const COUNTERS: &[Counter] = &[
-    ("gets", "Gets from this node's clients", |s| s.gets),
-    (
-        "hits",
-        "Gets answered from this node's main or hot cache",
-        |s| s.hits,
-    ),
-    ("hot_hits", "Gets answered from the hot cache", |s| {
-        s.hot_hits
-    }),
-    ("loads", "Calls of this node's loader", |s| s.loads),
-    (
-        "loads_deduped",
-        "Gets that joined a flight already under way",
-        |s| s.loads_deduped,
-    ),
-    ("local_load_errors", "Loader calls that failed", |s| {
-        s.local_load_errors
-    }),
-    ("peer_loads", "Values fetched from their owner", |s| {
-        s.peer_loads
-    }),
-    (
-        "peer_errors",
-        "Peer calls that did not reach the peer or timed out",
-        |s| s.peer_errors,
-    ),
-    (
-        "served_to_peers",
-        "Get requests from peers answered by this node",
-        |s| s.served_to_peers,
-    ),
-    (
-        "invalidations_failed",
-        "Invalidations this node could not deliver",
-        |s| s.invalidations_failed,
-    ),
-];
-
 impl Collector for GroupCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let stats: Vec<(String, GroupStats)> = self
@@ -158,49 +121,36 @@ impl Collector for GroupCollector {
             .iter()
             .map(|g| (g.name().to_owned(), g.stats()))
             .collect();
-        for (name, help, read) in COUNTERS {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for c in GroupStats::COUNTERS {
+            let help = c.help.trim();
+            let mut metric = encoder.encode_descriptor(c.name, help, None, MetricType::Counter)?;
             for (group, s) in &stats {
                 let labels = GroupLabel {
                     group: group.clone(),
                 };
-                ConstCounter::new(read(s)).encode(metric.encode_family(&labels)?)?;
+                ConstCounter::new((c.read)(s)).encode(metric.encode_family(&labels)?)?;
             }
         }
-        type Size = (&'static str, &'static str, fn(&crate::store::Stats) -> u64);
-        let sizes: [Size; 3] = [
-            ("cache_bytes", "Bytes held, by cache (main or hot)", |s| {
-                s.bytes
-            }),
-            ("cache_items", "Entries held, by cache (main or hot)", |s| {
-                s.items
-            }),
-            (
-                "cache_evictions",
-                "Entries evicted for room, by cache",
-                |s| s.evictions,
-            ),
-        ];
-        for (name, help, read) in sizes {
-            let counter = name == "cache_evictions";
-            let kind = if counter {
+        for f in GroupStats::STORE_FIELDS {
+            let kind = if f.counter {
                 MetricType::Counter
             } else {
                 MetricType::Gauge
             };
-            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            let name = format!("cache_{}", f.name);
+            let mut metric = encoder.encode_descriptor(&name, f.help, None, kind)?;
             for (group, s) in &stats {
                 for (cache, st) in [("main", &s.store), ("hot", &s.hot)] {
                     let labels = CacheLabels {
                         group: group.clone(),
                         cache,
                     };
-                    let v = read(st);
+                    let v = (f.read)(st);
                     let family = metric.encode_family(&labels)?;
-                    if counter {
+                    if f.counter {
                         ConstCounter::new(v).encode(family)?;
                     } else {
-                        ConstGauge::new(v as i64).encode(family)?;
+                        ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family)?;
                     }
                 }
             }

@@ -109,20 +109,27 @@ impl Ring {
         xxh3_64(key.as_bytes())
     }
 
-    /// The member that owns `key`, or `None` if no member has weight.
+    /// The member with `id`, if it is one.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        let i = self
+            .members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()?;
+        Some(&self.members[i])
+    }
+
+    /// The member that owns `key`, or `None` if no member has weight. A binary search,
+    /// allocation free: it runs on every main-cache hit of a clustered node.
     pub fn owner(&self, key: &str) -> Option<&Member> {
-        self.successors(key, 1).into_iter().next()
+        let &(_, i) = self.points.get(self.first_point(key))?;
+        Some(&self.members[i as usize])
     }
 
     /// Up to `n` distinct members, the owner first, then the next ones clockwise.
     pub fn successors(&self, key: &str, n: usize) -> Vec<&Member> {
         let n = n.min(self.members.len());
         let mut out: Vec<&Member> = Vec::with_capacity(n);
-        if self.points.is_empty() {
-            return out;
-        }
-        let hash = Self::key_hash(key);
-        let start = self.points.partition_point(|&(h, _)| h < hash);
+        let start = self.first_point(key);
         for &(_, i) in self
             .points
             .iter()
@@ -139,5 +146,13 @@ impl Ring {
             }
         }
         out
+    }
+
+    /// Index of the first point at or after the key's hash, wrapping to 0 past the end
+    /// (0 on an empty ring too).
+    fn first_point(&self, key: &str) -> usize {
+        let hash = Self::key_hash(key);
+        let at = self.points.partition_point(|&(h, _)| h < hash);
+        if at == self.points.len() { 0 } else { at }
     }
 }

@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::clock::Clock;
 use crate::loader::Loader;
 use crate::{Error, Result};
 
@@ -70,13 +69,10 @@ impl FromStr for SourceSpec {
 }
 
 impl SourceSpec {
-    /// The loader this source stands for, sleeping on `clock` where it pretends latency.
-    pub fn loader(&self, clock: Arc<dyn Clock>) -> Arc<dyn Loader> {
+    /// The loader this source stands for.
+    pub fn loader(&self) -> Arc<dyn Loader> {
         match self {
-            SourceSpec::Demo { latency } => Arc::new(Demo {
-                latency: *latency,
-                clock,
-            }),
+            SourceSpec::Demo { latency } => Arc::new(Demo { latency: *latency }),
             SourceSpec::Http { template } => Arc::new(Origin {
                 template: template.clone(),
                 client: reqwest::Client::builder()
@@ -97,14 +93,13 @@ pub fn demo_value(key: &str) -> Bytes {
 
 struct Demo {
     latency: Duration,
-    clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
 impl Loader for Demo {
     async fn load(&self, key: &str) -> Result<Bytes> {
         if !self.latency.is_zero() {
-            self.clock.sleep(self.latency).await;
+            crate::time::sleep(self.latency).await;
         }
         Ok(demo_value(key))
     }

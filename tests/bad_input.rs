@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, Db, http_get};
+use peercache::grpc::GrpcPeer;
 use peercache::peer::{PeerClient, PeerFailure};
 use peercache::{Error, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -189,7 +190,7 @@ async fn grpc_rejects_bad_requests_and_survives_garbage() {
         .await
         .unwrap();
     let metrics = std::sync::Arc::new(peercache::metrics::Metrics::new(node.groups.clone()));
-    let peer = PeerClient::new("n0", channel, metrics);
+    let peer = GrpcPeer::new("n0", channel, metrics);
     let t = Duration::from_secs(2);
     let answered = |r: Result<_, PeerFailure>| match r {
         Err(PeerFailure::Answered(e)) => e,

@@ -72,7 +72,7 @@ async fn each_key_is_loaded_once_cluster_wide() {
                 peercache::source::SourceSpec::Demo {
                     latency: Duration::from_millis(2),
                 }
-                .loader(reg.clock()),
+                .loader(),
             )
             .build()
             .unwrap();

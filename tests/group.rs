@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use peercache::{Error, Group, Loader, LoaderFn, ManualClock, PolicyKind, Registry, Result};
+use peercache::{Error, Group, Loader, LoaderFn, PolicyKind, Registry, Result};
 use tokio::sync::{Notify, Semaphore};
 
 /// A loader that counts calls and answers `v<n>:<key>` for its n-th call.
@@ -32,9 +32,17 @@ impl Loader for Source {
     }
 }
 
-fn registry() -> (Registry, ManualClock) {
-    let clock = ManualClock::new();
-    (Registry::new(Arc::new(clock.clone())), clock)
+/// Test time: tokio's clock, which the tests that move it start paused.
+struct Clock;
+
+impl Clock {
+    async fn advance(&self, by: Duration) {
+        tokio::time::advance(by).await;
+    }
+}
+
+fn registry() -> (Registry, Clock) {
+    (Registry::new(), Clock)
 }
 
 fn group(registry: &Registry, source: &Source) -> Group {
@@ -298,7 +306,7 @@ async fn versions_increase_and_remove_then_get_reloads() {
     assert_eq!(src.calls(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn entries_expire_after_their_ttl_on_the_clock() {
     let (reg, clock) = registry();
     let src = Source::default();
@@ -309,9 +317,9 @@ async fn entries_expire_after_their_ttl_on_the_clock() {
         .build()
         .unwrap();
     assert_eq!(g.get("k").await.unwrap(), "v1:k");
-    clock.advance(Duration::from_secs(9));
+    clock.advance(Duration::from_secs(9)).await;
     assert_eq!(g.get("k").await.unwrap(), "v1:k");
-    clock.advance(Duration::from_secs(1));
+    clock.advance(Duration::from_secs(1)).await;
     assert_eq!(
         g.get("k").await.unwrap(),
         "v2:k",
@@ -321,12 +329,12 @@ async fn entries_expire_after_their_ttl_on_the_clock() {
     g.set("short", Bytes::from("s"), Some(Duration::from_secs(1)))
         .await
         .unwrap();
-    clock.advance(Duration::from_secs(2));
+    clock.advance(Duration::from_secs(2)).await;
     assert_eq!(g.get("short").await.unwrap(), "v3:short");
     assert_eq!(g.stats().store.expirations, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_sweeper_drops_expired_entries_without_reads() {
     let (reg, clock) = registry();
     let src = Source::default();
@@ -344,10 +352,10 @@ async fn the_sweeper_drops_expired_entries_without_reads() {
         async move { reg.run_sweeper(Duration::from_secs(1)).await }
     });
     tokio::task::yield_now().await;
-    clock.advance(Duration::from_secs(3));
+    clock.advance(Duration::from_secs(3)).await;
     tokio::task::yield_now().await;
     assert_eq!(g.stats().store.items, 100);
-    clock.advance(Duration::from_secs(3));
+    clock.advance(Duration::from_secs(3)).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
@@ -360,8 +368,8 @@ async fn the_sweeper_drops_expired_entries_without_reads() {
 }
 
 async fn expiries_with_seed(seed: u64) -> Vec<u64> {
-    let clock = ManualClock::new();
-    let reg = Registry::with_seed(Arc::new(clock.clone()), seed);
+    let clock = Clock;
+    let reg = Registry::with_seed(seed);
     let src = Source::default();
     let g = reg
         .group("g")
@@ -377,7 +385,7 @@ async fn expiries_with_seed(seed: u64) -> Vec<u64> {
     let mut alive: Vec<usize> = (0..50).collect();
     let mut expiries = vec![0u64; 50];
     for t in 1..=100u64 {
-        clock.advance(Duration::from_secs(1));
+        clock.advance(Duration::from_secs(1)).await;
         alive.retain(|&i| {
             let before = src.calls();
             let v = futures::executor::block_on(g.get(&format!("k{i}"))).unwrap();
@@ -392,7 +400,7 @@ async fn expiries_with_seed(seed: u64) -> Vec<u64> {
     expiries
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ttl_jitter_spreads_expiries_within_bounds_and_replays_by_seed() {
     let a = expiries_with_seed(7).await;
     assert!(a.iter().all(|&t| (50..=100).contains(&t)), "{a:?}");
@@ -603,7 +611,7 @@ fn sets_of_keys_sharing_a_version_slot_never_leave_a_replaced_value_visible() {
     });
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn extreme_ttls_and_limits_are_errors_or_work_never_panics() {
     let (reg, clock) = registry();
     let src = Source::default();
@@ -618,7 +626,9 @@ async fn extreme_ttls_and_limits_are_errors_or_work_never_panics() {
     g.set("k2", Bytes::from("x"), Some(Duration::MAX))
         .await
         .unwrap();
-    clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    clock
+        .advance(Duration::from_secs(10 * 365 * 24 * 3600))
+        .await;
     assert_eq!(
         g.get("k").await.unwrap(),
         "v1:k",

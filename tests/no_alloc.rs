@@ -5,14 +5,16 @@
 
 #![allow(unsafe_code)]
 
+#[path = "common/in_process.rs"]
+mod in_process;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use peercache::store::{Entry, Lru, Lru2, Sharded, Store};
-use peercache::{LoaderFn, ManualClock, Registry};
+use peercache::{LoaderFn, Registry};
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
@@ -76,7 +78,7 @@ fn hits_do_not_allocate() {
     hits_allocate_nothing(&Sharded::new(1 << 20, 16, Lru2::new), &keys);
 
     // Through a group too: validation, stats and the store, on a hit.
-    let registry = Registry::new(Arc::new(ManualClock::new()));
+    let registry = Registry::new();
     let group = registry
         .group("g")
         .loader(LoaderFn(|key: String| async move {
@@ -94,4 +96,26 @@ fn hits_do_not_allocate() {
         }
     });
     assert_eq!(n, 0, "{n} allocations in {} group hits", keys.len());
+
+    // A main-cache hit on a node that is one of three members: the ownership check (the
+    // ring lookup through the picker's current view) allocates nothing either.
+    let cluster = in_process::InProcess::new(&["a", "b", "c"], |g| g);
+    let group = cluster.group("a");
+    let owned: Vec<&String> = keys
+        .iter()
+        .filter(|k| cluster.owner_in_view_of("a", k) == "a")
+        .collect();
+    assert!(owned.len() > 200, "a owns about a third of the keys");
+    let get = |k: &str| futures::executor::block_on(group.get(k)).unwrap();
+    for k in &owned {
+        assert_eq!(get(k), format!("v:{k}")); // the miss: loads, allocates
+    }
+    let n = allocations_during(|| {
+        for k in &owned {
+            assert_eq!(get(k).len(), k.len() + 2);
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in {} clustered hits", owned.len());
+    assert_eq!(group.stats().hits, owned.len() as u64);
+    assert_eq!(group.stats().peer_loads, 0, "every key read is owned by a");
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peercache::net::SimNet;
-use peercache::{HotConfig, Net, Node, NodeConfig, Registry, TokioClock};
+use peercache::{HotConfig, Net, Node, NodeConfig, Registry};
 use tokio::sync::watch;
 
 use super::Swarm;
@@ -51,10 +51,8 @@ pub fn software(
                 if now < start_at {
                     tokio::time::sleep(start_at - now).await;
                 }
-                let clock = Arc::new(TokioClock::new());
                 let incarnation = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-                let registry =
-                    Registry::with_seed(clock, swarm.seed ^ (i as u64) << 32 ^ incarnation);
+                let registry = Registry::with_seed(swarm.seed ^ (i as u64) << 32 ^ incarnation);
                 registry
                     .group(GROUP)
                     .capacity(swarm.capacity)

@@ -100,19 +100,14 @@ impl EtcdCoordinator {
         })
     }
 
-    /// `f`, given up after the call timeout.
-    async fn within<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.call_timeout, f)
-            .await
-            .unwrap_or(Err(Error::Timeout))
-    }
-
     /// An etcd-client call, given up after the call timeout.
     async fn call<T>(
         &self,
         f: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        self.within(async { f.await.map_err(error) }).await
+        crate::time::within(self.call_timeout, f)
+            .await?
+            .map_err(error)
     }
 
     /// One keep-alive over an open stream: the TTL etcd restarted the lease with, 0 if
@@ -204,10 +199,12 @@ impl Coordinator for EtcdCoordinator {
         // fails, and a fresh one answers.
         let cached = (self.keeper.lock().take()).filter(|k| k.lease == lease);
         let renewed = match cached {
-            Some(mut k) => match self.within(Self::renew(&mut k)).await {
-                Ok(ttl) => Some((k, ttl)),
-                Err(_) => None,
-            },
+            Some(mut k) => {
+                match crate::time::within(self.call_timeout, Self::renew(&mut k)).await {
+                    Ok(Ok(ttl)) => Some((k, ttl)),
+                    _ => None,
+                }
+            }
             None => None,
         };
         let (k, ttl) = match renewed {
@@ -222,7 +219,7 @@ impl Coordinator for EtcdCoordinator {
                     let ttl = Self::renew(&mut k).await?;
                     Ok(Some((k, ttl)))
                 };
-                match self.within(opened).await? {
+                match crate::time::within(self.call_timeout, opened).await?? {
                     Some(opened) => opened,
                     None => return Ok(None),
                 }

@@ -1,4 +1,5 @@
-//! Configuration of a group, checked once when it is built.
+//! Configuration of a group, checked once when it is built; the stores themselves are
+//! made in stores.rs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +8,12 @@ use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use super::{Counters, Group, HotConfig, Inner, Registry};
+use super::fill::Ttl;
+use super::hot::Hot;
+use super::{Group, HotConfig, Inner, Registry, stores};
 use crate::loader::Loader;
 use crate::singleflight::SingleFlight;
-use crate::store::{self, Listener, Lru, Lru2, Sharded, Store};
+use crate::store::{self, Listener};
 use crate::{Error, Result};
 
 /// Default capacity of a group's main cache.
@@ -19,10 +22,6 @@ pub const DEFAULT_CAPACITY: u64 = 64 << 20;
 pub const DEFAULT_MAX_KEY: usize = 1024;
 /// Default largest value, in bytes (lowered automatically for small groups).
 pub const DEFAULT_MAX_VALUE: usize = 1 << 20;
-/// Most buckets a store is split into by default.
-const MAX_BUCKETS: u64 = 16;
-/// A bucket holds at least this many largest-size entries, or the group uses fewer.
-const ENTRIES_PER_BUCKET: u64 = 4;
 
 /// Which replacement policy the main cache uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,7 +167,48 @@ impl GroupBuilder {
 
     /// Checks the configuration, builds the group and registers it under its name.
     pub fn build(self) -> Result<Group> {
-        let config = |msg: String| Err(Error::Config(format!("group {:?}: {msg}", self.name)));
+        let checked = self.check()?;
+        let main = stores::main(
+            self.capacity,
+            checked.buckets,
+            self.policy,
+            self.listener.clone(),
+        );
+        // A hot cache smaller than the largest entry refuses just the entries too large
+        // for it; they are then served from their owner each time.
+        let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
+        let hot_store = stores::hot(hot_capacity, checked.largest);
+        let seed = self.registry.seed() ^ store::key_hash(&self.name);
+        let group = Group {
+            inner: Arc::new(Inner {
+                name: self.name.clone(),
+                limits: checked.limits,
+                main,
+                hot: Hot::new(hot_store, hot_capacity, self.hot),
+                loader: checked.loader,
+                fetches: SingleFlight::new(),
+                loads: SingleFlight::new(),
+                ttl: Ttl {
+                    default: self.ttl,
+                    jitter: self.jitter,
+                },
+                writes: Default::default(),
+                peers: self.registry.peer_slot(),
+                epoch: self.registry.epoch(),
+                timeout: self.timeout,
+                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+                counters: Default::default(),
+                tasks: self.registry.tasks(),
+            }),
+        };
+        self.registry.insert(group.clone())?;
+        Ok(group)
+    }
+
+    /// Checks every setting; returns the derived limits and store layout.
+    fn check(&self) -> Result<Checked> {
+        let error = |msg: String| Error::Config(format!("group {:?}: {msg}", self.name));
+        let config = |msg: String| Err(error(msg));
         if self.name.is_empty() {
             return config("name must not be empty".into());
         }
@@ -186,13 +226,14 @@ impl GroupBuilder {
         {
             return config(format!("LRU2 level-2 share {protected} is not in [0, 1]"));
         }
-        if !(0.0..=1.0).contains(&self.hot.fill_ratio) {
+        let hot = &self.hot;
+        if !(0.0..=1.0).contains(&hot.fill_ratio) {
             return config(format!(
                 "hot fill ratio {} is not in [0, 1]",
-                self.hot.fill_ratio
+                hot.fill_ratio
             ));
         }
-        if self.hot.ttl.is_zero() || self.hot.fallback_ttl.is_zero() {
+        if hot.ttl.is_zero() || hot.fallback_ttl.is_zero() {
             return config("hot and fallback TTLs must be positive".into());
         }
         if self.timeout == Some(Duration::ZERO) {
@@ -201,35 +242,12 @@ impl GroupBuilder {
         let Some(loader) = self.loader.clone() else {
             return config("a loader is required".into());
         };
-        let key_room = store::ENTRY_OVERHEAD.saturating_add(self.max_key as u64);
-        if key_room > self.capacity {
-            return config(format!(
-                "capacity {} cannot hold a {}-byte key",
-                self.capacity, self.max_key
-            ));
-        }
-        let room = self.capacity - key_room;
-        let max_value = match self.max_value {
-            Some(v) if v as u64 > room => {
-                return config(format!(
-                    "capacity {} cannot hold a {v}-byte value with a {}-byte key",
-                    self.capacity, self.max_key
-                ));
-            }
-            Some(v) => v,
-            None if room == 0 => {
-                return config(format!(
-                    "capacity {} cannot hold a {}-byte key",
-                    self.capacity, self.max_key
-                ));
-            }
-            None => DEFAULT_MAX_VALUE.min(room as usize),
-        };
+        let max_value = self.max_value().map_err(error)?;
         // Both limits fit in `capacity` here, so this cannot overflow.
         let largest = store::ENTRY_OVERHEAD + self.max_key as u64 + max_value as u64;
         let buckets = match self.buckets {
             Some(b) => b.max(1).next_power_of_two(),
-            None => auto_buckets(self.capacity, largest),
+            None => stores::auto_buckets(self.capacity, largest),
         };
         if self.capacity / (buckets as u64) < largest {
             return config(format!(
@@ -237,64 +255,76 @@ impl GroupBuilder {
                 self.capacity / buckets as u64
             ));
         }
-        let store: Box<dyn Store> = match self.policy {
-            PolicyKind::Lru => {
-                Box::new(self.listen(Sharded::new(self.capacity, buckets, Lru::new)))
-            }
-            PolicyKind::Lru2 { protected } => {
-                Box::new(self.listen(Sharded::new(self.capacity, buckets, |cap| {
-                    Lru2::with_protected(cap, protected)
-                })))
-            }
+        let limits = Limits {
+            max_key: self.max_key,
+            max_value,
         };
-        // A hot cache smaller than the largest entry refuses just the entries too large
-        // for it; they are then served from their owner each time.
-        let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
-        let hot: Option<Box<dyn Store>> = (hot_capacity > 0).then(|| {
-            let buckets = auto_buckets(hot_capacity, largest);
-            Box::new(Sharded::new(hot_capacity, buckets, Lru::new)) as Box<dyn Store>
-        });
-        let seed = self.registry.seed() ^ store::key_hash(&self.name);
-        let group = Group {
-            inner: Arc::new(Inner {
-                name: self.name.clone(),
-                main: store,
-                hot,
-                loader,
-                flights: SingleFlight::new(),
-                loads: SingleFlight::new(),
-                peers: self.registry.peer_slot(),
-                clock: self.registry.clock(),
-                ttl: self.ttl,
-                jitter: self.jitter,
-                hot_cfg: self.hot,
-                doorkeeper: super::hotkeys::Doorkeeper::new(super::hotkeys::doorkeeper_slots(
-                    hot_capacity,
-                )),
-                timeout: self.timeout,
-                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-                max_key: self.max_key,
-                max_value,
-                versions: Default::default(),
-                recent_writes: Default::default(),
-                counters: Counters::default(),
-            }),
-        };
-        self.registry.insert(group.clone())?;
-        Ok(group)
+        Ok(Checked {
+            limits,
+            largest,
+            buckets,
+            loader,
+        })
     }
 
-    fn listen<P: store::Policy>(&self, store: Sharded<P>) -> Sharded<P> {
-        match &self.listener {
-            Some(l) => store.with_listener(l.clone()),
-            None => store,
+    /// The value limit: as set if it fits beside the longest key, else the default
+    /// lowered to what fits.
+    fn max_value(&self) -> Result<usize, String> {
+        let key_room = store::ENTRY_OVERHEAD.saturating_add(self.max_key as u64);
+        let no_room = || {
+            format!(
+                "capacity {} cannot hold a {}-byte key",
+                self.capacity, self.max_key
+            )
+        };
+        let room = self.capacity.checked_sub(key_room).ok_or_else(no_room)?;
+        match self.max_value {
+            Some(v) if v as u64 > room => Err(format!(
+                "capacity {} cannot hold a {v}-byte value with a {}-byte key",
+                self.capacity, self.max_key
+            )),
+            Some(v) => Ok(v),
+            None if room == 0 => Err(no_room()),
+            None => Ok(DEFAULT_MAX_VALUE.min(room as usize)),
         }
     }
 }
 
-/// The most buckets (a power of two, at most 16) that still hold a few largest entries.
-fn auto_buckets(capacity: u64, largest: u64) -> usize {
-    let fit = (capacity / (largest * ENTRIES_PER_BUCKET)).clamp(1, MAX_BUCKETS);
-    // Largest power of two not above `fit`.
-    1 << (63 - fit.leading_zeros())
+/// What checking a builder derives.
+struct Checked {
+    limits: Limits,
+    /// Bytes of the largest entry the limits allow.
+    largest: u64,
+    buckets: usize,
+    loader: Arc<dyn Loader>,
+}
+
+/// Limits on keys and values, checked before anything else a request does.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) max_key: usize,
+    pub(super) max_value: usize,
+}
+
+impl Limits {
+    pub(super) fn check_key(&self, key: &str) -> Result<()> {
+        match key.len() {
+            0 => Err(Error::EmptyKey),
+            len if len > self.max_key => Err(Error::KeyTooLong {
+                len,
+                max: self.max_key,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn check_value(&self, value: &[u8]) -> Result<()> {
+        match value.len() {
+            len if len > self.max_value => Err(Error::ValueTooLarge {
+                len,
+                max: self.max_value,
+            }),
+            _ => Ok(()),
+        }
+    }
 }

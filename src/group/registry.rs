@@ -5,39 +5,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tokio_util::task::TaskTracker;
 
 use super::{Group, GroupBuilder, PeerSlot};
-use crate::clock::Clock;
-use crate::peer::PeerPicker;
+use crate::peer::{PeerPicker, PeerRef};
+use crate::time::{self, Epoch};
 use crate::{Error, Result};
 
-/// The groups of one node, sharing its clock and a seed for their randomness.
+/// The groups of one node, sharing an epoch for their stores' time, the node's peers,
+/// a seed for their randomness and the tasks their writes leave running.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    clock: Arc<dyn Clock>,
+    epoch: Epoch,
     seed: u64,
     groups: RwLock<BTreeMap<String, Group>>,
     peers: PeerSlot,
+    tasks: TaskTracker,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Registry {
-    /// An empty registry reading time from `clock`, with seed 0.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self::with_seed(clock, 0)
+    /// An empty registry with seed 0.
+    pub fn new() -> Self {
+        Self::with_seed(0)
     }
 
-    /// An empty registry whose groups derive their randomness (TTL jitter) from `seed`.
-    pub fn with_seed(clock: Arc<dyn Clock>, seed: u64) -> Self {
+    /// An empty registry whose groups derive their randomness (TTL jitter, hot-copy
+    /// sampling) from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
         Registry {
             inner: Arc::new(Inner {
-                clock,
+                epoch: Epoch::new(),
                 seed,
                 groups: RwLock::new(BTreeMap::new()),
                 peers: PeerSlot::default(),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -75,7 +86,7 @@ impl Registry {
 
     /// Replays every group's recent writes as invalidations to `peers`, members that
     /// just appeared in this node's view (see [`Group::replay_writes`]).
-    pub async fn replay_writes(&self, peers: &[crate::peer::PeerClient]) -> usize {
+    pub async fn replay_writes(&self, peers: &[PeerRef]) -> usize {
         let mut failed = 0;
         for group in self.groups() {
             failed += group.replay_writes(peers).await;
@@ -83,13 +94,13 @@ impl Registry {
         failed
     }
 
-    /// Sweeps every `every` (at least 1 ms) on the registry's clock, forever; run it as
-    /// a task and drop or abort it on shutdown.
+    /// Sweeps every `every` (at least 1 ms), forever; run it as a task and drop or abort
+    /// it on shutdown.
     pub async fn run_sweeper(&self, every: Duration) {
-        // A zero interval would never yield on a clock whose sleep(0) is ready at once.
+        // A zero interval would never yield to other tasks.
         let every = every.max(Duration::from_millis(1));
         loop {
-            self.inner.clock.sleep(every).await;
+            time::sleep(every).await;
             let dropped = self.sweep();
             if dropped > 0 {
                 tracing::debug!(dropped, "sweeper dropped expired entries");
@@ -111,9 +122,20 @@ impl Registry {
         self.inner.peers.get().cloned()
     }
 
-    /// The clock the registry's groups read.
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        self.inner.clock.clone()
+    /// Waits for the work the groups' writes left running (invalidations to other
+    /// members, each bounded by its deadline). The node calls it at shutdown, after its
+    /// servers stopped taking writes.
+    pub async fn drain(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    pub(super) fn epoch(&self) -> Epoch {
+        self.inner.epoch
+    }
+
+    pub(super) fn tasks(&self) -> TaskTracker {
+        self.inner.tasks.clone()
     }
 
     pub(super) fn peer_slot(&self) -> PeerSlot {

@@ -75,7 +75,7 @@ async fn accept_retrying<L: Listener>(listener: &L) -> (L::Stream, SocketAddr) {
             Ok(accepted) => return accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                crate::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -140,7 +140,7 @@ pub(crate) fn channel<N: Net>(net: N, addr: &str, t: ChannelTimeouts) -> crate::
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (net, target) = (net.clone(), target.clone());
         async move {
-            match tokio::time::timeout(connect, net.connect(&target)).await {
+            match crate::time::within(connect, net.connect(&target)).await {
                 Ok(stream) => stream.map(TokioIo::new),
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -1,22 +1,21 @@
-//! Talking to peers: the gRPC client and service, the picker that maps a key to its
-//! owner, and the error mapping between them.
+//! The peer seam: what a group asks of the member that owns a key, and the picker that
+//! maps keys to members.
+//!
+//! [`PeerClient`] speaks plain domain types; the gRPC client (`crate::grpc`) is one
+//! implementation, and tests wire groups to in-process fakes. Nothing here knows tonic.
 
+use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 
-mod client;
+use crate::Error;
+
 mod picker;
-mod server;
-mod status;
 
-pub use client::PeerClient;
 pub use picker::{Connect, PeerPicker, Pick, View};
-pub use server::PeerService;
-pub use status::PeerFailure;
-
-/// Largest gRPC message a node sends or accepts (values are limited per group, below).
-pub const MAX_MESSAGE: usize = 64 << 20;
 
 /// A value as the owner serves it to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,4 +26,99 @@ pub struct Fetched {
     pub version: u64,
     /// Time left to live at the owner; `None` if it never expires.
     pub expires_in: Option<Duration>,
+}
+
+/// How a call to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerFailure {
+    /// The peer answered with this error.
+    Answered(Error),
+    /// The peer was not reached, or did not answer in time.
+    Unreachable(String),
+}
+
+/// Another member, as the owner of keys. Every call carries the caller's time left
+/// (`deadline`); a call not answered within it is [`PeerFailure::Unreachable`].
+///
+/// The receiver treats each call as addressed to the key's owner and never forwards
+/// it: that is what keeps two nodes with different views from asking each other in a
+/// loop.
+#[async_trait]
+pub trait PeerClient: Send + Sync + Debug + 'static {
+    /// The member's id.
+    fn id(&self) -> &str;
+
+    /// The value of `key` in `group`, from the owner's cache or its loader.
+    async fn get(&self, group: &str, key: &str, deadline: Duration)
+    -> Result<Fetched, PeerFailure>;
+
+    /// Stores `value` under `key` at a new version, which it returns.
+    async fn set(
+        &self,
+        group: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        deadline: Duration,
+    ) -> Result<u64, PeerFailure>;
+
+    /// Removes `key` at a new version, which it returns.
+    async fn remove(&self, group: &str, key: &str, deadline: Duration) -> Result<u64, PeerFailure>;
+
+    /// Drops the member's copies of `key` older than `version` (after the owner's write).
+    async fn invalidate(
+        &self,
+        group: &str,
+        key: &str,
+        version: u64,
+        deadline: Duration,
+    ) -> Result<(), PeerFailure>;
+}
+
+/// A peer as the picker and the groups hold it.
+pub type PeerRef = Arc<dyn PeerClient>;
+
+/// How a call to a peer ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered with a value or an acknowledgement.
+    Ok,
+    /// Answered with an error of its own.
+    Error,
+    /// Not reached, or no answer in time.
+    Unreachable,
+}
+
+impl Outcome {
+    /// Of a call's result.
+    pub fn of<T>(result: &Result<T, PeerFailure>) -> Self {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(PeerFailure::Answered(_)) => Outcome::Error,
+            Err(PeerFailure::Unreachable(_)) => Outcome::Unreachable,
+        }
+    }
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Told of every call a peer client makes: which RPC, how it ended, how long it took.
+pub trait CallObserver: Send + Sync + 'static {
+    /// One call ended.
+    fn observe(&self, rpc: &'static str, outcome: Outcome, took: Duration);
+}
+
+/// An observer that keeps nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl CallObserver for Unobserved {
+    fn observe(&self, _: &'static str, _: Outcome, _: Duration) {}
 }

@@ -1,23 +1,30 @@
-//! The peer picker: the ring over the current members and a client per peer, swapped
-//! as one immutable [`View`] whenever membership changes.
+//! The peer picker: the ring over the current members and a [`PeerClient`](super::PeerClient) per other member,
+//! swapped as one immutable [`View`] whenever membership changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::PeerClient;
+use super::PeerRef;
 use crate::ring::{Member, Ring};
 
-/// Makes the client of a newly seen member.
-pub type Connect = Box<dyn Fn(&Member) -> crate::Result<PeerClient> + Send + Sync>;
+/// Makes the peer of a newly seen member (a gRPC client, in a node).
+pub type Connect = Box<dyn Fn(&Member) -> crate::Result<PeerRef> + Send + Sync>;
 
 /// Membership as one node sees it at one moment.
 pub struct View {
     /// The ring over the members.
     pub ring: Ring,
-    /// A client per member other than this node, by member id.
-    clients: BTreeMap<String, (Member, PeerClient)>,
+    /// A peer per member other than this node, by member id.
+    peers: BTreeMap<String, (Member, PeerRef)>,
+}
+
+impl View {
+    /// Whether `id` is a member of this view.
+    pub fn has(&self, id: &str) -> bool {
+        self.ring.member(id).is_some()
+    }
 }
 
 /// Who serves a key.
@@ -26,7 +33,7 @@ pub enum Pick {
     /// This node owns the key (or knows no members yet).
     Local,
     /// Another member owns it.
-    Peer(PeerClient),
+    Peer(PeerRef),
 }
 
 /// Maps keys to owners; shared by every group of a node.
@@ -48,7 +55,7 @@ impl PeerPicker {
             connect,
             view: ArcSwap::from_pointee(View {
                 ring: Ring::new([], vnodes),
-                clients: BTreeMap::new(),
+                peers: BTreeMap::new(),
             }),
         }
     }
@@ -62,8 +69,8 @@ impl PeerPicker {
     pub fn pick(&self, key: &str) -> Pick {
         let view = self.view.load();
         match view.ring.owner(key) {
-            Some(owner) if owner.id != self.self_id => match view.clients.get(&owner.id) {
-                Some((_, client)) => Pick::Peer(client.clone()),
+            Some(owner) if owner.id != self.self_id => match view.peers.get(&owner.id) {
+                Some((_, peer)) => Pick::Peer(peer.clone()),
                 None => Pick::Local,
             },
             _ => Pick::Local,
@@ -71,22 +78,18 @@ impl PeerPicker {
     }
 
     /// Whether this node owns `key` in the current view, as [`PeerPicker::pick`] would
-    /// say `Local`, without cloning a client: it runs on every main-cache hit.
+    /// say `Local`, without cloning a peer or allocating: it runs on every main-cache hit.
     pub fn owns(&self, key: &str) -> bool {
         let view = self.view.load();
         match view.ring.owner(key) {
-            Some(owner) => owner.id == self.self_id || !view.clients.contains_key(&owner.id),
+            Some(owner) => owner.id == self.self_id || !view.peers.contains_key(&owner.id),
             None => true,
         }
     }
 
-    /// Clients of every other member, in id order.
-    pub fn others(&self) -> Vec<PeerClient> {
-        self.view()
-            .clients
-            .values()
-            .map(|(_, c)| c.clone())
-            .collect()
+    /// The peers of every other member, in id order.
+    pub fn others(&self) -> Vec<PeerRef> {
+        self.view().peers.values().map(|(_, p)| p.clone()).collect()
     }
 
     /// The current view.
@@ -94,60 +97,104 @@ impl PeerPicker {
         self.view.load_full()
     }
 
-    /// Replaces the membership. Clients of members whose address is unchanged are kept
-    /// (with their connections); members whose client cannot be made are left out of the
-    /// ring and logged.
-    pub fn set_members(&self, members: Vec<Member>) {
+    /// Replaces the membership; returns the peers of members that were not in the
+    /// previous view. Peers of members whose address is unchanged are kept (with their
+    /// connections); members whose peer cannot be made are left out of the ring and
+    /// logged.
+    pub fn set_members(&self, members: Vec<Member>) -> Vec<PeerRef> {
         let old = self.view();
-        let mut clients = BTreeMap::new();
+        let mut peers = BTreeMap::new();
         let mut ring_members = Vec::with_capacity(members.len());
         for m in members {
             if m.id != self.self_id {
-                let kept = old.clients.get(&m.id).filter(|(was, _)| was.addr == m.addr);
-                let client = match kept {
-                    Some((_, c)) => c.clone(),
+                let kept = old.peers.get(&m.id).filter(|(was, _)| was.addr == m.addr);
+                let peer = match kept {
+                    Some((_, p)) => p.clone(),
                     None => match (self.connect)(&m) {
-                        Ok(c) => c,
+                        Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(member = %m.id, error = %e, "cannot reach member; left out of the ring");
                             continue;
                         }
                     },
                 };
-                clients.insert(m.id.clone(), (m.clone(), client));
+                peers.insert(m.id.clone(), (m.clone(), peer));
             }
             ring_members.push(m);
         }
+        let added = peers
+            .iter()
+            .filter(|(id, _)| !old.has(id))
+            .map(|(_, (_, p))| p.clone())
+            .collect();
         let view = View {
             ring: Ring::new(ring_members, self.vnodes),
-            clients,
+            peers,
         };
         tracing::info!(members = view.ring.members().len(), "membership changed");
         self.view.store(Arc::new(view));
+        added
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::peer::{Fetched, PeerClient, PeerFailure};
 
-    /// A picker for `me` that counts the clients it makes (lazy channels: nothing dials).
+    /// A peer that is never called here: the picker only hands it out.
+    #[derive(Debug)]
+    struct Idle(String);
+
+    #[async_trait]
+    impl PeerClient for Idle {
+        fn id(&self) -> &str {
+            &self.0
+        }
+        async fn get(&self, _: &str, _: &str, _: Duration) -> Result<Fetched, PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+        async fn set(
+            &self,
+            _: &str,
+            _: &str,
+            _: Bytes,
+            _: Option<Duration>,
+            _: Duration,
+        ) -> Result<u64, PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+        async fn remove(&self, _: &str, _: &str, _: Duration) -> Result<u64, PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+        async fn invalidate(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: Duration,
+        ) -> Result<(), PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+    }
+
+    /// A picker for `me` that counts the peers it makes; addresses without a port are
+    /// refused, as a real connector refuses what it cannot dial.
     fn picker(me: &str) -> (PeerPicker, Arc<AtomicUsize>) {
         let made = Arc::new(AtomicUsize::new(0));
         let counter = made.clone();
-        let metrics = Arc::new(Metrics::new(crate::Registry::new(Arc::new(
-            crate::TokioClock::new(),
-        ))));
         let connect: Connect = Box::new(move |m: &Member| {
+            if !m.addr.contains(':') {
+                return Err(crate::Error::Config(format!("bad address {}", m.addr)));
+            }
             counter.fetch_add(1, Ordering::SeqCst);
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
-                .map_err(|e| crate::Error::Config(e.to_string()))?
-                .connect_lazy();
-            Ok(PeerClient::new(m.id.as_str(), channel, metrics.clone()))
+            Ok(Arc::new(Idle(m.id.clone())) as PeerRef)
         });
         (PeerPicker::new(me, 64, connect), made)
     }
@@ -158,40 +205,44 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn owns_everything_until_it_knows_members() {
+    fn ids(peers: &[PeerRef]) -> Vec<&str> {
+        peers.iter().map(|p| p.id()).collect()
+    }
+
+    #[test]
+    fn owns_everything_until_it_knows_members() {
         let (p, _) = picker("a");
         assert!(p.owns("any key"));
         assert!(p.others().is_empty());
     }
 
-    #[tokio::test]
-    async fn picks_the_rings_owner_and_keeps_clients_across_changes() {
+    #[test]
+    fn picks_the_rings_owner_and_keeps_peers_across_changes() {
         let (p, made) = picker("a");
-        p.set_members(members(&["a", "b", "c"]));
-        assert_eq!(made.load(Ordering::SeqCst), 2, "a client per other member");
-        let ids: Vec<String> = p.others().iter().map(|c| c.id().to_owned()).collect();
-        assert_eq!(ids, ["b", "c"]);
+        let added = p.set_members(members(&["a", "b", "c"]));
+        assert_eq!(ids(&added), ["b", "c"]);
+        assert_eq!(made.load(Ordering::SeqCst), 2, "a peer per other member");
+        assert_eq!(ids(&p.others()), ["b", "c"]);
         let view = p.view();
         for key in (0..200).map(|i| format!("k{i}")) {
             let owner = &view.ring.owner(&key).unwrap().id;
             match p.pick(&key) {
                 Pick::Local => assert!(owner == "a" && p.owns(&key)),
-                Pick::Peer(c) => assert!(c.id() == owner && !p.owns(&key)),
+                Pick::Peer(peer) => assert!(peer.id() == owner && !p.owns(&key)),
             }
         }
-        // c leaves, d joins, b moves: only d and the moved b get new clients.
+        // c leaves, d joins, b moves: only d and the moved b get new peers.
         let mut next = members(&["a", "b", "d"]);
         next[1].addr = "b:7001".into();
-        p.set_members(next);
+        assert_eq!(ids(&p.set_members(next)), ["d"], "b was a member already");
         assert_eq!(made.load(Ordering::SeqCst), 4);
-        p.set_members(members(&["a", "d"]));
-        assert_eq!(made.load(Ordering::SeqCst), 4, "d's client kept");
+        assert!(p.set_members(members(&["a", "d"])).is_empty());
+        assert_eq!(made.load(Ordering::SeqCst), 4, "d's peer kept");
         assert_eq!(p.view().ring.members().len(), 2);
     }
 
-    #[tokio::test]
-    async fn a_member_without_a_client_stays_out_of_the_ring() {
+    #[test]
+    fn a_member_without_a_peer_stays_out_of_the_ring() {
         let (p, _) = picker("a");
         let mut list = members(&["a", "b"]);
         list[1].addr = "not an address".into();

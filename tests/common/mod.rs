@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use peercache::net::Net;
 use peercache::{
-    Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioClock, TokioNet,
+    Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioNet,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -174,7 +174,7 @@ fn spawn_node(
     http: <TokioNet as Net>::Listener,
     setup: &impl Fn(usize, &Registry),
 ) -> TestNode {
-    let groups = Registry::with_seed(Arc::new(TokioClock::new()), i as u64);
+    let groups = Registry::with_seed(i as u64);
     setup(i, &groups);
     let url = format!("http://{}", http.local_addr().unwrap());
     let discovery = Arc::new(StaticDiscovery::new(ids));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::time::{self, Instant};
 
 use super::shared::{Registration, Shared};
 use crate::discovery::{Coordinator, KeyValue, Lease};
@@ -51,7 +51,7 @@ impl<C: Coordinator> Shared<C> {
                     )));
                 }
                 let wake = Instant::now() + backoff.next(&mut self.rng.lock());
-                tokio::time::sleep_until(give_up.map_or(wake, |t: Instant| t.min(wake))).await;
+                time::sleep_until(give_up.map_or(wake, |t: Instant| t.min(wake))).await;
             }
         }
     }
@@ -137,7 +137,7 @@ impl<C: Coordinator> Shared<C> {
         let mut warned = false;
         loop {
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = time::sleep(wait) => {}
                 () = self.lost.notified() => {
                     if self.state.lock().lost {
                         return;

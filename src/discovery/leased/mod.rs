@@ -136,7 +136,7 @@ impl<C: Coordinator> Discovery for LeasedDiscovery<C> {
                 Err(e) => {
                     let pause = backoff.next(&mut shared.rng.lock());
                     tracing::warn!(error = %e, ?pause, "cannot register yet; retrying");
-                    tokio::time::sleep(pause).await;
+                    crate::time::sleep(pause).await;
                 }
             }
         };

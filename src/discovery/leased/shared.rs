@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::time::{self, Instant};
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::{LeasedConfig, Record};
@@ -92,9 +92,7 @@ impl<C: Coordinator> Shared<C> {
 
     /// `f`, given up after the call timeout.
     pub(super) async fn call<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.config.call_timeout, f)
-            .await
-            .unwrap_or(Err(Error::Timeout))
+        time::within(self.config.call_timeout, f).await?
     }
 
     /// A fresh backoff with the configured steps.
@@ -105,7 +103,7 @@ impl<C: Coordinator> Shared<C> {
     /// A pause from `backoff`, jittered.
     pub(super) async fn pause(&self, backoff: &mut Backoff) {
         let d = backoff.next(&mut self.rng.lock());
-        tokio::time::sleep(d).await;
+        time::sleep(d).await;
     }
 
     /// A pause from `backoff`, cut short by a resync.

@@ -12,9 +12,8 @@ use super::millis;
 use crate::discovery::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
 use crate::net::Net;
 use crate::net::transport::{self, ChannelTimeouts};
-use crate::peer::PeerFailure;
 use crate::proto::{self, registry_client::RegistryClient as Rpc};
-use crate::{Error, Result};
+use crate::{Error, Result, time};
 
 /// Timeouts of a [`RegistryCoordinator`].
 #[derive(Debug, Clone, Copy)]
@@ -65,10 +64,8 @@ impl RegistryCoordinator {
     {
         let mut req = tonic::Request::new(req);
         req.set_timeout(self.call_timeout);
-        match tokio::time::timeout(self.call_timeout, f(self.rpc.clone(), req)).await {
-            Ok(answer) => answer.map(tonic::Response::into_inner).map_err(error),
-            Err(_) => Err(Error::Timeout),
-        }
+        let answer = time::within(self.call_timeout, f(self.rpc.clone(), req)).await?;
+        answer.map(tonic::Response::into_inner).map_err(error)
     }
 }
 
@@ -78,10 +75,10 @@ fn error(status: Status) -> Error {
     if status.code() == Code::FailedPrecondition {
         return Error::Invalid(status.message().to_owned());
     }
-    match PeerFailure::from(status) {
-        PeerFailure::Answered(e) => e,
-        PeerFailure::Unreachable(why) => Error::Unavailable(format!("registry: {why}")),
-    }
+    crate::status::answered(&status).unwrap_or_else(|| {
+        let why = format!("{:?}: {}", status.code(), status.message());
+        Error::Unavailable(format!("registry: {why}"))
+    })
 }
 
 #[async_trait]
@@ -162,10 +159,8 @@ impl Coordinator for RegistryCoordinator {
         };
         // No grpc-timeout here: it would cut the stream, which lives as long as it is read.
         let mut rpc = self.rpc.clone();
-        let responses = match tokio::time::timeout(self.call_timeout, rpc.watch(req)).await {
-            Ok(answer) => answer.map_err(error)?.into_inner(),
-            Err(_) => return Err(Error::Timeout),
-        };
+        let answer = time::within(self.call_timeout, rpc.watch(req)).await?;
+        let responses = answer.map_err(error)?.into_inner();
         Ok(responses
             .map(|resp| {
                 let resp = resp.map_err(error)?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::discovery::{KeyValue, LeaseId, WatchEvent};
 use crate::proto;
+use crate::time::millis;
 use crate::{Error, Result};
 
 mod client;
@@ -48,11 +49,6 @@ impl Default for RegistryConfig {
             keep_alive: Duration::from_secs(2),
         }
     }
-}
-
-/// Whole milliseconds, rounded up so a short positive duration never becomes 0.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 impl From<KeyValue> for proto::KeyValue {

@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::time::{self, Instant};
 use futures::Stream;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::store::{Compacted, Store};
@@ -117,7 +117,7 @@ async fn expire_leases(shared: Arc<Shared>) {
         let tick = Instant::now() + EXPIRY_TICK;
         let wake = next.map_or(tick, |d| d.min(tick));
         tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
+            () = time::sleep_until(wake) => {}
             () = granted => {}
         }
     }

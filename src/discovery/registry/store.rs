@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::time::Instant;
 
 use crate::discovery::{KeyValue, Lease, LeaseId, WatchEvent};
 use crate::{Error, Result};

@@ -1,9 +1,10 @@
-//! The one mapping between [`Error`] and `tonic::Status`, both ways.
+//! The one mapping between [`Error`] and `tonic::Status`, both ways, for every gRPC
+//! protocol of the crate (peers and the registry).
 //!
-//! A peer's own answer (not found, a failed load, bad input) carries its error kind in
-//! the `pc-error` metadata entry, so the caller gets back the very same [`Error`]. A
-//! status without it came from the transport (refused, reset, timed out) and means the
-//! peer was not reached: [`PeerFailure::Unreachable`].
+//! An answer of the other side's own (not found, a failed load, bad input) carries its
+//! error kind in the `pc-error` metadata entry, so the caller gets back the very same
+//! [`Error`]. A status without it came from the transport (refused, reset, timed out):
+//! the other side was not reached.
 
 use tonic::{Code, Status};
 
@@ -55,46 +56,35 @@ fn payload(e: &Error) -> String {
     }
 }
 
-/// How a call to a peer failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerFailure {
-    /// The peer answered with this error.
-    Answered(Error),
-    /// The peer was not reached, or did not answer in time.
-    Unreachable(String),
-}
-
-impl From<Status> for PeerFailure {
-    fn from(status: Status) -> PeerFailure {
-        let Some(kind) = status.metadata().get(KIND).and_then(|v| v.to_str().ok()) else {
-            return PeerFailure::Unreachable(format!("{:?}: {}", status.code(), status.message()));
-        };
-        let msg = status.message().to_owned();
-        let mut parts = kind.split(':');
-        let name = parts.next().unwrap_or_default();
-        let mut num = || parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        let e = match name {
-            "empty-key" => Error::EmptyKey,
-            "key-too-long" => Error::KeyTooLong {
-                len: num(),
-                max: num(),
-            },
-            "value-too-large" => Error::ValueTooLarge {
-                len: num(),
-                max: num(),
-            },
-            "unknown-group" => Error::UnknownGroup(msg),
-            "group-exists" => Error::GroupExists(msg),
-            "not-found" => Error::NotFound(msg),
-            "config" => Error::Config(msg),
-            "io" => Error::Io(msg),
-            "invalid" => Error::Invalid(msg),
-            "timeout" => Error::Timeout,
-            "unavailable" => Error::Unavailable(msg),
-            _ => Error::Load(msg),
-        };
-        PeerFailure::Answered(e)
-    }
+/// The error the other side answered with, or `None` when the status came from the
+/// transport.
+pub(crate) fn answered(status: &Status) -> Option<Error> {
+    let kind = status.metadata().get(KIND).and_then(|v| v.to_str().ok())?;
+    let msg = status.message().to_owned();
+    let mut parts = kind.split(':');
+    let name = parts.next().unwrap_or_default();
+    let mut num = || parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let e = match name {
+        "empty-key" => Error::EmptyKey,
+        "key-too-long" => Error::KeyTooLong {
+            len: num(),
+            max: num(),
+        },
+        "value-too-large" => Error::ValueTooLarge {
+            len: num(),
+            max: num(),
+        },
+        "unknown-group" => Error::UnknownGroup(msg),
+        "group-exists" => Error::GroupExists(msg),
+        "not-found" => Error::NotFound(msg),
+        "config" => Error::Config(msg),
+        "io" => Error::Io(msg),
+        "invalid" => Error::Invalid(msg),
+        "timeout" => Error::Timeout,
+        "unavailable" => Error::Unavailable(msg),
+        _ => Error::Load(msg),
+    };
+    Some(e)
 }
 
 #[cfg(test)]
@@ -121,16 +111,12 @@ mod tests {
             Error::Unavailable("owner down".into()),
         ];
         for e in all {
-            assert_eq!(
-                PeerFailure::from(Status::from(e.clone())),
-                PeerFailure::Answered(e)
-            );
+            assert_eq!(answered(&Status::from(e.clone())), Some(e));
         }
     }
 
     #[test]
     fn a_status_without_a_kind_is_the_transport() {
-        let f = PeerFailure::from(Status::unavailable("connection refused"));
-        assert!(matches!(f, PeerFailure::Unreachable(m) if m.contains("refused")));
+        assert_eq!(answered(&Status::unavailable("connection refused")), None);
     }
 }

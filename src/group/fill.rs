@@ -1,0 +1,126 @@
+//! Filling the cache from this node's loader: one load flight per key, shared by the
+//! node's clients and its peers, and a versioned insert that a concurrent write wins.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+use super::Group;
+use crate::peer::Fetched;
+use crate::singleflight::Role;
+use crate::store::{Entry, Hit};
+use crate::{Error, Result};
+
+/// A group's entry lifetimes: the default TTL and its jitter.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ttl {
+    /// Default time to live; `None` keeps entries until evicted.
+    pub(super) default: Option<Duration>,
+    /// Each TTL is shortened by a random fraction in `[0, jitter)`.
+    pub(super) jitter: f64,
+}
+
+impl Ttl {
+    /// Absolute expiry (since the group's epoch) of an entry written at `now` with `ttl`
+    /// (or the default), jitter applied.
+    pub(super) fn expiry(
+        &self,
+        ttl: Option<Duration>,
+        now: Duration,
+        rng: &Mutex<SmallRng>,
+    ) -> Option<Duration> {
+        let ttl = ttl.or(self.default)?;
+        let ttl = if self.jitter > 0.0 {
+            let cut: f64 = rng.lock().random_range(0.0..self.jitter);
+            // From f64 seconds, so even a TTL near `Duration::MAX` cannot panic.
+            Duration::try_from_secs_f64(ttl.as_secs_f64() * (1.0 - cut)).unwrap_or(ttl)
+        } else {
+            ttl
+        };
+        // A huge TTL saturates to "practically never" instead of overflowing.
+        Some(now.saturating_add(ttl))
+    }
+}
+
+impl Group {
+    /// Loads `key` from this node's loader into the main cache when this node owns the
+    /// key (`owned`), into the hot cache briefly otherwise, sharing the load with every
+    /// concurrent asker on this node, client or peer.
+    pub(super) async fn load(&self, key: &str, owned: bool) -> Result<Fetched> {
+        let inner = &*self.inner;
+        let (result, role) = inner.loads.run(key, || self.load_into(key, owned)).await;
+        if role == Role::Follower {
+            inner.counters.loads_deduped.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    /// The leader's half of a load: re-check, load, populate.
+    async fn load_into(&self, key: &str, owned: bool) -> Result<Fetched> {
+        let inner = &*self.inner;
+        let store = if owned {
+            Some(&*inner.main)
+        } else {
+            inner.hot.store()
+        };
+        if let Some(hit) = store.and_then(|s| s.get(key, inner.epoch.now())) {
+            return Ok(self.fetched(hit));
+        }
+        // Read before loading: any Set/Remove from here on raises the floor above this.
+        let version = store.map_or(0, |s| s.floor(key));
+        inner.counters.loads.fetch_add(1, Relaxed);
+        let loaded = AssertUnwindSafe(inner.loader.load(key))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(Error::load(panic_message(&*panic))));
+        let value = loaded
+            .and_then(|v| inner.limits.check_value(&v).map(|()| v))
+            .inspect_err(|_| {
+                inner.counters.local_load_errors.fetch_add(1, Relaxed);
+            })?;
+        let now = inner.epoch.now();
+        // A key this node does not own lives no longer than the fallback TTL.
+        let ttl = (!owned).then(|| inner.hot.fallback_ttl(inner.ttl.default));
+        let expires_at = inner.ttl.expiry(ttl, now, &inner.rng);
+        // Ownership moved during the load: the main cache keeps only owned keys.
+        // A write that landed during the load wins (the insert is refused as stale);
+        // this caller still gets the value it asked for, current when it asked.
+        if let Some(store) = store.filter(|_| !owned || self.owns(key)) {
+            let entry = Entry {
+                value: value.clone(),
+                version,
+                expires_at,
+            };
+            let _ = store.insert(key, entry);
+        }
+        Ok(Fetched {
+            value,
+            version,
+            expires_in: expires_at.map(|at| at.saturating_sub(now)),
+        })
+    }
+
+    /// A hit as a peer receives it.
+    pub(super) fn fetched(&self, hit: Hit) -> Fetched {
+        let now = self.inner.epoch.now();
+        Fetched {
+            expires_in: hit.expires_at().map(|at| at.saturating_sub(now)),
+            value: hit.value,
+            version: hit.version,
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("loader panicked: {msg}")
+}

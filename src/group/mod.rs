@@ -1,0 +1,292 @@
+//! A group: a named cache namespace with its own stores, limits, TTL and loader.
+//!
+//! The read path, top to bottom in this file:
+//!
+//! ```text
+//!  get(key) ── check key ──► main cache ── hit (and still owned) ───────────────► value
+//!                                │ miss
+//!                            hot cache ── hit (a copy of a peer's key) ──────────► value
+//!                                │ miss
+//!                   PeerPicker: who owns the key?
+//!          self ───────────────┐                  peer P
+//!                              │                    │ fetch flight(key): one call per
+//!                              │                    │ key, however many gets wait on it
+//!                              │                    │ PeerClient::get(P, time left)
+//!                              │                    │   ok ─► maybe keep a hot copy ─► value
+//!                              │                    │   P's own error ─► returned as is
+//!                              │                    │   P unreachable ─► count, load here
+//!                              ▼                    ▼   (kept briefly in the hot cache)
+//!                   load flight(key) (fill.rs) ◄── also where a peer's get starts
+//!                              │                    (`get_for_peer`): never forwarded
+//!          version = store floor(key)        (newest write seen so far)
+//!          Loader::load(key) ── error ─► counted, returned, never cached
+//!                              │ ok
+//!          insert at `version` ── refused if a Set/Remove came meanwhile
+//! ```
+//!
+//! `set` and `remove` go to the owner (writes.rs), which stamps a version above every
+//! version seen for the key, applies the write, and tells every other member to drop
+//! older copies (`invalidate`). A fill that started before a write is refused by the
+//! store when it completes, on every node, since copies carry the owner's version;
+//! writes also detach the key's flights, so a get issued after a write never receives
+//! an older fill. Copies of other members' keys live in hot.rs; counters in stats.rs.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use tokio_util::task::TaskTracker;
+
+use crate::loader::Loader;
+use crate::peer::{Fetched, PeerFailure, PeerPicker, PeerRef, Pick};
+use crate::singleflight::{Role, SingleFlight};
+use crate::store::{Hit, Store};
+use crate::time::{self, Epoch, Instant};
+use crate::{Error, Result};
+
+mod builder;
+mod fill;
+pub mod hot;
+mod registry;
+mod stats;
+mod stores;
+mod writes;
+
+pub use builder::{GroupBuilder, PolicyKind};
+pub use hot::HotConfig;
+pub use registry::Registry;
+pub use stats::{Counter, GroupStats, StoreField};
+
+/// Time allowed for a peer call when the group sets no request timeout.
+const DEFAULT_PEER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where a node's groups find the peer picker once the node has one.
+pub(crate) type PeerSlot = Arc<OnceLock<Arc<PeerPicker>>>;
+
+/// A named cache namespace. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    limits: builder::Limits,
+    /// Keys this node owns.
+    main: Box<dyn Store>,
+    /// Copies of keys other members own.
+    hot: hot::Hot,
+    loader: Arc<dyn Loader>,
+    /// Calls to owners, one per key.
+    fetches: SingleFlight<Result<Bytes>>,
+    /// Loads from this node's loader, shared by client gets and peers' requests.
+    loads: SingleFlight<Result<Fetched>>,
+    ttl: fill::Ttl,
+    writes: writes::Writes,
+    peers: PeerSlot,
+    epoch: Epoch,
+    timeout: Option<Duration>,
+    /// TTL jitter and hot-copy sampling, seeded per group.
+    rng: Mutex<SmallRng>,
+    counters: stats::Counters,
+    /// Invalidation fan-outs, which outlive the write that started them; the node
+    /// waits for them at shutdown.
+    tasks: TaskTracker,
+}
+
+impl Group {
+    /// Returns the value of `key`: from this node's caches, from the key's owner, or
+    /// through the loader when this node owns the key (or the owner is unreachable).
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let inner = &*self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        inner.limits.check_key(key)?;
+        if let Some(value) = self.cached(key) {
+            return Ok(value);
+        }
+        let deadline = self.deadline();
+        let get = async {
+            let peer = match self.pick(key) {
+                Pick::Local => return self.load(key, true).await.map(|f| f.value),
+                Pick::Peer(peer) => peer,
+            };
+            let ask = || self.fetch(&peer, key, deadline);
+            let (result, role) = inner.fetches.run(key, ask).await;
+            if role == Role::Follower {
+                inner.counters.loads_deduped.fetch_add(1, Relaxed);
+            }
+            result
+        };
+        time::until(deadline, get).await?
+    }
+
+    /// Stores `value` under `key` with `ttl` (or the group default) through the key's
+    /// owner, at a new version, which it returns. In-flight fills of the key, here or
+    /// anywhere, will not overwrite it.
+    pub async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64> {
+        self.inner.limits.check_key(key)?;
+        self.inner.limits.check_value(&value)?;
+        self.write(key, Some(value), ttl).await
+    }
+
+    /// Drops `key` through its owner at a new version, which it returns. In-flight fills
+    /// of the key will not bring the old value back.
+    pub async fn remove(&self, key: &str) -> Result<u64> {
+        self.inner.limits.check_key(key)?;
+        self.write(key, None, None).await
+    }
+
+    /// Answers a peer's get: this node is the owner in the peer's view. Never forwarded:
+    /// if this node disagrees about ownership it loads locally and keeps the value only
+    /// briefly.
+    pub async fn get_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
+        let inner = &*self.inner;
+        inner.counters.served_to_peers.fetch_add(1, Relaxed);
+        inner.limits.check_key(key)?;
+        if let Some(hit) = self.main_hit(key) {
+            return Ok(self.fetched(hit));
+        }
+        let at = time::now() + deadline;
+        time::until(Some(at), self.load(key, self.owns(key))).await?
+    }
+
+    /// A hit in the main or the hot cache.
+    fn cached(&self, key: &str) -> Option<Bytes> {
+        let inner = &*self.inner;
+        let hit = match self.main_hit(key) {
+            Some(hit) => hit,
+            None => {
+                let hit = inner.hot.get(key, inner.epoch.now())?;
+                inner.counters.hot_hits.fetch_add(1, Relaxed);
+                hit
+            }
+        };
+        inner.counters.hits.fetch_add(1, Relaxed);
+        Some(hit.value)
+    }
+
+    /// A main-cache entry is served only while this node owns its key. After membership
+    /// moved the key elsewhere it is dropped: the new owner may take writes this node
+    /// never hears of.
+    fn main_hit(&self, key: &str) -> Option<Hit> {
+        let hit = self.inner.main.get(key, self.inner.epoch.now())?;
+        if self.owns(key) {
+            return Some(hit);
+        }
+        self.inner.main.remove(key, hit.version.saturating_add(1));
+        None
+    }
+
+    /// Asks `peer`, the key's owner, for `key`: the leader's half of a fetch flight.
+    async fn fetch(&self, peer: &PeerRef, key: &str, deadline: Option<Instant>) -> Result<Bytes> {
+        let inner = &*self.inner;
+        if let Some(value) = self.cached(key) {
+            return Ok(value);
+        }
+        // Read before asking: an invalidation from here on refuses the copy we get back.
+        let hot_floor = inner.hot.floor(key);
+        let left = time_left(deadline);
+        match peer.get(&inner.name, key, left).await {
+            Ok(fetched) => {
+                inner.counters.peer_loads.fetch_add(1, Relaxed);
+                if let Some(floor) = hot_floor {
+                    let now = inner.epoch.now();
+                    inner.hot.keep(key, &fetched, floor, now, &inner.rng);
+                }
+                Ok(fetched.value)
+            }
+            // An owner that lacks the group (a rolling deploy) cannot serve it either.
+            Err(PeerFailure::Answered(Error::UnknownGroup(_))) => {
+                inner.counters.peer_errors.fetch_add(1, Relaxed);
+                self.load(key, false).await.map(|f| f.value)
+            }
+            Err(PeerFailure::Answered(e)) => Err(e),
+            Err(PeerFailure::Unreachable(why)) => {
+                inner.counters.peer_errors.fetch_add(1, Relaxed);
+                if deadline.is_some_and(|at| time::now() >= at) {
+                    return Err(Error::Timeout);
+                }
+                tracing::warn!(group = %inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
+                self.load(key, false).await.map(|f| f.value)
+            }
+        }
+    }
+
+    /// Who owns `key` in this node's current view (this node, without peers).
+    fn pick(&self, key: &str) -> Pick {
+        self.picker().map_or(Pick::Local, |p| p.pick(key))
+    }
+
+    /// Whether this node owns `key` in its current view (always, without peers).
+    fn owns(&self, key: &str) -> bool {
+        self.picker().is_none_or(|p| p.owns(key))
+    }
+
+    fn picker(&self) -> Option<&Arc<PeerPicker>> {
+        self.inner.peers.get()
+    }
+
+    /// The absolute deadline of a request starting now, if the group has a timeout.
+    fn deadline(&self) -> Option<Instant> {
+        Some(time::now() + self.inner.timeout?)
+    }
+}
+
+/// Time left until `deadline`, or the default peer deadline when there is none.
+fn time_left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(DEFAULT_PEER_DEADLINE, |at| {
+        at.saturating_duration_since(time::now())
+    })
+}
+
+/// What a group is and holds, for operators: its name, limits and counters.
+impl Group {
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Limits on key and value length, in bytes.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.inner.limits.max_key, self.inner.limits.max_value)
+    }
+
+    /// The group's counters and its stores'.
+    pub fn stats(&self) -> GroupStats {
+        let inner = &*self.inner;
+        inner.counters.read(inner.main.stats(), inner.hot.stats())
+    }
+
+    /// Whether this node holds `key` in its main cache (it owns it, or did).
+    pub fn holds(&self, key: &str) -> bool {
+        self.inner.main.get(key, self.inner.epoch.now()).is_some()
+    }
+
+    /// Drops expired entries now (a bounded amount of work); returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.epoch.now();
+        self.inner.main.sweep(now) + self.inner.hot.sweep(now)
+    }
+
+    /// Drops main-cache entries of keys this node no longer owns, after a membership
+    /// change. Writes to such a key go to its new owner and may never reach this node,
+    /// so a copy kept here would be stale if the key came back (a node that rejoins
+    /// after losing its lease, a joiner that leaves again). Returns how many it dropped.
+    pub fn drop_unowned(&self) -> usize {
+        match self.picker() {
+            Some(picker) => self.inner.main.retain(&|key| picker.owns(key)),
+            None => 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}

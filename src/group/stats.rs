@@ -1,0 +1,188 @@
+//! A group's statistics, written once: the table below makes the live counters, the
+//! [`GroupStats`] snapshot, its JSON form (`/v1/stats`) and the metric names and help
+//! texts (`/metrics`), so a new counter is one line.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::store;
+
+/// A counter of the table: its name (JSON field and metric), help text and reader.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    /// Field and metric name.
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Reads it from a snapshot.
+    pub read: fn(&GroupStats) -> u64,
+}
+
+/// A store figure shown per cache (main and hot).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreField {
+    /// Field name (`hot_` is prefixed for the hot cache in JSON); the metric is
+    /// `cache_<name>` with a `cache` label.
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// A counter (only grows) rather than a gauge.
+    pub counter: bool,
+    /// Reads it from a store's stats.
+    pub read: fn(&store::Stats) -> u64,
+}
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// The live counters of one group.
+        #[derive(Debug, Default)]
+        pub(super) struct Counters {
+            $(pub(super) $name: AtomicU64,)+
+        }
+
+        /// A group's counters, in groupcache's spirit, plus its stores'.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct GroupStats {
+            $($(#[doc = $doc])+ pub $name: u64,)+
+            /// The main store's counters.
+            pub store: store::Stats,
+            /// The hot store's counters (zero when the group keeps no hot copies).
+            pub hot: store::Stats,
+        }
+
+        impl Counters {
+            /// A snapshot, with the stores' figures.
+            pub(super) fn read(&self, store: store::Stats, hot: store::Stats) -> GroupStats {
+                GroupStats { $($name: self.$name.load(Relaxed),)+ store, hot }
+            }
+        }
+
+        impl GroupStats {
+            /// Every counter, in table order.
+            pub const COUNTERS: &[Counter] = &[$(Counter {
+                name: stringify!($name),
+                help: concat!($($doc),+),
+                read: |s| s.$name,
+            },)+];
+        }
+    };
+}
+
+counters! {
+    /// Gets from this node's clients, valid or not.
+    gets,
+    /// Gets answered from this node's main or hot cache.
+    hits,
+    /// Gets answered from the hot cache.
+    hot_hits,
+    /// Calls of this node's loader.
+    loads,
+    /// Gets (from clients or peers) that joined a load or peer call already under way.
+    loads_deduped,
+    /// Loader calls that failed (including oversize values and panics).
+    local_load_errors,
+    /// Values fetched from their owner.
+    peer_loads,
+    /// Calls to a peer that did not reach it or timed out.
+    peer_errors,
+    /// Get requests from peers that this node answered (or failed).
+    served_to_peers,
+    /// Invalidations this node, as owner, could not deliver.
+    invalidations_failed,
+}
+
+impl GroupStats {
+    /// The store figures shown per cache.
+    pub const STORE_FIELDS: &[StoreField] = &[
+        StoreField {
+            name: "items",
+            help: "Entries held, by cache (main or hot)",
+            counter: false,
+            read: |s| s.items,
+        },
+        StoreField {
+            name: "bytes",
+            help: "Bytes held, by cache (main or hot)",
+            counter: false,
+            read: |s| s.bytes,
+        },
+        StoreField {
+            name: "capacity",
+            help: "Capacity in bytes, by cache (main or hot)",
+            counter: false,
+            read: |s| s.capacity,
+        },
+        StoreField {
+            name: "evictions",
+            help: "Entries evicted for room, by cache",
+            counter: true,
+            read: |s| s.evictions,
+        },
+        StoreField {
+            name: "expirations",
+            help: "Entries dropped when their TTL ran out, by cache",
+            counter: true,
+            read: |s| s.expirations,
+        },
+        StoreField {
+            name: "stale_rejections",
+            help: "Inserts refused because a newer version was seen, by cache",
+            counter: true,
+            read: |s| s.stale_rejections,
+        },
+    ];
+}
+
+/// One flat object: the counters, the main store's figures, and the hot store's
+/// prefixed with `hot_`.
+impl Serialize for GroupStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = Self::COUNTERS.len() + 2 * Self::STORE_FIELDS.len();
+        let mut map = serializer.serialize_map(Some(fields))?;
+        for c in Self::COUNTERS {
+            map.serialize_entry(c.name, &(c.read)(self))?;
+        }
+        for f in Self::STORE_FIELDS {
+            map.serialize_entry(f.name, &(f.read)(&self.store))?;
+        }
+        for f in Self::STORE_FIELDS {
+            map.serialize_entry(&format_args!("hot_{}", f.name), &(f.read)(&self.hot))?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_every_counter_once_and_json_follows_it() {
+        let c = Counters::default();
+        c.loads.fetch_add(3, Relaxed);
+        c.peer_errors.fetch_add(2, Relaxed);
+        let hot = store::Stats {
+            items: 4,
+            ..Default::default()
+        };
+        let s = c.read(store::Stats::default(), hot);
+        let json = serde_json::to_value(s).unwrap();
+        let obj = json.as_object().unwrap();
+        assert_eq!(obj.len(), GroupStats::COUNTERS.len() + 12, "no name twice");
+        assert_eq!(
+            (json["loads"].as_u64(), json["peer_errors"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(
+            (json["items"].as_u64(), json["hot_items"].as_u64()),
+            (Some(0), Some(4))
+        );
+        let help = GroupStats::COUNTERS
+            .iter()
+            .find(|c| c.name == "loads")
+            .unwrap()
+            .help;
+        assert_eq!(help.trim(), "Calls of this node's loader.");
+    }
+}

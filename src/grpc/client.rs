@@ -1,0 +1,208 @@
+//! The gRPC implementation of [`PeerClient`]: a lazily connected tonic channel, every call
+//! bounded by the caller's deadline and reported to a [`CallObserver`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tonic::transport::Channel;
+
+use super::convert::{deadline_to_wire, ttl_to_wire};
+use crate::peer::{CallObserver, Fetched, Outcome, PeerClient, PeerFailure};
+use crate::proto::{self, peer_client::PeerClient as Rpc};
+use crate::time;
+
+/// A client of one peer. Cheap to clone; clones share the channel, which connects on
+/// first use and reconnects after a failure.
+#[derive(Clone)]
+pub struct GrpcPeer {
+    id: Arc<str>,
+    rpc: Rpc<Channel>,
+    observer: Arc<dyn CallObserver>,
+}
+
+impl GrpcPeer {
+    /// A client of peer `id` over `channel`, telling `observer` of every call.
+    pub fn new(id: impl Into<Arc<str>>, channel: Channel, observer: Arc<dyn CallObserver>) -> Self {
+        GrpcPeer {
+            id: id.into(),
+            rpc: Rpc::new(channel)
+                .max_decoding_message_size(super::MAX_MESSAGE)
+                .max_encoding_message_size(super::MAX_MESSAGE),
+            observer,
+        }
+    }
+
+    /// One call with `deadline` as its gRPC timeout, timed for the observer.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        name: &'static str,
+        deadline: Duration,
+        f: F,
+        req: Req,
+    ) -> Result<Resp, PeerFailure>
+    where
+        F: FnOnce(Rpc<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        if deadline.is_zero() {
+            return Err(PeerFailure::Answered(crate::Error::Timeout));
+        }
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(deadline);
+        let started = time::now();
+        // The grpc-timeout bounds the call once it is on a connection; a call queued
+        // behind a connection attempt to a silent peer would wait for that attempt, so
+        // our own timer bounds the whole of it.
+        let result = match time::within(deadline, f(self.rpc.clone(), req)).await {
+            Ok(answer) => answer
+                .map(tonic::Response::into_inner)
+                .map_err(PeerFailure::from),
+            Err(_) => Err(PeerFailure::Unreachable(format!(
+                "no answer within {deadline:?}"
+            ))),
+        };
+        self.observer
+            .observe(name, Outcome::of(&result), started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl PeerClient for GrpcPeer {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn get(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        let req = proto::GetRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+        };
+        let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
+        self.call("get", deadline, get, req).await?.try_into()
+    }
+
+    async fn set(
+        &self,
+        group: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        deadline: Duration,
+    ) -> Result<u64, PeerFailure> {
+        let req = proto::SetRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            value,
+            ttl_ms: ttl_to_wire(ttl),
+            codec: proto::Codec::Identity as i32,
+            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+        };
+        let set = |mut rpc: Rpc<Channel>, req| async move { rpc.set(req).await };
+        Ok(self.call("set", deadline, set, req).await?.version)
+    }
+
+    async fn remove(&self, group: &str, key: &str, deadline: Duration) -> Result<u64, PeerFailure> {
+        let req = proto::RemoveRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+        };
+        let remove = |mut rpc: Rpc<Channel>, req| async move { rpc.remove(req).await };
+        Ok(self.call("remove", deadline, remove, req).await?.version)
+    }
+
+    async fn invalidate(
+        &self,
+        group: &str,
+        key: &str,
+        version: u64,
+        deadline: Duration,
+    ) -> Result<(), PeerFailure> {
+        let req = proto::InvalidateRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            version,
+        };
+        let invalidate = |mut rpc: Rpc<Channel>, req| async move { rpc.invalidate(req).await };
+        self.call("invalidate", deadline, invalidate, req)
+            .await
+            .map(drop)
+    }
+}
+
+impl std::fmt::Debug for GrpcPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcPeer")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The deadline sent to the peer: a tenth shorter than ours, so a peer that runs out of
+/// time answers "timeout" before our own timer fires and takes it for a lost peer.
+fn for_the_peer(deadline: Duration) -> Duration {
+    deadline - deadline / 10
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::net::transport::{self, ChannelTimeouts};
+    use crate::net::{Net, TokioNet};
+    use crate::peer::Unobserved;
+
+    /// A network on which every connection attempt hangs (a peer whose SYNs vanish).
+    #[derive(Clone)]
+    struct Silent;
+
+    impl Net for Silent {
+        type Stream = tokio::net::TcpStream;
+        type Listener = tokio::net::TcpListener;
+
+        async fn bind(&self, addr: &str) -> io::Result<Self::Listener> {
+            TokioNet.bind(addr).await
+        }
+
+        async fn connect(&self, _: &str) -> io::Result<Self::Stream> {
+            std::future::pending().await
+        }
+    }
+
+    /// Calls queued behind a connection attempt end at their own deadlines, not when the
+    /// attempt gives up (here after 10 s).
+    #[tokio::test(start_paused = true)]
+    async fn calls_to_a_silent_peer_end_at_their_deadline() {
+        let timeouts = ChannelTimeouts {
+            connect: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+        };
+        let channel = transport::channel(Silent, "silent:7000", timeouts).unwrap();
+        let peer = GrpcPeer::new("silent", channel, Arc::new(Unobserved));
+        let started = time::now();
+        let (get, remove) = tokio::join!(
+            peer.get("g", "k", Duration::from_millis(300)),
+            peer.remove("g", "k", Duration::from_millis(500)),
+        );
+        assert!(matches!(get, Err(PeerFailure::Unreachable(_))), "{get:?}");
+        assert!(
+            matches!(remove, Err(PeerFailure::Unreachable(_))),
+            "{remove:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+    }
+}

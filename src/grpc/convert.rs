@@ -1,0 +1,132 @@
+//! Every conversion between the peer protocol and the domain, in one place: answers,
+//! deadlines and TTLs in milliseconds, codecs, and a failed call as a [`PeerFailure`]
+//! (the peer's own [`Error`], carried back by `crate::status`, or the transport's).
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::peer::{Fetched, PeerFailure};
+use crate::proto;
+use crate::time::millis;
+use crate::{Error, Result};
+
+/// Deadline applied to a peer's request that carries none.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest deadline a peer may ask for.
+const MAX_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A deadline as sent: whole milliseconds, rounded up so a short one never becomes 0
+/// ("none").
+pub(super) fn deadline_to_wire(deadline: Duration) -> u64 {
+    millis(deadline)
+}
+
+/// A deadline as received: none means the default, and no peer may ask for more than
+/// the maximum.
+pub(super) fn deadline_from_wire(ms: u64) -> Duration {
+    match ms {
+        0 => DEFAULT_DEADLINE,
+        ms => Duration::from_millis(ms).min(MAX_DEADLINE),
+    }
+}
+
+/// A TTL as sent: 0 means the group's default, so a set TTL is at least 1 ms.
+pub(super) fn ttl_to_wire(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| millis(t).max(1))
+}
+
+/// A TTL as received.
+pub(super) fn ttl_from_wire(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// Only raw values travel today; the other codecs of the protocol are reserved.
+pub(super) fn check_codec(codec: i32) -> Result<(), Status> {
+    if codec == proto::Codec::Identity as i32 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "codec {codec} is not supported; send identity"
+        )))
+    }
+}
+
+impl From<Fetched> for proto::GetResponse {
+    fn from(f: Fetched) -> Self {
+        proto::GetResponse {
+            value: f.value,
+            version: f.version,
+            // 0 means "never expires", so a live entry reports at least 1 ms.
+            expires_in_ms: f.expires_in.map_or(0, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
+            codec: proto::Codec::Identity as i32,
+            hot: false,
+        }
+    }
+}
+
+impl TryFrom<proto::GetResponse> for Fetched {
+    type Error = PeerFailure;
+
+    fn try_from(r: proto::GetResponse) -> Result<Self, PeerFailure> {
+        if r.codec != proto::Codec::Identity as i32 {
+            return Err(PeerFailure::Answered(Error::Invalid(format!(
+                "the owner sent codec {}, which this node cannot read",
+                r.codec
+            ))));
+        }
+        Ok(Fetched {
+            value: r.value,
+            version: r.version,
+            expires_in: ttl_from_wire(r.expires_in_ms),
+        })
+    }
+}
+
+impl From<Status> for PeerFailure {
+    fn from(status: Status) -> PeerFailure {
+        match crate::status::answered(&status) {
+            Some(e) => PeerFailure::Answered(e),
+            None => PeerFailure::Unreachable(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_on_the_wire() {
+        assert_eq!(
+            deadline_to_wire(Duration::from_micros(10)),
+            1,
+            "never 0: none"
+        );
+        assert_eq!(deadline_from_wire(0), DEFAULT_DEADLINE);
+        assert_eq!(deadline_from_wire(u64::MAX), MAX_DEADLINE);
+        assert_eq!(ttl_to_wire(None), 0);
+        assert_eq!(ttl_to_wire(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(ttl_from_wire(0), None);
+        assert_eq!(ttl_from_wire(1500), Some(Duration::from_millis(1500)));
+        let f = Fetched {
+            value: "v".into(),
+            version: 9,
+            expires_in: Some(Duration::from_micros(1)),
+        };
+        let back = Fetched::try_from(proto::GetResponse::from(f)).unwrap();
+        assert_eq!(
+            back.expires_in,
+            Some(Duration::from_millis(1)),
+            "live: at least 1 ms"
+        );
+    }
+
+    #[test]
+    fn a_status_without_a_kind_is_the_transport() {
+        let f = PeerFailure::from(Status::unavailable("connection refused"));
+        assert!(matches!(f, PeerFailure::Unreachable(m) if m.contains("refused")));
+    }
+}

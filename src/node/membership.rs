@@ -1,0 +1,35 @@
+//! Following the membership: each change swaps the picker's view, drops main-cache
+//! entries of keys that moved away, and replays recent writes to members new to the
+//! view, which may have missed them.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::group::Registry;
+use crate::peer::PeerPicker;
+use crate::ring::Member;
+
+/// Applies every membership change from `members` until its sender is gone.
+pub(super) async fn follow(
+    mut members: watch::Receiver<Vec<Member>>,
+    picker: Arc<PeerPicker>,
+    groups: Registry,
+) {
+    let mut replays = JoinSet::new();
+    while members.changed().await.is_ok() {
+        let now = members.borrow_and_update().clone();
+        let added = picker.set_members(now);
+        let dropped = groups.drop_unowned();
+        if dropped > 0 {
+            tracing::debug!(dropped, "dropped entries of keys that moved away");
+        }
+        // Members new to this view may have missed writes made without them.
+        if !added.is_empty() {
+            let groups = groups.clone();
+            replays.spawn(async move { groups.replay_writes(&added).await });
+        }
+        while replays.try_join_next().is_some() {}
+    }
+}

@@ -1,0 +1,168 @@
+//! A node: the groups of one process served to peers (gRPC) and clients (HTTP), with
+//! membership from a [`Discovery`] and the network from a [`Net`].
+//!
+//! [`Node::run`] reads top-down: make the picker, start both servers (servers.rs), join
+//! the membership, follow it (membership.rs) and sweep expired entries until shutdown.
+//! Shutdown follows mini-redis: `run` takes a future; when it completes the node leaves
+//! the membership, stops accepting, lets requests in flight finish, waits for the
+//! invalidations its writes started, and stops its background tasks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::Result;
+use crate::discovery::Discovery;
+use crate::group::Registry;
+use crate::grpc;
+use crate::metrics::Metrics;
+use crate::net::transport::ChannelTimeouts;
+use crate::net::{Listener, Net};
+use crate::peer::PeerPicker;
+use crate::ring::{DEFAULT_VNODES, Member};
+
+mod membership;
+mod servers;
+
+use servers::Servers;
+
+/// How a node presents itself and talks to peers.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's member id: unique in the cluster, stable across restarts.
+    pub id: String,
+    /// The gRPC address peers reach this node at.
+    pub advertise: String,
+    /// Weight in the ring (relative share of keys).
+    pub weight: u32,
+    /// Virtual nodes per unit of weight.
+    pub vnodes: u32,
+    /// Timeouts of peer channels.
+    pub channel: ChannelTimeouts,
+    /// How often expired entries are swept.
+    pub sweep_every: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node reached at `advertise`, which is also its member id.
+    pub fn new(advertise: impl Into<String>) -> Self {
+        let advertise = advertise.into();
+        NodeConfig {
+            id: advertise.clone(),
+            advertise,
+            weight: 1,
+            vnodes: DEFAULT_VNODES,
+            channel: ChannelTimeouts::default(),
+            sweep_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A node, ready to [`run`](Node::run).
+pub struct Node<N: Net> {
+    net: N,
+    groups: Registry,
+    discovery: Arc<dyn Discovery>,
+    config: NodeConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl<N: Net> Node<N> {
+    /// A node serving `groups`, reaching peers through `net`, finding them via `discovery`.
+    pub fn new(
+        net: N,
+        groups: Registry,
+        discovery: Arc<dyn Discovery>,
+        config: NodeConfig,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new(groups.clone()));
+        Node {
+            net,
+            groups,
+            discovery,
+            config,
+            metrics,
+        }
+    }
+
+    /// Serves peers on `grpc` and clients on `http` until `shutdown` completes, then
+    /// leaves the membership and drains: requests in flight finish, new ones are refused,
+    /// invalidations under way are delivered or time out.
+    pub async fn run(
+        self,
+        grpc: N::Listener,
+        http: Option<N::Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let Node {
+            net,
+            groups,
+            discovery,
+            config,
+            metrics,
+        } = self;
+        let connect = grpc::connector(net, config.channel, metrics.clone());
+        let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
+        groups.set_peers(picker.clone())?;
+        let ready = Arc::new(AtomicBool::new(false));
+        log_start(&config, &grpc, http.as_ref());
+        let mut servers = Servers::start(grpc, http, &groups, &picker, &metrics, &ready);
+        // Serving starts at once; client requests get 503 until the node has joined, so
+        // none waits unanswered in the accept queue while the registry is out of reach.
+        let me = Member::new(&config.id, &config.advertise).with_weight(config.weight);
+        tokio::pin!(shutdown);
+        let members = tokio::select! {
+            joined = discovery.join(me) => joined,
+            () = &mut shutdown => {
+                let _ = servers.drain().await;
+                return Ok(());
+            }
+            ended = servers.ended() => return ended,
+        };
+        let Ok(mut members) = members else {
+            let _ = servers.drain().await;
+            return members.map(drop);
+        };
+        picker.set_members(members.borrow_and_update().clone());
+        ready.store(true, Ordering::Release);
+        tracing::info!(node = %config.id, "node joined the membership");
+        // Background work stops when this set is dropped, however `run` ends.
+        let mut background = JoinSet::new();
+        background.spawn(membership::follow(members, picker, groups.clone()));
+        let sweeper = groups.clone();
+        background.spawn(async move { sweeper.run_sweeper(config.sweep_every).await });
+        let failed = tokio::select! {
+            () = &mut shutdown => None,
+            ended = servers.ended() => Some(ended),
+        };
+        tracing::info!("shutting down");
+        if let Err(e) = discovery.leave().await {
+            tracing::warn!(error = %e, "leaving the membership failed");
+        }
+        if let Some(ended) = failed {
+            return ended;
+        }
+        servers.drain().await?;
+        drop(background);
+        groups.drain().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+}
+
+fn log_start<L: Listener>(config: &NodeConfig, grpc: &L, http: Option<&L>) {
+    tracing::info!(
+        node = %config.id,
+        grpc = ?grpc.local_addr().ok(),
+        http = ?http.and_then(|l| l.local_addr().ok()),
+        "node serving"
+    );
+}

@@ -1,0 +1,247 @@
+//! An in-process cluster, no sockets: one registry per node with one group `g`, the
+//! nodes wired to each other by fake peers (groupcache's `fakePeer`) that call the other
+//! node's group directly. Every call a node makes to a peer is recorded, every load is
+//! counted per node, and a node can be made unreachable.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use peercache::peer::{Fetched, PeerClient, PeerFailure, PeerPicker, PeerRef};
+use peercache::{Error, Group, GroupBuilder, LoaderFn, Member, Registry, Result};
+
+/// The group every node serves.
+pub const GROUP: &str = "g";
+
+/// One call from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Call {
+    pub from: String,
+    pub to: String,
+    pub op: &'static str,
+    pub key: String,
+}
+
+impl Call {
+    pub fn new(from: &str, to: &str, op: &'static str, key: &str) -> Self {
+        Call {
+            from: from.into(),
+            to: to.into(),
+            op,
+            key: key.into(),
+        }
+    }
+}
+
+/// What the nodes share: the call log, the loads per (node, key), the unreachable nodes.
+#[derive(Default)]
+struct Shared {
+    calls: Mutex<Vec<Call>>,
+    loads: Mutex<BTreeMap<(String, String), u64>>,
+    down: Mutex<BTreeMap<String, AtomicBool>>,
+    /// How long each load takes.
+    latency: Mutex<Duration>,
+}
+
+/// `from`'s peer for the node `to`: calls `to`'s group as a gRPC service would, unless
+/// `to` is down.
+pub struct FakePeer {
+    from: String,
+    to: String,
+    target: Registry,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FakePeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FakePeer({} -> {})", self.from, self.to)
+    }
+}
+
+impl FakePeer {
+    /// Logs the call; the target's group, or why it cannot be reached.
+    fn reach(&self, op: &'static str, group: &str, key: &str) -> Result<Group, PeerFailure> {
+        let call = Call::new(&self.from, &self.to, op, key);
+        self.shared.calls.lock().push(call);
+        if self.shared.down.lock()[&self.to].load(Ordering::SeqCst) {
+            return Err(PeerFailure::Unreachable(format!("{} is down", self.to)));
+        }
+        self.target.get(group).map_err(PeerFailure::Answered)
+    }
+}
+
+#[async_trait]
+impl PeerClient for FakePeer {
+    fn id(&self) -> &str {
+        &self.to
+    }
+
+    async fn get(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        let g = self.reach("get", group, key)?;
+        g.get_for_peer(key, deadline)
+            .await
+            .map_err(PeerFailure::Answered)
+    }
+
+    async fn set(
+        &self,
+        group: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        deadline: Duration,
+    ) -> Result<u64, PeerFailure> {
+        let g = self.reach("set", group, key)?;
+        let written = g.write_for_peer(key, Some(value), ttl, deadline).await;
+        written.map_err(PeerFailure::Answered)
+    }
+
+    async fn remove(&self, group: &str, key: &str, deadline: Duration) -> Result<u64, PeerFailure> {
+        let g = self.reach("remove", group, key)?;
+        let written = g.write_for_peer(key, None, None, deadline).await;
+        written.map_err(PeerFailure::Answered)
+    }
+
+    async fn invalidate(
+        &self,
+        group: &str,
+        key: &str,
+        version: u64,
+        _: Duration,
+    ) -> Result<(), PeerFailure> {
+        let g = self.reach("invalidate", group, key)?;
+        g.invalidate(key, version).map_err(PeerFailure::Answered)
+    }
+}
+
+/// Nodes in one process.
+pub struct InProcess {
+    nodes: BTreeMap<String, Registry>,
+    shared: Arc<Shared>,
+}
+
+impl InProcess {
+    /// Nodes `ids`, each serving group `g` configured by `configure` (capacity, hot
+    /// copies, timeout) over a loader that answers `v:<key>` and counts its calls; every
+    /// node sees every member.
+    pub fn new(ids: &[&str], configure: impl Fn(GroupBuilder) -> GroupBuilder) -> Self {
+        let shared = Arc::new(Shared::default());
+        let mut nodes = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            let registry = Registry::with_seed(i as u64);
+            let (node, loads) = (id.to_string(), shared.clone());
+            let loader = LoaderFn(move |key: String| {
+                *loads
+                    .loads
+                    .lock()
+                    .entry((node.clone(), key.clone()))
+                    .or_default() += 1;
+                let latency = *loads.latency.lock();
+                async move {
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
+                    Ok::<_, Error>(Bytes::from(format!("v:{key}")))
+                }
+            });
+            configure(registry.group(GROUP).loader(loader))
+                .build()
+                .expect("valid group");
+            let up = AtomicBool::new(false);
+            shared.down.lock().insert(id.to_string(), up);
+            nodes.insert(id.to_string(), registry);
+        }
+        let cluster = InProcess { nodes, shared };
+        for id in ids {
+            let picker = PeerPicker::new(*id, peercache::ring::DEFAULT_VNODES, cluster.connect(id));
+            cluster.registry(id).set_peers(Arc::new(picker)).unwrap();
+            cluster.view(id, ids);
+        }
+        cluster
+    }
+
+    /// How `from` makes its peers.
+    fn connect(&self, from: &str) -> peercache::peer::Connect {
+        let (from, nodes, shared) = (from.to_owned(), self.nodes.clone(), self.shared.clone());
+        Box::new(move |m: &Member| {
+            let target = nodes
+                .get(&m.id)
+                .cloned()
+                .ok_or_else(|| Error::Config(format!("no node {}", m.id)))?;
+            Ok(Arc::new(FakePeer {
+                from: from.clone(),
+                to: m.id.clone(),
+                target,
+                shared: shared.clone(),
+            }) as PeerRef)
+        })
+    }
+
+    /// Sets the members `node` sees; returns the peers new to its view.
+    pub fn view(&self, node: &str, members: &[&str]) -> Vec<PeerRef> {
+        let members = members
+            .iter()
+            .map(|id| Member::new(*id, format!("{id}:7000")))
+            .collect();
+        self.picker(node).set_members(members)
+    }
+
+    pub fn registry(&self, node: &str) -> &Registry {
+        &self.nodes[node]
+    }
+
+    pub fn picker(&self, node: &str) -> Arc<PeerPicker> {
+        self.registry(node).peers().expect("wired")
+    }
+
+    /// `node`'s group `g`.
+    pub fn group(&self, node: &str) -> Group {
+        self.registry(node).get(GROUP).unwrap()
+    }
+
+    /// The owner of `key` in `node`'s view.
+    pub fn owner_in_view_of(&self, node: &str, key: &str) -> String {
+        let view = self.picker(node).view();
+        view.ring.owner(key).expect("members").id.clone()
+    }
+
+    /// A key whose owner is `owner` in the view of every node listed in `views`.
+    pub fn key_owned_by(&self, owner: &str, views: &[&str]) -> String {
+        (0..)
+            .map(|i| format!("key{i}"))
+            .find(|k| views.iter().all(|v| self.owner_in_view_of(v, k) == owner))
+            .expect("some key")
+    }
+
+    /// Makes `node` unreachable to the others, or reachable again.
+    pub fn set_down(&self, node: &str, down: bool) {
+        self.shared.down.lock()[node].store(down, Ordering::SeqCst);
+    }
+
+    /// Makes every load take `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.shared.latency.lock() = latency;
+    }
+
+    /// Calls made so far, in order; clears the log.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.shared.calls.lock())
+    }
+
+    /// Loader calls of `node` for `key`.
+    pub fn loads(&self, node: &str, key: &str) -> u64 {
+        let loads = self.shared.loads.lock();
+        loads.get(&(node.into(), key.into())).copied().unwrap_or(0)
+    }
+}
