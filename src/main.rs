@@ -208,10 +208,7 @@ async fn etcd_discovery(args: &Serve, id: &str) -> anyhow::Result<EtcdDiscovery>
     }
     let etcd = EtcdCoordinator::connect(&args.etcd, EtcdConfig::default()).await?;
     // Tells this process's record from an earlier one's with the same id.
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
+    let incarnation = peercache::time::incarnation();
     let config = LeasedConfig {
         prefix,
         lease_ttl: args.lease_ttl,

@@ -5,7 +5,8 @@
 //! reads and waits through this module, which is `tokio::time`: real time in
 //! production, paused and driven by turmoil in the simulator, and paused and advanced
 //! by `tokio::time::pause`/`advance` in tests. No other file in `src/` names
-//! `tokio::time`, `std::time::Instant` or `SystemTime`; the wall clock is never read.
+//! `tokio::time`, `std::time::Instant` or `SystemTime`; the wall clock is read once, by
+//! the binary, for [`incarnation`], and never for timing.
 //!
 //! Stores compare instants as [`Duration`]s since an [`Epoch`], so they need no
 //! `Instant` of their own.
@@ -37,6 +38,16 @@ pub async fn until<T>(deadline: Option<Instant>, work: impl Future<Output = T>) 
 /// Runs `work` for at most `limit`, failing with [`Error::Timeout`] after that.
 pub async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T> {
     until(Some(now() + limit), work).await
+}
+
+/// A number distinct for each start of a process (wall-clock nanoseconds mixed with the
+/// process id), which tells a restarted node's membership record from its
+/// predecessor's. The one read of the wall clock.
+pub fn incarnation() -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    wall ^ u64::from(std::process::id())
 }
 
 /// Whole milliseconds of `d`, rounded up so a short positive duration never becomes 0

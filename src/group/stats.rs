@@ -92,45 +92,46 @@ counters! {
     invalidations_failed,
 }
 
+impl StoreField {
+    const fn gauge(name: &'static str, help: &'static str, read: fn(&store::Stats) -> u64) -> Self {
+        StoreField {
+            name,
+            help,
+            counter: false,
+            read,
+        }
+    }
+
+    const fn counter(
+        name: &'static str,
+        help: &'static str,
+        read: fn(&store::Stats) -> u64,
+    ) -> Self {
+        let mut field = Self::gauge(name, help, read);
+        field.counter = true;
+        field
+    }
+}
+
 impl GroupStats {
     /// The store figures shown per cache.
     pub const STORE_FIELDS: &[StoreField] = &[
-        StoreField {
-            name: "items",
-            help: "Entries held, by cache (main or hot)",
-            counter: false,
-            read: |s| s.items,
-        },
-        StoreField {
-            name: "bytes",
-            help: "Bytes held, by cache (main or hot)",
-            counter: false,
-            read: |s| s.bytes,
-        },
-        StoreField {
-            name: "capacity",
-            help: "Capacity in bytes, by cache (main or hot)",
-            counter: false,
-            read: |s| s.capacity,
-        },
-        StoreField {
-            name: "evictions",
-            help: "Entries evicted for room, by cache",
-            counter: true,
-            read: |s| s.evictions,
-        },
-        StoreField {
-            name: "expirations",
-            help: "Entries dropped when their TTL ran out, by cache",
-            counter: true,
-            read: |s| s.expirations,
-        },
-        StoreField {
-            name: "stale_rejections",
-            help: "Inserts refused because a newer version was seen, by cache",
-            counter: true,
-            read: |s| s.stale_rejections,
-        },
+        StoreField::gauge("items", "Entries held, by cache (main or hot)", |s| s.items),
+        StoreField::gauge("bytes", "Bytes held, by cache (main or hot)", |s| s.bytes),
+        StoreField::gauge("capacity", "Capacity in bytes, by cache", |s| s.capacity),
+        StoreField::counter("evictions", "Entries evicted for room, by cache", |s| {
+            s.evictions
+        }),
+        StoreField::counter(
+            "expirations",
+            "Entries dropped when their TTL ran out, by cache",
+            |s| s.expirations,
+        ),
+        StoreField::counter(
+            "stale_rejections",
+            "Inserts refused because a newer version was seen, by cache",
+            |s| s.stale_rejections,
+        ),
     ];
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Result;
@@ -97,51 +98,36 @@ impl<N: Net> Node<N> {
         http: Option<N::Listener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        let Node {
-            net,
-            groups,
-            discovery,
-            config,
-            metrics,
-        } = self;
-        let connect = grpc::connector(net, config.channel, metrics.clone());
+        let (groups, config) = (&self.groups, &self.config);
+        let connect = grpc::connector(self.net.clone(), config.channel, self.metrics.clone());
         let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
-        log_start(&config, &grpc, http.as_ref());
-        let mut servers = Servers::start(grpc, http, &groups, &picker, &metrics, &ready);
+        log_start(config, &grpc, http.as_ref());
+        let mut servers = Servers::start(grpc, http, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
         let me = Member::new(&config.id, &config.advertise).with_weight(config.weight);
         tokio::pin!(shutdown);
-        let members = tokio::select! {
-            joined = discovery.join(me) => joined,
-            () = &mut shutdown => {
-                let _ = servers.drain().await;
-                return Ok(());
-            }
+        let joined = tokio::select! {
+            joined = self.discovery.join(me) => Some(joined),
+            () = &mut shutdown => None,
             ended = servers.ended() => return ended,
         };
-        let Ok(mut members) = members else {
+        let Some(Ok(mut members)) = joined else {
+            // Shut down before joining, or joining failed: stop serving.
             let _ = servers.drain().await;
-            return members.map(drop);
+            return joined.map_or(Ok(()), |failed| failed.map(drop));
         };
         picker.set_members(members.borrow_and_update().clone());
         ready.store(true, Ordering::Release);
         tracing::info!(node = %config.id, "node joined the membership");
-        // Background work stops when this set is dropped, however `run` ends.
-        let mut background = JoinSet::new();
-        background.spawn(membership::follow(members, picker, groups.clone()));
-        let sweeper = groups.clone();
-        background.spawn(async move { sweeper.run_sweeper(config.sweep_every).await });
+        let background = background(members, picker, groups, config.sweep_every);
         let failed = tokio::select! {
             () = &mut shutdown => None,
             ended = servers.ended() => Some(ended),
         };
-        tracing::info!("shutting down");
-        if let Err(e) = discovery.leave().await {
-            tracing::warn!(error = %e, "leaving the membership failed");
-        }
+        self.leave().await;
         if let Some(ended) = failed {
             return ended;
         }
@@ -152,10 +138,33 @@ impl<N: Net> Node<N> {
         Ok(())
     }
 
+    /// Leaves the membership, so peers stop routing here before the servers stop.
+    async fn leave(&self) {
+        tracing::info!("shutting down");
+        if let Err(e) = self.discovery.leave().await {
+            tracing::warn!(error = %e, "leaving the membership failed");
+        }
+    }
+
     /// The node's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
+}
+
+/// The node's background work: following the membership and sweeping expired
+/// entries. It stops when the set is dropped, however `run` ends.
+fn background(
+    members: watch::Receiver<Vec<Member>>,
+    picker: Arc<PeerPicker>,
+    groups: &Registry,
+    sweep_every: Duration,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(membership::follow(members, picker, groups.clone()));
+    let sweeper = groups.clone();
+    tasks.spawn(async move { sweeper.run_sweeper(sweep_every).await });
+    tasks
 }
 
 fn log_start<L: Listener>(config: &NodeConfig, grpc: &L, http: Option<&L>) {

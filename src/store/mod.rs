@@ -61,7 +61,8 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// When the entry expires, as time since the clock's origin; `None` if never.
+    /// When the entry expires, as time since the epoch ([`crate::time::Epoch`]); `None`
+    /// if never.
     pub fn expires_at(&self) -> Option<Duration> {
         (self.expires != core::NEVER).then(|| Duration::from_nanos(self.expires))
     }
@@ -74,7 +75,7 @@ pub struct Entry {
     pub value: Bytes,
     /// Inserts older than the newest version seen for the key are refused.
     pub version: u64,
-    /// Absolute expiry (time since the clock's origin); `None` never expires.
+    /// Absolute expiry (time since the epoch); `None` never expires.
     pub expires_at: Option<Duration>,
 }
 
@@ -159,7 +160,7 @@ pub struct Stats {
 }
 
 /// A single-threaded replacement policy over one bucket. `now` is nanoseconds since the
-/// clock's origin and `hash` is [`key_hash`] of `key`.
+/// epoch and `hash` is [`key_hash`] of `key`.
 pub trait Policy: Send + Sync + 'static {
     /// Whether most hits need no list change, so that trying [`Policy::peek`] under a
     /// shared lock first pays off. When false, every lookup takes the exclusive lock.
@@ -264,7 +265,7 @@ macro_rules! delegate_policy {
 }
 pub(crate) use delegate_policy;
 
-/// A point in time as nanoseconds since the clock's origin; `None` is never.
+/// A point in time as nanoseconds since the epoch; `None` is never.
 pub(crate) fn nanos(at: Option<Duration>) -> u64 {
     match at {
         Some(at) => u64::try_from(at.as_nanos()).unwrap_or(core::NEVER - 1),
@@ -272,7 +273,7 @@ pub(crate) fn nanos(at: Option<Duration>) -> u64 {
     }
 }
 
-/// A thread-safe store, as a group uses it. `now` is time since the clock's origin.
+/// A thread-safe store, as a group uses it. `now` is time since the epoch.
 pub trait Store: Send + Sync + 'static {
     /// Finds a live entry.
     fn get(&self, key: &str, now: Duration) -> Option<Hit>;

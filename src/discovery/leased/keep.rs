@@ -17,7 +17,7 @@ impl<C: Coordinator> Shared<C> {
         let mut backoff = self.backoff();
         let mut give_up = None;
         loop {
-            let granted_at = Instant::now();
+            let granted_at = time::now();
             let lease = self.call(self.c.grant(self.config.lease_ttl)).await?;
             self.state.lock().lease = Some(lease);
             let written = self.write_record(lease).await;
@@ -34,7 +34,7 @@ impl<C: Coordinator> Shared<C> {
             // Another process's record (or a crashed one's, until its lease expires).
             if join && give_up.is_none() {
                 let margin = (lease.ttl / 2).max(Duration::from_millis(500));
-                give_up = Some(Instant::now() + lease.ttl + margin);
+                give_up = Some(time::now() + lease.ttl + margin);
             }
             tracing::warn!(id = %self.me.id, "member id registered by another process; waiting");
             loop {
@@ -44,13 +44,13 @@ impl<C: Coordinator> Shared<C> {
                     Err(e) if join => return Err(e),
                     Err(e) => tracing::debug!(error = %e, "reading our record failed"),
                 }
-                if give_up.is_some_and(|t| Instant::now() >= t) {
+                if give_up.is_some_and(|t| time::now() >= t) {
                     return Err(Error::Config(format!(
                         "node id {} is already registered by a live process",
                         self.me.id
                     )));
                 }
-                let wake = Instant::now() + backoff.next(&mut self.rng.lock());
+                let wake = time::now() + backoff.next(&mut self.rng.lock());
                 time::sleep_until(give_up.map_or(wake, |t: Instant| t.min(wake))).await;
             }
         }
@@ -145,7 +145,7 @@ impl<C: Coordinator> Shared<C> {
                     continue;
                 }
             }
-            let sent = Instant::now();
+            let sent = time::now();
             let failed = match self.call(self.c.keep_alive(lease.id)).await {
                 Ok(Some(_)) => {
                     if warned {
@@ -161,7 +161,7 @@ impl<C: Coordinator> Shared<C> {
                 Err(e) => e,
             };
             tracing::debug!(lease = lease.id, error = %failed, "keep-alive failed");
-            wait = if Instant::now() < last_ok + lease.ttl {
+            wait = if time::now() < last_ok + lease.ttl {
                 // The lease may still be saved: retry soon.
                 every.min(self.config.backoff_min)
             } else {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::time::{self, Instant};
+use crate::time;
 use futures::Stream;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast, watch};
@@ -81,7 +81,7 @@ impl Shared {
     /// Runs `f` on the store after expiring overdue leases, then broadcasts the changes.
     fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         let mut store = self.store.lock();
-        store.expire(Instant::now());
+        store.expire(time::now());
         let out = f(&mut store);
         let events = store.take_events();
         if !events.is_empty() {
@@ -114,7 +114,7 @@ async fn expire_leases(shared: Arc<Shared>) {
     loop {
         let granted = shared.granted.notified();
         let next = shared.with_store(|s| s.next_deadline());
-        let tick = Instant::now() + EXPIRY_TICK;
+        let tick = time::now() + EXPIRY_TICK;
         let wake = next.map_or(tick, |d| d.min(tick));
         tokio::select! {
             () = time::sleep_until(wake) => {}
@@ -143,7 +143,7 @@ impl registry_server::Registry for Service {
         req: Request<proto::GrantRequest>,
     ) -> Result<Response<proto::GrantResponse>, Status> {
         let ttl = Duration::from_millis(req.into_inner().ttl_ms);
-        let lease = self.shared.with_store(|s| s.grant(ttl, Instant::now()))?;
+        let lease = self.shared.with_store(|s| s.grant(ttl, time::now()))?;
         self.shared.granted.notify_one();
         Ok(Response::new(proto::GrantResponse {
             lease: lease.id,
@@ -157,7 +157,7 @@ impl registry_server::Registry for Service {
     ) -> Result<Response<proto::KeepAliveResponse>, Status> {
         let id = req.into_inner().lease;
         let ttl = (self.shared)
-            .with_store(|s| s.keep_alive(id, Instant::now()))
+            .with_store(|s| s.keep_alive(id, time::now()))
             .ok_or_else(|| Error::NotFound(format!("lease {id} not found")))?;
         Ok(Response::new(proto::KeepAliveResponse {
             ttl_ms: millis(ttl),
