@@ -2,10 +2,25 @@
 //! processes on loopback behind the load generator's origin. The reports must exist,
 //! the steady scenarios must have no errors, and the stampede must load each key once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The `peercache` binary of this build. It is a binary of the library's package, not of
+/// this one, so cargo names no `CARGO_BIN_EXE_` for it; it sits next to `loadgen` in the
+/// target directory, and `cargo test` run at the workspace root builds it.
+fn peercache_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_loadgen"))
+        .with_file_name(format!("peercache{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --bin peercache` (plain `cargo test` at the \
+         workspace root builds it too)",
+        bin.display()
+    );
+    bin
+}
 
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -28,7 +43,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         ])
         .arg("--out")
         .arg(&out)
-        .env("PEERCACHE_BIN", env!("CARGO_BIN_EXE_peercache"))
+        .env("PEERCACHE_BIN", peercache_bin())
         .output()
         .expect("loadgen runs");
     let (stdout, stderr) = (
@@ -134,12 +149,15 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-mod common;
+// The root package's test helpers for child processes; this test uses part of them.
+#[allow(dead_code)]
+#[path = "../../tests/common/process.rs"]
+mod process;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::process::{Proc, free_port};
+use process::{Proc, free_port};
 
 /// `loadgen run` with its JSON output; panics with its output if it fails.
 fn loadgen_run(args: &[&str], json_path: &Path) -> Value {
@@ -174,7 +192,7 @@ async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
     let mut nodes = Vec::new();
     for addr in &grpc {
         let http = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        let child = Command::new(peercache_bin())
             .args([
                 "serve",
                 "--grpc-addr",
