@@ -6,7 +6,7 @@
 //! `scripts/bench-stores.sh` runs both benches in order. Under `cargo test` (no `--bench`
 //! argument) it replays a short trace only, as a smoke test, and writes nothing.
 
-#[path = "../loadgen/workload.rs"]
+#[path = "../loadgen/src/workload.rs"]
 mod workload;
 
 use std::fmt::Write as _;
@@ -64,7 +64,7 @@ struct Moka(moka::sync::Cache<String, Bytes>, Bytes, u64);
 impl ReadThrough for Moka {
     fn access(&mut self, key: &str) -> bool {
         self.2 += 1;
-        if self.2 % MOKA_MAINTENANCE_EVERY == 0 {
+        if self.2.is_multiple_of(MOKA_MAINTENANCE_EVERY) {
             self.0.run_pending_tasks();
         }
         let hit = self.0.get(key).is_some();
@@ -470,7 +470,7 @@ fn main() {
          through the `Store` trait; moka and quick_cache get a `String` key on insert.\n\n\
          {throughput}\n\
          ## Hit ratio\n\n\
-         `benches/hit_ratio.rs`, traces from `loadgen/workload.rs` (seed {SEED:#x}), \
+         `benches/hit_ratio.rs`, traces from `loadgen/src/workload.rs` (seed {SEED:#x}), \
          {REQUESTS} requests each, replayed read-through (get; insert on a miss) from a \
          cold cache; every request counts. `zipf`: Zipf(s = {S}) over {KEYS} keys. \
          `zipf+scans`: rounds of {GAP_X_SCAN}×L Zipf requests then a one-off scan of L = \

@@ -5,7 +5,7 @@
 //! fetch), and with both, for a few hot-cache sizes and skews.
 //! Run: `cargo run --release --example hot_rule`.
 
-#[path = "../loadgen/workload.rs"]
+#[path = "../loadgen/src/workload.rs"]
 #[allow(dead_code)]
 mod workload;
 

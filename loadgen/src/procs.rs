@@ -17,6 +17,11 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `127.0.0.1:<a free port>`, for a process to listen on.
+pub fn free_addr() -> anyhow::Result<String> {
+    Ok(format!("127.0.0.1:{}", free_port()?))
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 pub struct Proc {
     /// Name in messages.
@@ -252,17 +257,24 @@ impl Node {
             proc,
         })
     }
+
+    /// Waits until its `/healthz` answers 200, failing if it exits or 20 s pass.
+    pub async fn until_healthy(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("{}/healthz", self.url);
+        self.proc.until_ok(http, &url).await
+    }
 }
 
-/// Waits until every node in `nodes` sees exactly the members `ids`; returns how long.
-pub async fn until_rings_are(
+/// Waits until every one of `nodes` sees exactly `nodes` as the members of its ring;
+/// returns how long that took.
+pub async fn until_rings_agree(
     http: &reqwest::Client,
-    nodes: &mut [&mut Node],
-    ids: &[String],
+    nodes: &mut [Node],
     limit: Duration,
 ) -> anyhow::Result<Duration> {
     let begin = Instant::now();
-    let mut want: Vec<&String> = ids.iter().collect();
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let mut want = ids.clone();
     want.sort();
     loop {
         let mut agreed = true;
@@ -277,7 +289,7 @@ pub async fn until_rings_are(
                 }
                 Err(_) => Vec::new(),
             };
-            agreed &= seen.iter().collect::<Vec<_>>() == want;
+            agreed &= seen == want;
         }
         if agreed {
             return Ok(begin.elapsed());

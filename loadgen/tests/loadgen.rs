@@ -1,11 +1,36 @@
 //! `loadgen cluster --quick --static`, end to end and briefly: real `peercache serve`
 //! processes on loopback behind the load generator's origin. The reports must exist,
 //! the steady scenarios must have no errors, and the stampede must load each key once.
+//! And `loadgen run` against two such nodes: over gRPC, in an open loop, against a dead
+//! target, and with bad arguments.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+// The root package's test helpers for child processes; these tests use part of them.
+#[allow(dead_code)]
+#[path = "../../tests/common/process.rs"]
+mod process;
+
+use process::{Proc, free_port};
+
+/// The `peercache` binary of this build. It is a binary of the library's package, not of
+/// this one, so cargo names no `CARGO_BIN_EXE_` for it; it sits next to `loadgen` in the
+/// target directory, and `cargo test` run at the workspace root builds it.
+fn peercache_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_loadgen"))
+        .with_file_name(format!("peercache{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --bin peercache` (plain `cargo test` at the \
+         workspace root builds it too)",
+        bin.display()
+    );
+    bin
+}
 
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -16,30 +41,7 @@ fn json(path: &Path) -> Value {
 fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     let out = std::env::temp_dir().join(format!("peercache-loadgen-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["cluster", "--quick", "--static", "--nodes", "3"])
-        .args([
-            "--duration",
-            "1s",
-            "--warmup",
-            "300ms",
-            "--concurrency",
-            "16",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .env("PEERCACHE_BIN", env!("CARGO_BIN_EXE_peercache"))
-        .output()
-        .expect("loadgen runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr),
-    );
-    assert!(
-        run.status.success(),
-        "loadgen failed: {}\n{stdout}\n{stderr}",
-        run.status
-    );
+    let stdout = quick_static_cluster_run(&out);
 
     // The table on stdout and in cluster.md has a row per scenario.
     let md = std::fs::read_to_string(out.join("cluster.md")).expect("cluster.md written");
@@ -70,39 +72,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
             stdout.lines().any(|l| l.starts_with(name)),
             "no row for {name} in\n{stdout}"
         );
-        let report = json(&dir.join(format!("{name}.json")));
-        assert_eq!(report["name"], name);
-        if name == "scale-out" {
-            assert!(
-                report["skipped"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("--etcd")),
-                "{report}"
-            );
-            continue;
-        }
-        let summary = &report["run"]["summary"];
-        assert!(
-            summary["ok"].as_u64().unwrap() > 0,
-            "{name}: nothing succeeded: {summary}"
-        );
-        if name != "churn" {
-            assert_eq!(summary["errors"], 0, "{name}: {summary}");
-        }
-        assert!(
-            report["checks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|c| c["passed"] == true),
-            "{name}: {report}"
-        );
-        assert!(
-            summary["percentiles"]
-                .as_array()
-                .is_some_and(|p| !p.is_empty()),
-            "{name}"
-        );
+        assert_scenario_report(&dir, name);
     }
 
     let stampede = json(&dir.join("stampede.json"));
@@ -134,12 +104,73 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-mod common;
+/// `loadgen cluster --quick --static`, shorter still, writing under `out`; its stdout.
+fn quick_static_cluster_run(out: &Path) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["cluster", "--quick", "--static", "--nodes", "3"])
+        .args([
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+            "--concurrency",
+            "16",
+        ])
+        .arg("--out")
+        .arg(out)
+        .env("PEERCACHE_BIN", peercache_bin())
+        .output()
+        .expect("loadgen runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(
+        run.status.success(),
+        "loadgen failed: {}\n{stdout}\n{stderr}",
+        run.status
+    );
+    stdout.into_owned()
+}
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use common::process::{Proc, free_port};
+/// `dir/<name>.json` is scenario `name`'s: scale-out skipped for want of etcd, any other
+/// with successful requests and percentiles, its checks passed and, but for churn, no
+/// failed request.
+fn assert_scenario_report(dir: &Path, name: &str) {
+    let report = json(&dir.join(format!("{name}.json")));
+    assert_eq!(report["name"], name);
+    if name == "scale-out" {
+        assert!(
+            report["skipped"]
+                .as_str()
+                .is_some_and(|s| s.contains("--etcd")),
+            "{report}"
+        );
+        return;
+    }
+    let summary = &report["run"]["summary"];
+    assert!(
+        summary["ok"].as_u64().unwrap() > 0,
+        "{name}: nothing succeeded: {summary}"
+    );
+    if name != "churn" {
+        assert_eq!(summary["errors"], 0, "{name}: {summary}");
+    }
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true),
+        "{name}: {report}"
+    );
+    assert!(
+        summary["percentiles"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{name}"
+    );
+}
 
 /// `loadgen run` with its JSON output; panics with its output if it fails.
 fn loadgen_run(args: &[&str], json_path: &Path) -> Value {
@@ -167,35 +198,7 @@ fn loadgen_run(args: &[&str], json_path: &Path) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
-    let grpc: Vec<String> = (0..2)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let mut urls = Vec::new();
-    let mut nodes = Vec::new();
-    for addr in &grpc {
-        let http = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
-            .args([
-                "serve",
-                "--grpc-addr",
-                addr,
-                "--http-addr",
-                &http,
-                "--peers",
-                &grpc.join(","),
-            ])
-            .args(["--group", "g:16MiB", "--source", "demo:1"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the peercache binary runs");
-        let mut node = Proc::new("peercache serve", child);
-        let url = format!("http://{http}");
-        node.until_healthy(&url).await;
-        urls.push(url);
-        nodes.push(node);
-    }
-    let targets = urls.join(",");
+    let (_nodes, targets) = start_static_nodes(2).await;
     let dir = std::env::temp_dir().join(format!("peercache-loadgen-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -258,16 +261,22 @@ async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
     );
     assert_eq!(open["config"]["load"]["open"]["rate"], 400.0);
 
-    // A dead target: every request fails as `connect`, and the run still ends on time.
+    assert_a_dead_target_fails_as_connect(&short, &dir.join("dead.json"));
+    assert_bad_arguments_are_refused(&targets);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A dead target: every request fails as `connect`, and the run still ends on time.
+fn assert_a_dead_target_fails_as_connect(short: &[&str], json_path: &Path) {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let begin = Instant::now();
     let failed = loadgen_run(
         &[
             &["--target", &dead, "--group", "g", "--concurrency", "2"][..],
-            &short[..],
+            short,
         ]
         .concat(),
-        &dir.join("dead.json"),
+        json_path,
     );
     assert!(
         begin.elapsed() < Duration::from_secs(10),
@@ -277,19 +286,55 @@ async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
     let s = &failed["summary"];
     assert_eq!(s["ok"], 0, "{s}");
     assert!(s["errors_by_kind"]["connect"].as_u64().unwrap() > 0, "{s}");
+}
 
-    // Bad arguments are refused with a reason.
+/// `n` `peercache serve` nodes listing each other as static peers, healthy; their HTTP
+/// base URLs comma-separated, as `--target` takes them.
+async fn start_static_nodes(n: usize) -> (Vec<Proc>, String) {
+    let grpc: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut urls = Vec::new();
+    let mut nodes = Vec::new();
+    for addr in &grpc {
+        let http = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(peercache_bin())
+            .args([
+                "serve",
+                "--grpc-addr",
+                addr,
+                "--http-addr",
+                &http,
+                "--peers",
+                &grpc.join(","),
+            ])
+            .args(["--group", "g:16MiB", "--source", "demo:1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the peercache binary runs");
+        let mut node = Proc::new("peercache serve", child);
+        let url = format!("http://{http}");
+        node.until_healthy(&url).await;
+        urls.push(url);
+        nodes.push(node);
+    }
+    (nodes, urls.join(","))
+}
+
+/// Bad arguments to `loadgen run` are refused with a reason.
+fn assert_bad_arguments_are_refused(targets: &str) {
     for (args, says) in [
         (vec!["--target", "127.0.0.1:8001"], "http://"),
         (
-            vec!["--target", &targets, "--workload", "pareto"],
+            vec!["--target", targets, "--workload", "pareto"],
             "unknown workload",
         ),
-        (vec!["--target", &targets, "--mix", "get=0"], "no operation"),
+        (vec!["--target", targets, "--mix", "get=0"], "no operation"),
         (
             vec![
                 "--target",
-                &targets,
+                targets,
                 "--protocol",
                 "grpc",
                 "--route",
@@ -309,5 +354,4 @@ async fn run_drives_grpc_owners_and_an_open_loop_and_fails_cleanly() {
             "{args:?}: {err}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -286,7 +286,8 @@ impl Client {
     }
 }
 
-fn http_failure(e: &reqwest::Error) -> Failure {
+/// The kind of a failed HTTP request: `timeout`, `connect` or `io`.
+pub fn http_failure(e: &reqwest::Error) -> Failure {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {

@@ -1,21 +1,25 @@
 //! The load loop: closed (fixed concurrency) or open (fixed rate, latency from the
 //! intended send time), a warm-up, per-second progress and a per-second timeline.
+//!
+//! [`worker`] is one worker's loop and the counters the workers share; [`progress`] is
+//! what a run prints.
+
+mod progress;
+mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use serde::Serialize;
-use tokio::time::Instant;
-
 use bytes::Bytes;
+use serde::Serialize;
 
+pub use self::progress::table;
+use self::worker::{Live, Phases, Shared, Worker};
 use crate::client::{Client, Failure, Route, Targets};
-use crate::keys::{KeyGen, Mix, Op, Workload};
-use crate::stats::{Recorder, Summary, fmt_ms};
-use crate::workload::key_name;
+use crate::keys::{Mix, Op, Workload};
+use crate::stats::{Recorder, Summary};
 
 /// How hard to push.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -116,57 +120,6 @@ pub struct RunReport {
     pub timeline: Vec<Second>,
 }
 
-/// The times worker `worker` of `workers` should send at, for `rate` requests per
-/// second in total: its own `rate / workers`, offset so the workers interleave.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    start: Instant,
-    period: f64,
-    offset: f64,
-    next: u64,
-}
-
-impl Schedule {
-    /// The schedule of one worker from `start`.
-    pub fn new(start: Instant, rate: f64, worker: usize, workers: usize) -> Self {
-        let period = workers as f64 / rate;
-        Schedule {
-            start,
-            period,
-            offset: period * worker as f64 / workers as f64,
-            next: 0,
-        }
-    }
-
-    /// The next intended send time.
-    pub fn next_send(&mut self) -> Instant {
-        let at = self.offset + self.period * self.next as f64;
-        self.next += 1;
-        self.start + Duration::from_secs_f64(at)
-    }
-}
-
-/// Counters shared by the workers and the progress printer.
-#[derive(Default)]
-struct Live {
-    sent: AtomicU64,
-    ok: AtomicU64,
-    errors: AtomicU64,
-    /// One recorder per second of the measured part.
-    timeline: Mutex<Vec<Recorder>>,
-}
-
-impl Live {
-    fn flush(&self, second: usize, rec: &mut Recorder) {
-        let mut timeline = self.timeline.lock();
-        if timeline.len() <= second {
-            timeline.resize_with(second + 1, Recorder::default);
-        }
-        timeline[second].merge(rec);
-        *rec = Recorder::default();
-    }
-}
-
 /// Runs `cfg` against `targets` through `client`; writes carry `cfg.value_size` bytes.
 pub async fn run_client(cfg: &RunConfig, targets: Arc<Targets>, client: Arc<Client>) -> RunReport {
     let value = Bytes::from(vec![b'w'; cfg.value_size]);
@@ -181,93 +134,24 @@ pub async fn run_client(cfg: &RunConfig, targets: Arc<Targets>, client: Arc<Clie
 pub async fn run<F, Fut>(cfg: &RunConfig, targets: Arc<Targets>, call: F) -> RunReport
 where
     F: Fn(usize, Op, String) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Failure>> + Send,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
     let live = Arc::new(Live::default());
-    let start = Instant::now();
-    let measure_start = start + cfg.warmup;
-    let end = measure_start + cfg.duration;
-    let scan = Arc::new(AtomicU64::new(0));
-    let workers = cfg.load.workers().max(1);
-
+    let phases = Phases::from_now(cfg.warmup, cfg.duration);
     let progress = cfg.progress.then(|| {
         let (live, label) = (live.clone(), cfg.label.clone());
-        tokio::spawn(print_progress(live, label, start, measure_start, end))
+        tokio::spawn(progress::print(live, label, phases))
     });
-
-    let mut tasks = Vec::with_capacity(workers);
-    for w in 0..workers {
-        let mut keys = KeyGen::new(
-            cfg.workload,
-            cfg.keys,
-            cfg.seed ^ (w as u64 + 1) << 20,
-            scan.clone(),
-        );
-        let mut schedule = match cfg.load {
-            Load::Open { rate, .. } => Some(Schedule::new(start, rate, w, workers)),
-            Load::Closed { .. } => None,
-        };
-        let (live, targets, call, mix, route) = (
-            live.clone(),
-            targets.clone(),
-            call.clone(),
-            cfg.mix,
-            cfg.route,
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut total = Recorder::default();
-            let mut second = Recorder::default();
-            let mut current = 0usize;
-            let mut turn = w;
-            loop {
-                let intended = match schedule.as_mut() {
-                    Some(s) => {
-                        let at = s.next_send();
-                        if at >= end {
-                            break;
-                        }
-                        tokio::time::sleep_until(at).await;
-                        at
-                    }
-                    None => Instant::now(),
-                };
-                if intended >= end {
-                    break;
-                }
-                let key = key_name(keys.next_id());
-                let op = if mix == Mix::GETS {
-                    Op::Get
-                } else {
-                    mix.pick(keys.rng())
-                };
-                let to = targets.pick(route, &key, turn, keys.rng());
-                turn += 1;
-                live.sent.fetch_add(1, Relaxed);
-                let result = call(to, op, key).await;
-                let latency = intended.elapsed();
-                match &result {
-                    Ok(()) => live.ok.fetch_add(1, Relaxed),
-                    Err(_) => live.errors.fetch_add(1, Relaxed),
-                };
-                if intended < measure_start {
-                    continue;
-                }
-                let sec = (intended - measure_start).as_secs() as usize;
-                if sec != current {
-                    live.flush(current, &mut second);
-                    current = sec;
-                }
-                for rec in [&mut total, &mut second] {
-                    match &result {
-                        Ok(()) => rec.ok(latency),
-                        Err(kind) => rec.error(kind),
-                    }
-                }
-            }
-            live.flush(current, &mut second);
-            total
-        }));
-    }
+    let shared = Shared {
+        live: live.clone(),
+        targets,
+        call,
+        phases,
+        scan: Arc::new(AtomicU64::new(0)),
+    };
+    let tasks: Vec<_> = (0..cfg.load.workers().max(1))
+        .map(|w| tokio::spawn(Worker::new(cfg, w, shared.clone()).run()))
+        .collect();
     let mut total = Recorder::default();
     for task in tasks {
         total.merge(&task.await.expect("a load worker panicked"));
@@ -275,95 +159,18 @@ where
     if let Some(p) = progress {
         p.abort();
     }
-    let timeline = live
-        .timeline
-        .lock()
-        .iter()
-        .enumerate()
-        .map(|(t, r)| {
-            let s = r.summary(Duration::from_secs(1));
-            Second {
-                t: t as u64,
-                ok: s.ok,
-                errors: s.errors,
-                p50_ms: s.latency_ms.p50,
-                p99_ms: s.latency_ms.p99,
-            }
-        })
-        .collect();
     RunReport {
         config: cfg.clone(),
         summary: total.summary(cfg.duration),
         sent: live.sent.load(Relaxed),
-        timeline,
+        timeline: live.seconds(),
     }
-}
-
-async fn print_progress(
-    live: Arc<Live>,
-    label: String,
-    start: Instant,
-    measure: Instant,
-    end: Instant,
-) {
-    // A quarter second past each whole second, when the workers have handed in the
-    // second that ended.
-    let first = start + Duration::from_millis(1250);
-    let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
-    let (mut ok0, mut err0) = (0, 0);
-    loop {
-        let now = tick.tick().await;
-        let (ok, err) = (live.ok.load(Relaxed), live.errors.load(Relaxed));
-        let phase = if now <= measure {
-            "warm-up".to_owned()
-        } else {
-            let t = (now - measure).as_secs() as usize;
-            // The second that just ended, as far as the workers have handed it in.
-            let p99 = live
-                .timeline
-                .lock()
-                .get(t.saturating_sub(1))
-                .map(|r| fmt_ms(r.summary(Duration::from_secs(1)).latency_ms.p99))
-                .unwrap_or_else(|| "-".into());
-            format!("{t:>3}s/{}s  p99 {p99:>8}", (end - measure).as_secs())
-        };
-        eprintln!(
-            "  [{label}] {phase}  {:>8} req/s  errors {:>5}",
-            ok - ok0,
-            err - err0
-        );
-        (ok0, err0) = (ok, err);
-    }
-}
-
-/// The run's result as a table, for a terminal.
-pub fn table(report: &RunReport) -> String {
-    let s = &report.summary;
-    let l = &s.latency_ms;
-    let mut out = format!(
-        "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-        "qps", "p50", "p90", "p99", "p99.9", "max", "mean", "errors"
-    );
-    out += &format!(
-        "{:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
-        s.qps,
-        fmt_ms(l.p50),
-        fmt_ms(l.p90),
-        fmt_ms(l.p99),
-        fmt_ms(l.p999),
-        fmt_ms(l.max),
-        fmt_ms(l.mean),
-        s.errors
-    );
-    for (kind, n) in &s.errors_by_kind {
-        out += &format!("  errors {kind}: {n}\n");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     fn config(load: Load, duration: Duration) -> RunConfig {
         RunConfig {
@@ -379,25 +186,6 @@ mod tests {
             warmup: Duration::ZERO,
             seed: 1,
             progress: false,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn open_loop_schedules_the_rate_evenly_over_workers() {
-        let start = Instant::now();
-        let mut sends: Vec<Instant> = (0..4)
-            .flat_map(|w| {
-                let mut s = Schedule::new(start, 1000.0, w, 4);
-                (0..250).map(move |_| s.next_send())
-            })
-            .collect();
-        sends.sort();
-        // 1,000 sends in the first second, one every millisecond.
-        assert_eq!(sends.len(), 1000);
-        assert!(sends.iter().all(|t| *t < start + Duration::from_secs(1)));
-        for (i, t) in sends.iter().enumerate() {
-            let off = (*t - start).as_secs_f64();
-            assert!((off - i as f64 / 1000.0).abs() < 1e-6, "send {i} at {off}");
         }
     }
 

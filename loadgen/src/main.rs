@@ -181,38 +181,51 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+impl RunArgs {
+    /// The targets' base URLs.
+    fn urls(&self) -> anyhow::Result<Vec<String>> {
+        for t in &self.target {
+            if !t.starts_with("http://") {
+                bail!("--target {t:?}: give the node's HTTP base URL, like http://127.0.0.1:8001");
+            }
+        }
+        Ok(self
+            .target
+            .iter()
+            .map(|t| t.trim_end_matches('/').to_owned())
+            .collect())
+    }
+
+    /// Which node gets each request: over gRPC, always the key's owner.
+    fn route(&self) -> anyhow::Result<Route> {
+        Ok(match (self.protocol, self.route) {
+            (Protocol::Grpc, Route::Remote) => {
+                bail!("--protocol grpc sends each request to its owner; --route remote needs http")
+            }
+            (Protocol::Grpc, _) => Route::Owner,
+            (Protocol::Http, r) => r,
+        })
+    }
+
+    /// An open loop at `--rate`, else a closed one.
+    fn load(&self) -> anyhow::Result<Load> {
+        Ok(match self.rate {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                bail!("--rate must be a positive number of requests per second")
+            }
+            Some(rate) => Load::Open {
+                rate,
+                connections: self.connections as usize,
+            },
+            None => Load::Closed {
+                concurrency: self.concurrency.unwrap_or(32) as usize,
+            },
+        })
+    }
+}
+
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
-    for t in &a.target {
-        if !t.starts_with("http://") {
-            bail!("--target {t:?}: give the node's HTTP base URL, like http://127.0.0.1:8001");
-        }
-    }
-    let urls: Vec<String> = a
-        .target
-        .iter()
-        .map(|t| t.trim_end_matches('/').to_owned())
-        .collect();
-    let route = match (a.protocol, a.route) {
-        (Protocol::Grpc, Route::Remote) => {
-            bail!("--protocol grpc sends each request to its owner; --route remote needs http")
-        }
-        (Protocol::Grpc, _) => Route::Owner,
-        (Protocol::Http, r) => r,
-    };
-    if let Some(rate) = a.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of requests per second");
-        }
-    }
-    let load = match a.rate {
-        Some(rate) => Load::Open {
-            rate,
-            connections: a.connections as usize,
-        },
-        None => Load::Closed {
-            concurrency: a.concurrency.unwrap_or(32) as usize,
-        },
-    };
+    let (urls, route, load) = (a.urls()?, a.route()?, a.load()?);
     raise_open_files(load.workers() * 2 + 256)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -277,64 +290,48 @@ fn raise_open_files(needed: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
-    let mut scenarios: Vec<String> = Vec::new();
-    for name in a.scenarios.split(',').map(str::trim) {
-        match name {
-            "all" => scenarios.extend(cluster::SCENARIOS.iter().map(|s| s.to_string())),
-            "remote-hit" => scenarios.extend(["remote-hit".into(), "remote-hit-hot".into()]),
-            n if cluster::SCENARIOS.contains(&n) => scenarios.push(n.to_owned()),
-            n => bail!(
-                "unknown scenario {n:?}; known: all, {}",
-                cluster::SCENARIOS.join(", ")
-            ),
-        }
+impl ClusterArgs {
+    /// The run these arguments ask for.
+    fn settings(self) -> anyhow::Result<cluster::Settings> {
+        let scenarios = cluster::select(&self.scenarios)?;
+        let peercache_bin = match self.peercache_bin {
+            Some(bin) => bin,
+            None => std::env::current_exe()?
+                .parent()
+                .context("the loadgen binary has no directory")?
+                .join("peercache"),
+        };
+        let quick = self.quick;
+        Ok(cluster::Settings {
+            nodes: self.nodes as usize,
+            etcd: !self.static_membership,
+            source_latency: self.source_latency,
+            stampede_latency: self.stampede_latency,
+            scenarios,
+            duration: self
+                .duration
+                .unwrap_or(Duration::from_secs(if quick { 4 } else { 30 })),
+            warmup: self
+                .warmup
+                .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 })),
+            concurrency: self.concurrency as usize,
+            keys: if quick { 1_000 } else { 10_000 },
+            zipf_keys: if quick { 10_000 } else { 100_000 },
+            value_size: self.value_size,
+            stampede_keys: self.stampede_keys,
+            stampede_clients: self.stampede_clients as usize,
+            peercache_bin,
+            etcd_bin: self.etcd_bin,
+            seed: self.seed,
+        })
     }
-    scenarios.dedup();
-    let peercache_bin = match a.peercache_bin {
-        Some(bin) => bin,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the loadgen binary has no directory")?
-            .join("peercache"),
-    };
-    let quick = a.quick;
-    let settings = cluster::Settings {
-        nodes: a.nodes as usize,
-        etcd: !a.static_membership,
-        source_latency: a.source_latency,
-        stampede_latency: a.stampede_latency,
-        scenarios,
-        duration: a
-            .duration
-            .unwrap_or(Duration::from_secs(if quick { 4 } else { 30 })),
-        warmup: a
-            .warmup
-            .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 })),
-        concurrency: a.concurrency as usize,
-        keys: if quick { 1_000 } else { 10_000 },
-        zipf_keys: if quick { 10_000 } else { 100_000 },
-        value_size: a.value_size,
-        stampede_keys: a.stampede_keys,
-        stampede_clients: a.stampede_clients as usize,
-        peercache_bin,
-        etcd_bin: a.etcd_bin,
-        seed: a.seed,
-    };
+}
+
+async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
+    let out = a.out.clone();
+    let settings = a.settings()?;
     raise_open_files(settings.stampede_keys as usize * settings.stampede_clients * 2 + 1024)?;
-    let setup = format!(
-        "{} nodes, membership {}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn and scale-out twice as long), {} keys (zipf-mixed {})",
-        settings.nodes,
-        if settings.etcd { "etcd" } else { "static" },
-        settings.source_latency,
-        settings.stampede_latency,
-        settings.concurrency,
-        settings.value_size,
-        settings.duration,
-        settings.warmup,
-        settings.keys,
-        settings.zipf_keys
-    );
+    let setup = settings.describe();
     let machine = report::Facts::machine();
     let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -347,9 +344,9 @@ async fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
         setup,
         machine,
     };
-    report::write(&a.out, &outcomes, &facts)?;
+    report::write(&out, &outcomes, &facts)?;
     print!("{}", report::text_table(&outcomes));
-    println!("reports: {}/cluster.md", a.out.display());
+    println!("reports: {}/cluster.md", out.display());
     let failed: Vec<String> = outcomes
         .iter()
         .flat_map(|o| {

@@ -1,0 +1,17 @@
+//! The scenarios, one file each (local-hit, remote-hit and remote-hit-hot share one).
+
+mod ceiling;
+mod churn;
+mod hits;
+mod miss;
+mod scale_out;
+mod stampede;
+mod zipf_mixed;
+
+pub use self::ceiling::ceiling;
+pub use self::churn::churn;
+pub use self::hits::hits;
+pub use self::miss::miss;
+pub use self::scale_out::scale_out;
+pub use self::stampede::stampede;
+pub use self::zipf_mixed::zipf_mixed;

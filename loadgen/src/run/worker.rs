@@ -1,0 +1,257 @@
+//! One worker of a run: it picks a key, an operation and a target, sends, and records
+//! the latency in its total and in the second the request was due. An open-loop worker
+//! sends on its [`Schedule`]; a closed-loop one as soon as its last request is done.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Load, RunConfig, Second};
+use crate::client::{Failure, Route, Targets};
+use crate::keys::{KeyGen, Mix, Op};
+use crate::stats::Recorder;
+use crate::workload::key_name;
+
+/// A run's clock: warm-up from `start`, measured from `measure` until `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// When the warm-up begins.
+    pub start: Instant,
+    /// When the measured part begins.
+    pub measure: Instant,
+    /// When the run ends.
+    pub end: Instant,
+}
+
+impl Phases {
+    /// A run that begins now.
+    pub fn from_now(warmup: Duration, duration: Duration) -> Phases {
+        let start = Instant::now();
+        let measure = start + warmup;
+        Phases {
+            start,
+            measure,
+            end: measure + duration,
+        }
+    }
+}
+
+/// The times worker `worker` of `workers` should send at, for `rate` requests per
+/// second in total: its own `rate / workers`, offset so the workers interleave.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    start: Instant,
+    period: f64,
+    offset: f64,
+    next: u64,
+}
+
+impl Schedule {
+    /// The schedule of one worker from `start`.
+    pub fn new(start: Instant, rate: f64, worker: usize, workers: usize) -> Self {
+        let period = workers as f64 / rate;
+        Schedule {
+            start,
+            period,
+            offset: period * worker as f64 / workers as f64,
+            next: 0,
+        }
+    }
+
+    /// The next intended send time.
+    pub fn next_send(&mut self) -> Instant {
+        let at = self.offset + self.period * self.next as f64;
+        self.next += 1;
+        self.start + Duration::from_secs_f64(at)
+    }
+}
+
+/// Counters shared by the workers and the progress printer.
+#[derive(Default)]
+pub struct Live {
+    /// Requests sent, warm-up included.
+    pub sent: AtomicU64,
+    /// Requests that succeeded, warm-up included.
+    pub ok: AtomicU64,
+    /// Requests that failed, warm-up included.
+    pub errors: AtomicU64,
+    /// One recorder per second of the measured part.
+    pub timeline: Mutex<Vec<Recorder>>,
+}
+
+impl Live {
+    fn flush(&self, second: usize, rec: &mut Recorder) {
+        let mut timeline = self.timeline.lock();
+        if timeline.len() <= second {
+            timeline.resize_with(second + 1, Recorder::default);
+        }
+        timeline[second].merge(rec);
+        *rec = Recorder::default();
+    }
+
+    /// The measured part so far, second by second.
+    pub fn seconds(&self) -> Vec<Second> {
+        self.timeline
+            .lock()
+            .iter()
+            .enumerate()
+            .map(|(t, r)| {
+                let s = r.summary(Duration::from_secs(1));
+                Second {
+                    t: t as u64,
+                    ok: s.ok,
+                    errors: s.errors,
+                    p50_ms: s.latency_ms.p50,
+                    p99_ms: s.latency_ms.p99,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the workers of a run share.
+#[derive(Clone)]
+pub struct Shared<F> {
+    /// Their counters.
+    pub live: Arc<Live>,
+    /// Where requests go.
+    pub targets: Arc<Targets>,
+    /// Sends one request: `call(target, op, key)`.
+    pub call: F,
+    /// The run's clock.
+    pub phases: Phases,
+    /// The position of a scan, shared so that no two workers ask for the same key.
+    pub scan: Arc<AtomicU64>,
+}
+
+/// One worker: its keys, its schedule (open loop) and its turn in the round robin.
+pub struct Worker<F> {
+    keys: KeyGen,
+    schedule: Option<Schedule>,
+    mix: Mix,
+    route: Route,
+    turn: usize,
+    shared: Shared<F>,
+}
+
+impl<F, Fut> Worker<F>
+where
+    F: Fn(usize, Op, String) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
+    /// Worker `w` of `cfg`'s run.
+    pub fn new(cfg: &RunConfig, w: usize, shared: Shared<F>) -> Worker<F> {
+        let seed = cfg.seed ^ (w as u64 + 1) << 20;
+        let keys = KeyGen::new(cfg.workload, cfg.keys, seed, shared.scan.clone());
+        let schedule = match cfg.load {
+            Load::Open { rate, .. } => {
+                let workers = cfg.load.workers().max(1);
+                Some(Schedule::new(shared.phases.start, rate, w, workers))
+            }
+            Load::Closed { .. } => None,
+        };
+        Worker {
+            keys,
+            schedule,
+            mix: cfg.mix,
+            route: cfg.route,
+            turn: w,
+            shared,
+        }
+    }
+
+    /// Sends until the run ends; returns what it recorded of the measured part.
+    pub async fn run(mut self) -> Recorder {
+        let Phases { measure, end, .. } = self.shared.phases;
+        let mut total = Recorder::default();
+        let mut second = Recorder::default();
+        let mut current = 0usize;
+        while let Some(intended) = self.next_send(end).await {
+            let result = self.send().await;
+            let latency = intended.elapsed();
+            let live = &self.shared.live;
+            match &result {
+                Ok(()) => live.ok.fetch_add(1, Relaxed),
+                Err(_) => live.errors.fetch_add(1, Relaxed),
+            };
+            if intended < measure {
+                continue;
+            }
+            let sec = (intended - measure).as_secs() as usize;
+            if sec != current {
+                live.flush(current, &mut second);
+                current = sec;
+            }
+            for rec in [&mut total, &mut second] {
+                match &result {
+                    Ok(()) => rec.ok(latency),
+                    Err(kind) => rec.error(kind),
+                }
+            }
+        }
+        self.shared.live.flush(current, &mut second);
+        total
+    }
+
+    /// When the next request is due: now (closed loop), or the next time on the schedule
+    /// once it has come (open loop); `None` from `end` on.
+    async fn next_send(&mut self, end: Instant) -> Option<Instant> {
+        let intended = match self.schedule.as_mut() {
+            Some(s) => {
+                let at = s.next_send();
+                if at >= end {
+                    return None;
+                }
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        (intended < end).then_some(intended)
+    }
+
+    /// Picks a key, an operation and a target, and sends.
+    async fn send(&mut self) -> Result<(), Failure> {
+        let key = key_name(self.keys.next_id());
+        let op = if self.mix == Mix::GETS {
+            Op::Get
+        } else {
+            self.mix.pick(self.keys.rng())
+        };
+        let to = self
+            .shared
+            .targets
+            .pick(self.route, &key, self.turn, self.keys.rng());
+        self.turn += 1;
+        self.shared.live.sent.fetch_add(1, Relaxed);
+        (self.shared.call)(to, op, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_schedules_the_rate_evenly_over_workers() {
+        let start = Instant::now();
+        let mut sends: Vec<Instant> = (0..4)
+            .flat_map(|w| {
+                let mut s = Schedule::new(start, 1000.0, w, 4);
+                (0..250).map(move |_| s.next_send())
+            })
+            .collect();
+        sends.sort();
+        // 1,000 sends in the first second, one every millisecond.
+        assert_eq!(sends.len(), 1000);
+        assert!(sends.iter().all(|t| *t < start + Duration::from_secs(1)));
+        for (i, t) in sends.iter().enumerate() {
+            let off = (*t - start).as_secs_f64();
+            assert!((off - i as f64 / 1000.0).abs() < 1e-6, "send {i} at {off}");
+        }
+    }
+}
