@@ -191,3 +191,30 @@ async fn a_member_new_to_a_view_gets_recent_writes_replayed() {
     assert_eq!(c.take_calls(), [Call::new("b", "c", "invalidate", &key)]);
     assert_eq!(c.group("c").get(&key).await.unwrap(), "new");
 }
+
+#[tokio::test(start_paused = true)]
+async fn invalidations_outlive_a_cancelled_write_and_the_registry_drains_them() {
+    let c = cluster_keeping_copies();
+    let key = c.key_owned_by("b", &["a", "b"]);
+    c.group("a").get(&key).await.unwrap();
+    c.set_call_latency(Duration::from_millis(100));
+    // The writer gives up while the owner's invalidations are on their way.
+    let owner = c.group("b");
+    let write = owner.set(&key, Bytes::from("new"), None);
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), write).await;
+    assert!(gave_up.is_err());
+    let started = tokio::time::Instant::now();
+    c.registry("b").drain().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(80),
+        "drain waited"
+    );
+    c.set_call_latency(Duration::ZERO);
+    c.take_calls();
+    assert_eq!(
+        c.group("a").get(&key).await.unwrap(),
+        "new",
+        "a's copy was dropped"
+    );
+    assert_eq!(c.take_calls(), [Call::new("a", "b", "get", &key)]);
+}

@@ -47,6 +47,8 @@ struct Shared {
     down: Mutex<BTreeMap<String, AtomicBool>>,
     /// How long each load takes.
     latency: Mutex<Duration>,
+    /// How long each call to a peer takes to arrive.
+    call_latency: Mutex<Duration>,
 }
 
 /// `from`'s peer for the node `to`: calls `to`'s group as a gRPC service would, unless
@@ -65,10 +67,14 @@ impl std::fmt::Debug for FakePeer {
 }
 
 impl FakePeer {
-    /// Logs the call; the target's group, or why it cannot be reached.
-    fn reach(&self, op: &'static str, group: &str, key: &str) -> Result<Group, PeerFailure> {
+    /// Logs the call and lets it travel; the target's group, or why it cannot be reached.
+    async fn reach(&self, op: &'static str, group: &str, key: &str) -> Result<Group, PeerFailure> {
         let call = Call::new(&self.from, &self.to, op, key);
         self.shared.calls.lock().push(call);
+        let latency = *self.shared.call_latency.lock();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         if self.shared.down.lock()[&self.to].load(Ordering::SeqCst) {
             return Err(PeerFailure::Unreachable(format!("{} is down", self.to)));
         }
@@ -88,7 +94,7 @@ impl PeerClient for FakePeer {
         key: &str,
         deadline: Duration,
     ) -> Result<Fetched, PeerFailure> {
-        let g = self.reach("get", group, key)?;
+        let g = self.reach("get", group, key).await?;
         g.get_for_peer(key, deadline)
             .await
             .map_err(PeerFailure::Answered)
@@ -102,13 +108,13 @@ impl PeerClient for FakePeer {
         ttl: Option<Duration>,
         deadline: Duration,
     ) -> Result<u64, PeerFailure> {
-        let g = self.reach("set", group, key)?;
+        let g = self.reach("set", group, key).await?;
         let written = g.write_for_peer(key, Some(value), ttl, deadline).await;
         written.map_err(PeerFailure::Answered)
     }
 
     async fn remove(&self, group: &str, key: &str, deadline: Duration) -> Result<u64, PeerFailure> {
-        let g = self.reach("remove", group, key)?;
+        let g = self.reach("remove", group, key).await?;
         let written = g.write_for_peer(key, None, None, deadline).await;
         written.map_err(PeerFailure::Answered)
     }
@@ -120,7 +126,7 @@ impl PeerClient for FakePeer {
         version: u64,
         _: Duration,
     ) -> Result<(), PeerFailure> {
-        let g = self.reach("invalidate", group, key)?;
+        let g = self.reach("invalidate", group, key).await?;
         g.invalidate(key, version).map_err(PeerFailure::Answered)
     }
 }
@@ -232,6 +238,11 @@ impl InProcess {
     /// Makes every load take `latency`.
     pub fn set_latency(&self, latency: Duration) {
         *self.shared.latency.lock() = latency;
+    }
+
+    /// Makes every call to a peer take `latency` to arrive.
+    pub fn set_call_latency(&self, latency: Duration) {
+        *self.shared.call_latency.lock() = latency;
     }
 
     /// Calls made so far, in order; clears the log.
