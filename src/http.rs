@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Error;
+use crate::error::Error;
 use crate::group::Registry;
 use crate::metrics::Metrics;
 use crate::peer::PeerPicker;

@@ -5,7 +5,7 @@ use std::future::Future;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Loads the value of a key from the source of truth (a database, an HTTP service).
 ///

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::error::{Error, Result};
 use crate::loader::Loader;
-use crate::{Error, Result};
 
 /// Longest an HTTP origin may take to answer.
 const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);

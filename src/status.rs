@@ -8,7 +8,7 @@
 
 use tonic::{Code, Status};
 
-use crate::Error;
+use crate::error::Error;
 
 const KIND: &str = "pc-error";
 

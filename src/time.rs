@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The current instant.
 pub fn now() -> Instant {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::Result;
+use crate::error::Result;
 
 /// A lease's id; 0 means "no lease".
 pub type LeaseId = i64;

@@ -13,7 +13,7 @@ use tonic::Code;
 
 use super::LeasedDiscovery;
 use crate::discovery::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Membership kept in etcd: each node's record under `<prefix><node id>`, attached to a
 /// lease it keeps alive, followed by a prefix watch.

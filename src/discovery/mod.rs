@@ -9,8 +9,8 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::error::{Error, Result};
 use crate::ring::Member;
-use crate::{Error, Result};
 
 mod coordinator;
 mod etcd;

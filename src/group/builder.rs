@@ -11,10 +11,10 @@ use rand::rngs::SmallRng;
 use super::fill::Ttl;
 use super::hot::Hot;
 use super::{Group, HotConfig, Inner, Registry, stores};
+use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::singleflight::SingleFlight;
 use crate::store::{self, Listener};
-use crate::{Error, Result};
 
 /// Default capacity of a group's main cache.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;

@@ -11,10 +11,10 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 
 use super::Group;
+use crate::error::{Error, Result};
 use crate::peer::Fetched;
 use crate::singleflight::Role;
 use crate::store::{Entry, Hit};
-use crate::{Error, Result};
 
 /// A group's entry lifetimes: the default TTL and its jitter.
 #[derive(Debug, Clone, Copy)]

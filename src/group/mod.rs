@@ -40,12 +40,12 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use tokio_util::task::TaskTracker;
 
+use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::peer::{Fetched, PeerFailure, PeerPicker, PeerRef, Pick};
 use crate::singleflight::{Role, SingleFlight};
 use crate::store::{Hit, Store};
 use crate::time::{self, Epoch, Instant};
-use crate::{Error, Result};
 
 mod builder;
 mod fill;

@@ -8,9 +8,9 @@ use parking_lot::RwLock;
 use tokio_util::task::TaskTracker;
 
 use super::{Group, GroupBuilder, PeerSlot};
+use crate::error::{Error, Result};
 use crate::peer::{PeerPicker, PeerRef};
 use crate::time::{self, Epoch};
-use crate::{Error, Result};
 
 /// The groups of one node, sharing an epoch for their stores' time, the node's peers,
 /// a seed for their randomness and the tasks their writes leave running.

@@ -16,10 +16,10 @@ use futures::future::join_all;
 use parking_lot::Mutex;
 
 use super::{Group, time_left};
+use crate::error::{Error, Result};
 use crate::peer::{PeerFailure, PeerRef, Pick};
 use crate::store::{Entry, Rejected};
 use crate::time::{self, Instant};
-use crate::{Error, Result};
 
 /// Longest the owner waits for other members to confirm an invalidation.
 const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);

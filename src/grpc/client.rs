@@ -47,7 +47,7 @@ impl GrpcPeer {
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         if deadline.is_zero() {
-            return Err(PeerFailure::Answered(crate::Error::Timeout));
+            return Err(PeerFailure::Answered(crate::error::Error::Timeout));
         }
         let mut req = tonic::Request::new(req);
         req.set_timeout(deadline);

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use crate::error::{Error, Result};
 use crate::peer::{Fetched, PeerFailure};
 use crate::proto;
 use crate::time::millis;
-use crate::{Error, Result};
 
 /// Deadline applied to a peer's request that carries none.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);

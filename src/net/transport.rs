@@ -129,9 +129,13 @@ impl Default for ChannelTimeouts {
 /// A lazily connected channel to `addr` that dials through `net` and reconnects after
 /// failures. It sets no call timeout of its own: every call carries the caller's
 /// deadline, which a channel-wide limit would silently cut short.
-pub(crate) fn channel<N: Net>(net: N, addr: &str, t: ChannelTimeouts) -> crate::Result<Channel> {
+pub(crate) fn channel<N: Net>(
+    net: N,
+    addr: &str,
+    t: ChannelTimeouts,
+) -> crate::error::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| crate::Error::Config(format!("peer address {addr:?}: {e}")))?
+        .map_err(|e| crate::error::Error::Config(format!("peer address {addr:?}: {e}")))?
         .http2_keep_alive_interval(t.keep_alive)
         .keep_alive_timeout(t.keep_alive)
         .keep_alive_while_idle(true);

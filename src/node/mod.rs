@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::Result;
 use crate::discovery::Discovery;
+use crate::error::Result;
 use crate::group::Registry;
 use crate::grpc;
 use crate::metrics::Metrics;

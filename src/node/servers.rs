@@ -8,13 +8,13 @@ use std::sync::atomic::AtomicBool;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
+use crate::error::{Error, Result};
 use crate::group::Registry;
 use crate::grpc::{self, PeerService};
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
 use crate::peer::PeerPicker;
-use crate::{Error, Result};
 
 /// The running servers.
 pub(super) struct Servers {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Error;
+use crate::error::Error;
 
 mod picker;
 

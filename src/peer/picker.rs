@@ -10,7 +10,7 @@ use super::PeerRef;
 use crate::ring::{Member, Ring};
 
 /// Makes the peer of a newly seen member (a gRPC client, in a node).
-pub type Connect = Box<dyn Fn(&Member) -> crate::Result<PeerRef> + Send + Sync>;
+pub type Connect = Box<dyn Fn(&Member) -> crate::error::Result<PeerRef> + Send + Sync>;
 
 /// Membership as one node sees it at one moment.
 pub struct View {
@@ -191,7 +191,10 @@ mod tests {
         let counter = made.clone();
         let connect: Connect = Box::new(move |m: &Member| {
             if !m.addr.contains(':') {
-                return Err(crate::Error::Config(format!("bad address {}", m.addr)));
+                return Err(crate::error::Error::Config(format!(
+                    "bad address {}",
+                    m.addr
+                )));
             }
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(Arc::new(Idle(m.id.clone())) as PeerRef)

@@ -8,7 +8,7 @@ use crate::time::{self, Instant};
 
 use super::shared::{Registration, Shared};
 use crate::discovery::{Coordinator, KeyValue, Lease};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 impl<C: Coordinator> Shared<C> {
     /// Grants a lease and writes our record under it. A record of another incarnation is

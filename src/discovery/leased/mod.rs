@@ -23,8 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Coordinator, Discovery};
+use crate::error::{Error, Result};
 use crate::ring::Member;
-use crate::{Error, Result};
 
 mod backoff;
 mod follow;

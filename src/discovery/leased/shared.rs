@@ -13,8 +13,8 @@ use tokio::sync::{Notify, watch};
 use super::backoff::Backoff;
 use super::{LeasedConfig, Record};
 use crate::discovery::{Coordinator, KeyValue, Lease};
+use crate::error::{Error, Result};
 use crate::ring::Member;
-use crate::{Error, Result};
 
 /// A successful registration.
 #[derive(Debug, Clone, Copy)]

@@ -10,10 +10,11 @@ use tonic::{Code, Status};
 
 use super::millis;
 use crate::discovery::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
+use crate::error::{Error, Result};
 use crate::net::Net;
 use crate::net::transport::{self, ChannelTimeouts};
 use crate::proto::{self, registry_client::RegistryClient as Rpc};
-use crate::{Error, Result, time};
+use crate::time;
 
 /// Timeouts of a [`RegistryCoordinator`].
 #[derive(Debug, Clone, Copy)]

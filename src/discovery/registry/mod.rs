@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use crate::discovery::{KeyValue, LeaseId, WatchEvent};
+use crate::error::{Error, Result};
 use crate::proto;
 use crate::time::millis;
-use crate::{Error, Result};
 
 mod client;
 mod server;

@@ -17,10 +17,10 @@ use tonic::{Request, Response, Status};
 use super::store::{Compacted, Store};
 use super::{RegistryConfig, millis};
 use crate::discovery::WatchEvent;
+use crate::error::{Error, Result};
 use crate::net::Listener;
 use crate::net::transport;
 use crate::proto::{self, registry_server};
-use crate::{Error, Result};
 
 /// Longest sleep of the expiry task; it also wakes at the next lease deadline.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::time::Instant;
 
 use crate::discovery::{KeyValue, Lease, LeaseId, WatchEvent};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A watch asked for revisions the history no longer holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
