@@ -2,6 +2,7 @@
 
 use super::core::{Core, Placement};
 use super::delegate_policy;
+use super::slab::Slab;
 
 /// Least recently used: a hit moves the entry to the front (unless it is already in the
 /// front quarter), eviction takes the back.
@@ -23,22 +24,22 @@ impl Lru {
 }
 
 impl Placement for Recency {
-    fn read_only_hit(&self, core: &Core, idx: u32) -> bool {
-        core.near_front(idx)
+    fn read_only_hit(&self, slab: &Slab, idx: u32) -> bool {
+        slab.near_front(idx)
     }
 
-    fn on_hit(&mut self, core: &mut Core, idx: u32) {
-        if !core.near_front(idx) {
-            core.move_to_front(0, idx);
+    fn on_hit(&mut self, slab: &mut Slab, idx: u32) {
+        if !slab.near_front(idx) {
+            slab.move_to_front(0, idx);
         }
     }
 
-    fn on_insert(&mut self, core: &mut Core, idx: u32) {
-        core.push_front(0, idx);
+    fn on_insert(&mut self, slab: &mut Slab, idx: u32) {
+        slab.push_front(0, idx);
     }
 
-    fn victim(&self, core: &Core, keep: u32) -> Option<u32> {
-        core.tail_except(0, keep)
+    fn victim(&self, slab: &Slab, keep: u32) -> Option<u32> {
+        slab.tail_except(0, keep)
     }
 }
 

@@ -13,6 +13,7 @@
 
 use super::core::{Core, Placement};
 use super::delegate_policy;
+use super::slab::Slab;
 
 const PROBATION: usize = 0;
 const PROTECTED: usize = 1;
@@ -58,16 +59,16 @@ pub const SECOND_CHANCES: usize = 64;
 impl TwoLevels {
     /// Demotes level 2's least recent entries to level 1 until level 2 fits its share;
     /// a referenced entry is moved to level 2's front instead, up to `SECOND_CHANCES`.
-    fn fit_protected(&self, core: &mut Core) {
+    fn fit_protected(&self, slab: &mut Slab) {
         let mut chances = SECOND_CHANCES;
-        while core.list(PROTECTED).bytes > self.protected_cap && core.list(PROTECTED).len > 1 {
-            let tail = core.list(PROTECTED).tail;
-            if chances > 0 && core.referenced(tail) {
+        while slab.list(PROTECTED).bytes > self.protected_cap && slab.list(PROTECTED).len > 1 {
+            let tail = slab.list(PROTECTED).tail;
+            if chances > 0 && slab.referenced(tail) {
                 chances -= 1;
-                core.move_to_front(PROTECTED, tail);
+                slab.move_to_front(PROTECTED, tail);
             } else {
-                core.unlink(tail);
-                core.push_front(PROBATION, tail);
+                slab.unlink(tail);
+                slab.push_front(PROBATION, tail);
             }
         }
     }
@@ -75,31 +76,31 @@ impl TwoLevels {
 
 impl Placement for TwoLevels {
     #[inline]
-    fn read_only_hit(&self, core: &Core, idx: u32) -> bool {
-        core.list_of(idx) == PROTECTED
+    fn read_only_hit(&self, slab: &Slab, idx: u32) -> bool {
+        slab.list_of(idx) == PROTECTED
     }
 
-    fn on_hit(&mut self, core: &mut Core, idx: u32) {
-        if core.list_of(idx) == PROTECTED {
-            core.reference(idx);
+    fn on_hit(&mut self, slab: &mut Slab, idx: u32) {
+        if slab.list_of(idx) == PROTECTED {
+            slab.reference(idx);
             return;
         }
-        core.move_to_front(PROTECTED, idx);
-        self.fit_protected(core);
+        slab.move_to_front(PROTECTED, idx);
+        self.fit_protected(slab);
     }
 
-    fn on_update(&mut self, core: &mut Core, _idx: u32) {
+    fn on_update(&mut self, slab: &mut Slab, _idx: u32) {
         // A bigger value may have pushed level 2 over its share.
-        self.fit_protected(core);
+        self.fit_protected(slab);
     }
 
-    fn on_insert(&mut self, core: &mut Core, idx: u32) {
-        core.push_front(PROBATION, idx);
+    fn on_insert(&mut self, slab: &mut Slab, idx: u32) {
+        slab.push_front(PROBATION, idx);
     }
 
-    fn victim(&self, core: &Core, keep: u32) -> Option<u32> {
-        core.tail_except(PROBATION, keep)
-            .or_else(|| core.tail_except(PROTECTED, keep))
+    fn victim(&self, slab: &Slab, keep: u32) -> Option<u32> {
+        slab.tail_except(PROBATION, keep)
+            .or_else(|| slab.tail_except(PROTECTED, keep))
     }
 }
 

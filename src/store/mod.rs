@@ -14,9 +14,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod core;
+mod floors;
 mod lru;
 pub mod lru2;
 mod sharded;
+mod slab;
 
 pub use lru::Lru;
 pub use lru2::Lru2;
@@ -41,7 +43,7 @@ pub const EXACT_FLOORS: usize = 256;
 
 /// Bytes an entry with this key and value counts against a store's capacity.
 pub fn entry_charge(key: &str, value: &[u8]) -> u64 {
-    core::charge(key.len(), value.len())
+    slab::charge(key.len(), value.len())
 }
 
 /// The 64-bit hash every store uses for a key (xxh3 with a store-private seed, so it is
