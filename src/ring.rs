@@ -121,8 +121,13 @@ impl Ring {
     /// The member that owns `key`, or `None` if no member has weight. A binary search,
     /// allocation free: it runs on every main-cache hit of a clustered node.
     pub fn owner(&self, key: &str) -> Option<&Member> {
+        Some(&self.members[self.owner_index(key)?])
+    }
+
+    /// The index in [`Ring::members`] of the member that owns `key`.
+    pub fn owner_index(&self, key: &str) -> Option<usize> {
         let &(_, i) = self.points.get(self.first_point(key))?;
-        Some(&self.members[i as usize])
+        Some(i as usize)
     }
 
     /// Up to `n` distinct members, the owner first, then the next ones clockwise.

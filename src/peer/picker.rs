@@ -18,12 +18,26 @@ pub struct View {
     pub ring: Ring,
     /// A peer per member other than this node, by member id.
     peers: BTreeMap<String, (Member, PeerRef)>,
+    /// By index into the ring's members: whether a key that member owns is served here
+    /// (it is this node, or a member without a peer), so the ownership check on every
+    /// hit is one ring lookup and one index.
+    local: Vec<bool>,
 }
 
 impl View {
     /// Whether `id` is a member of this view.
     pub fn has(&self, id: &str) -> bool {
         self.ring.member(id).is_some()
+    }
+
+    /// The view over `ring` and `peers` as node `self_id` sees it.
+    fn new(ring: Ring, peers: BTreeMap<String, (Member, PeerRef)>, self_id: &str) -> Self {
+        let local = ring
+            .members()
+            .iter()
+            .map(|m| m.id == self_id || !peers.contains_key(&m.id))
+            .collect();
+        View { ring, peers, local }
     }
 }
 
@@ -53,10 +67,7 @@ impl PeerPicker {
             self_id: self_id.into(),
             vnodes,
             connect,
-            view: ArcSwap::from_pointee(View {
-                ring: Ring::new([], vnodes),
-                peers: BTreeMap::new(),
-            }),
+            view: ArcSwap::from_pointee(View::new(Ring::new([], vnodes), BTreeMap::new(), "")),
         }
     }
 
@@ -81,10 +92,7 @@ impl PeerPicker {
     /// say `Local`, without cloning a peer or allocating: it runs on every main-cache hit.
     pub fn owns(&self, key: &str) -> bool {
         let view = self.view.load();
-        match view.ring.owner(key) {
-            Some(owner) => owner.id == self.self_id || !view.peers.contains_key(&owner.id),
-            None => true,
-        }
+        view.ring.owner_index(key).is_none_or(|i| view.local[i])
     }
 
     /// The peers of every other member, in id order.
@@ -127,10 +135,7 @@ impl PeerPicker {
             .filter(|(id, _)| !old.has(id))
             .map(|(_, (_, p))| p.clone())
             .collect();
-        let view = View {
-            ring: Ring::new(ring_members, self.vnodes),
-            peers,
-        };
+        let view = View::new(Ring::new(ring_members, self.vnodes), peers, &self.self_id);
         tracing::info!(members = view.ring.members().len(), "membership changed");
         self.view.store(Arc::new(view));
         added

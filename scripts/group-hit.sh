@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# In-process cost of a Group::get hit, alone and on a node that is one of three members
+# (examples/group_hit.rs: one thread, 10,000 keys, 5 M gets each), RUNS times (default
+# 5); writes reports/group-hit.md with every run and the median of the ratios.
+#   BASE=<git revision>  also builds that revision's example (in a temporary worktree,
+#                        same target directory) and runs the two alternately, so both
+#                        are measured in one session on the same machine.
+# Run it on a quiet machine: other load moves single runs by tens of percent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_build_deps
+RUNS=${RUNS:-5}
+target="${CARGO_TARGET_DIR:-target}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"; [ -n "${wt:-}" ] && git worktree remove --force "$wt" >/dev/null 2>&1 || true' EXIT
+
+cargo build --release --quiet --example group_hit
+cp "$target/release/examples/group_hit" "$out/head"
+bins=(head)
+if [ -n "${BASE:-}" ]; then
+  wt="$out/base-tree"
+  git worktree add --detach --quiet "$wt" "$BASE"
+  CARGO_TARGET_DIR="$PWD/$target" cargo build --release --quiet --example group_hit --manifest-path "$wt/Cargo.toml"
+  cp "$target/release/examples/group_hit" "$out/base"
+  bins=(base head)
+fi
+
+for run in $(seq "$RUNS"); do
+  for b in "${bins[@]}"; do
+    "$out/$b" | awk -v b="$b" -v run="$run" '
+      /^alone:/ { alone = $2 }
+      /^one of three nodes:/ { node = $5 }
+      END { printf "%s %s %s %s %.3f\n", b, run, alone, node, node / alone }' >>"$out/runs"
+    tail -1 "$out/runs"
+  done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+{
+  echo "# Group::get hit: alone vs one of three members"
+  echo
+  echo "\`examples/group_hit.rs\` in one thread: 10,000 keys this node owns, 5 M hits on a group"
+  echo "alone and on a group whose node is one of three members (in-process peers, no"
+  echo "sockets), where each main-cache hit also checks that this node still owns the key."
+  echo
+  echo "- Command: \`${BASE:+BASE=$BASE }RUNS=$RUNS scripts/group-hit.sh\`"
+  echo "- Commit: $(git rev-parse --short HEAD)${BASE:+ (head) and $(git rev-parse --short "$BASE") (base)}"
+  echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  echo
+  echo "| build | run | alone ns/get | one of three ns/get | ratio |"
+  echo "|---|---|---|---|---|"
+  awk '{ printf "| %s | %s | %s | %s | %.2f× |\n", $1, $2, $3, $4, $5 }' "$out/runs"
+  echo
+  for b in "${bins[@]}"; do
+    ratio=$(awk -v b="$b" '$1 == b { print $5 }' "$out/runs" | median)
+    alone=$(awk -v b="$b" '$1 == b { print $3 }' "$out/runs" | median)
+    node=$(awk -v b="$b" '$1 == b { print $4 }' "$out/runs" | median)
+    echo "- **$b**: median ratio ${ratio}× (alone ${alone} ns, one of three ${node} ns)"
+  done
+} >reports/group-hit.md
+cat reports/group-hit.md
