@@ -22,7 +22,8 @@ pub(super) const HTTP_PORT: u16 = 8080;
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const KEYS: usize = 20;
 
-pub(super) use crate::harness::client::{self, BoxError};
+pub(super) use crate::harness::BoxError;
+use crate::harness::http::call;
 
 /// What the client saw: (simulated ms, request, status, body).
 type Trace = Vec<(u128, String, u16, String)>;
@@ -111,8 +112,7 @@ pub(super) async fn http(
     path: &str,
     body: &str,
 ) -> Result<(StatusCode, Bytes), BoxError> {
-    let (status, body) = client::call(host, method, path, Bytes::from(body.to_owned())).await?;
-    Ok((StatusCode::from_u16(status)?, body))
+    call(host, method, path, body.to_owned()).await
 }
 
 /// The client host's checks, recording each exchange into `trace`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use peercache::{Error, Registry, TokioClock};
 
-use crate::harness::db::{self, Db, DbConfig, DbLoader, value_of};
+use crate::harness::db::{self, DbConfig, DbLoader, value_of};
 use crate::{Replay, seed};
 
 /// Each load gives up after this long, so a partition turns into an error, not a hang.
@@ -25,16 +25,7 @@ fn run(seed: u64) -> (Trace, BTreeMap<String, u64>) {
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(20))
         .build();
-    let source = Db::new(
-        DbConfig {
-            value_size: 0,
-            latency: (Duration::ZERO, Duration::ZERO),
-            fail_rate: 0.0,
-        },
-        seed,
-    );
-    let served = source.clone();
-    sim.host(db::DB_HOST, move || db::serve(served.clone()));
+    let source = db::add_db(&mut sim, DbConfig::default(), seed);
     let trace = Arc::new(Mutex::new(Trace::new()));
     let out = trace.clone();
     sim.client("node", async move {

@@ -1,16 +1,26 @@
-//! The testbed: one seed draws a swarm (cluster shape, timings, workload, faults), runs it
-//! on turmoil with a `registry` host, a `db` host, `node<i>` hosts running the real Node
-//! and `client<i>` hosts, and returns the recorded history.
+//! The testbed: the simulation ([`world`]) and the hosts in it, each built in one place:
+//! `node<i>` hosts running the real Node ([`node`], [`group`]), the `registry` host
+//! ([`membership`]), the `db` host ([`db`]) and HTTP calls to the nodes ([`http`]).
+//!
+//! The scenarios run on top: one seed draws a [`Swarm`] (cluster shape, timings,
+//! workload, faults), [`run`] runs it with `client<i>` hosts issuing the workload
+//! ([`client`]) and returns the recorded history.
 
 pub mod client;
 pub mod db;
+pub mod group;
+pub mod http;
 pub mod membership;
 pub mod node;
 mod plan;
 mod run;
 mod scenario;
 mod swarm;
+pub mod world;
 
 pub use run::{Run, run};
 pub use scenario::{Action, Scenario};
 pub use swarm::Swarm;
+
+/// The error a simulated client or host returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

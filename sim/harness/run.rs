@@ -1,16 +1,19 @@
 //! Runs one seed of a scenario: builds the world the seed drew, applies its plan,
 //! samples the nodes and collects the history.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::history::{Applied, History, Sample};
 
-use super::db::{self, Db, DbConfig};
+use super::db::{self, DbConfig};
+use super::group::GROUP;
 use super::node::{Nodes, host_name};
 use super::scenario::{Action, Scenario};
 use super::swarm::Swarm;
-use super::{client, membership, node};
+use super::world::World;
+use super::{client, membership};
 
 /// One simulation step.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -26,21 +29,23 @@ pub struct Run {
 
 /// Runs one seed of `scenario`.
 pub fn run(scenario: Scenario, seed: u64) -> Run {
-    crate::init_logging();
     let swarm = Swarm::draw(scenario, seed);
     let started = Instant::now();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .tick_duration(TICK)
-        .simulation_duration(swarm.end() + Duration::from_secs(60))
-        .min_message_latency(swarm.latency.0)
-        .max_message_latency(swarm.latency.1)
+    let world = World {
+        tick: TICK,
+        duration: swarm.end() + Duration::from_secs(60),
+        latency: swarm.latency,
+        ..World::new(seed)
+    };
+    let mut sim = world
+        .builder()
         // turmoil breaks and repairs links as messages are sent: a randomly broken link
         // drops what is in flight on it and heals on one of the next few messages.
         .repair_rate(0.5)
         .tcp_capacity(4096)
         .build();
-    let db = Db::new(
+    let db = db::add_db(
+        &mut sim,
         DbConfig {
             value_size: swarm.value_size,
             latency: swarm.db_latency,
@@ -48,15 +53,10 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         },
         seed,
     );
-    let served = db.clone();
-    sim.host(db::DB_HOST, move || db::serve(served.clone()));
-    membership::add_registry(&mut sim, &swarm);
+    membership::add_registry(&mut sim);
     let nodes = Nodes::default();
     for i in 0..swarm.hosts() {
-        sim.host(
-            host_name(i),
-            node::software(i, swarm.clone(), nodes.clone()),
-        );
+        swarm.node(i).add_to(&mut sim, &nodes);
     }
     let ops = Arc::new(Mutex::new(Vec::new()));
     for c in 0..swarm.clients {
@@ -66,6 +66,21 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         );
     }
 
+    let mut history = steps(&mut sim, &swarm, &nodes);
+    history.ops = std::mem::take(&mut *ops.lock().unwrap());
+    history.ops.sort_by_key(|o| (o.end, o.start, o.worker));
+    history.loads = db.lock().unwrap().take_loads();
+    history.counters = counters(&nodes);
+    Run {
+        swarm,
+        history,
+        wall: started.elapsed(),
+    }
+}
+
+/// Steps the simulation to its end, applying the plan and sampling the nodes; returns
+/// what the harness recorded (faults and samples).
+fn steps(sim: &mut turmoil::Sim<'_>, swarm: &Swarm, nodes: &Nodes) -> History {
     let mut history = History::default();
     let mut plan = swarm.plan.iter().peekable();
     let mut next_sample = Duration::ZERO;
@@ -74,34 +89,36 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         let done = match sim.step() {
             Ok(done) => done,
             Err(e) => panic!(
-                "sim: scenario={} seed={seed}: a host failed: {e}\n{}",
-                scenario.name(),
-                crate::replay_command(&format!("scenarios::{}", scenario.name()), seed)
+                "sim: scenario={} seed={}: a host failed: {e}\n{}",
+                swarm.scenario.name(),
+                swarm.seed,
+                crate::replay_command(&format!("scenarios::{}", swarm.scenario.name()), swarm.seed)
             ),
         };
         let now = sim.elapsed();
         while let Some((at, action)) = plan.next_if(|(at, _)| *at <= now) {
-            apply(&mut sim, &swarm, &nodes, &mut links, action);
+            apply(sim, swarm, nodes, &mut links, action);
             history.faults.push(Applied {
                 at: *at,
                 what: format!("{action:?}"),
             });
         }
         if now >= next_sample {
-            sample(&nodes, now, &mut history.samples);
+            sample(nodes, now, &mut history.samples);
             next_sample += SAMPLE_EVERY;
         }
         if done {
-            break;
+            return history;
         }
     }
-    history.ops = std::mem::take(&mut *ops.lock().unwrap());
-    history.ops.sort_by_key(|o| (o.end, o.start, o.worker));
-    history.loads = db.lock().unwrap().take_loads();
+}
+
+/// Each running node's counters at the end.
+fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
+    let mut counters = BTreeMap::new();
     for (i, registry) in nodes.registries.lock().unwrap().iter() {
-        let g = registry.get(node::GROUP).expect("group");
-        let s = g.stats();
-        history.counters.insert(
+        let s = registry.get(GROUP).expect("group").stats();
+        counters.insert(
             *i,
             [
                 ("gets", s.gets),
@@ -118,11 +135,7 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
             .collect(),
         );
     }
-    Run {
-        swarm,
-        history,
-        wall: started.elapsed(),
-    }
+    counters
 }
 
 /// Network faults in force, as far as a crash needs to know.
@@ -205,7 +218,7 @@ fn apply(
 
 fn sample(nodes: &Nodes, at: Duration, out: &mut Vec<Sample>) {
     for (i, registry) in nodes.registries.lock().unwrap().iter() {
-        let Ok(g) = registry.get(node::GROUP) else {
+        let Ok(g) = registry.get(GROUP) else {
             continue;
         };
         let s = g.stats();

@@ -6,7 +6,12 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::node::host_name;
+use peercache::HotConfig;
+
+use super::db::DbLoader;
+use super::group::GroupSpec;
+use super::membership::Lease;
+use super::node::{NodeSpec, Peers, host_name};
 use super::plan::plan;
 use super::scenario::Scenario;
 use super::{Action, client, db, membership};
@@ -118,6 +123,30 @@ impl Swarm {
         swarm.plan = plan(&mut rng, &mut swarm, scenario, n);
         swarm.plan.sort_by_key(|(at, _)| *at);
         swarm
+    }
+
+    /// Node `i` as this swarm sets it up: its peers from the registry, its misses
+    /// loaded from the db host.
+    pub fn node(&self, i: usize) -> NodeSpec {
+        let group = GroupSpec {
+            capacity: Some(self.capacity),
+            ttl: Some((self.main_ttl, 0.1)),
+            hot: Some(HotConfig {
+                ttl: self.hot_ttl,
+                ..HotConfig::default()
+            }),
+            timeout: Some(self.timeout),
+            ..GroupSpec::new(DbLoader {
+                timeout: self.load_timeout(),
+            })
+        };
+        let peers = Peers::Leased(Lease::new(self.lease_ttl));
+        NodeSpec {
+            start_at: self.start_at(i),
+            vnodes: Some(self.vnodes),
+            sweep_every: Some(Duration::from_millis(500)),
+            ..NodeSpec::new(i, self.seed, group, peers)
+        }
     }
 
     /// Node hosts in the simulation, joiners included.
