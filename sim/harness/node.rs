@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peercache::net::SimNet;
-use peercache::{Discovery, Net, Node, NodeConfig, Registry};
+use peercache::ring::DEFAULT_VNODES;
+use peercache::{Discovery, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery};
 use tokio::sync::watch;
 
 use super::group::GroupSpec;
@@ -26,6 +27,14 @@ pub fn advertise(i: usize) -> String {
     format!("{}:{GRPC_PORT}", host_name(i))
 }
 
+/// The ring every node of a static list of `n` nodes builds.
+pub fn static_ring(n: usize) -> Ring {
+    Ring::new(
+        (0..n).map(|i| Member::new(advertise(i), advertise(i))),
+        DEFAULT_VNODES,
+    )
+}
+
 /// What the harness can see of and do to the nodes from outside the simulation.
 #[derive(Clone, Default)]
 pub struct Nodes {
@@ -38,6 +47,8 @@ pub struct Nodes {
 /// Where a node finds its peers.
 #[derive(Debug, Clone)]
 pub enum Peers {
+    /// A fixed list: nodes `0..n`.
+    Static(usize),
     /// Through the registry host, holding a lease.
     Leased(Lease),
 }
@@ -102,6 +113,7 @@ impl NodeSpec {
         let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
         let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
         let discovery: Arc<dyn Discovery> = match &self.peers {
+            Peers::Static(n) => Arc::new(StaticDiscovery::new((0..*n).map(advertise))),
             Peers::Leased(lease) => lease.discovery(
                 membership::coordinator(),
                 incarnation,
