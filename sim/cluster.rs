@@ -12,10 +12,10 @@ use peercache::{HotConfig, LoaderFn};
 use serde_json::Value;
 
 use super::replayed;
+use crate::harness::BoxError;
 use crate::harness::group::{GROUP, GroupSpec};
 use crate::harness::http::{Exchange, Recorder, counter, key_path, wait_healthy};
 use crate::harness::node::{NodeSpec, Peers, advertise, static_ring};
-use crate::harness::BoxError;
 use crate::harness::world::World;
 
 const NODES: usize = 3;

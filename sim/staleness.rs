@@ -19,10 +19,10 @@ use hyper::{Method, StatusCode};
 use peercache::{Error, HotConfig, LoaderFn};
 
 use super::replayed;
+use crate::harness::BoxError;
 use crate::harness::group::GroupSpec;
 use crate::harness::http::{Exchange, Recorder, counter, key_path, wait_healthy};
 use crate::harness::node::{NodeSpec, Peers, advertise, host_name, static_ring};
-use crate::harness::BoxError;
 use crate::harness::world::{World, now};
 
 const NODES: usize = 3;
