@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peercache::discovery::{
-    LeasedConfig, LeasedDiscovery, RegistryConfig, RegistryCoordinator, RegistryCoordinatorConfig,
-    serve_registry,
+    Coordinator, LeasedConfig, LeasedDiscovery, RegistryConfig, RegistryCoordinator,
+    RegistryCoordinatorConfig, serve_registry,
 };
 use peercache::net::SimNet;
 use peercache::{Discovery, Net};
@@ -35,6 +35,19 @@ pub fn coordinator() -> RegistryCoordinator {
         RegistryCoordinatorConfig::default(),
     )
     .expect("registry address")
+}
+
+/// A client of the registry host, once it answers (hosts start in the same step as
+/// clients, so the listener may not be bound yet).
+pub async fn answering_coordinator() -> RegistryCoordinator {
+    let c = coordinator();
+    for _ in 0..50 {
+        if c.range("").await.is_ok() {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the registry host never answered");
 }
 
 /// How a node holds its lease: the TTL, and registry calls' timing where it differs
