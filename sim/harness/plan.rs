@@ -114,42 +114,46 @@ pub(super) fn plan(
             s.leavers.push((a, when));
             plan.push((when, Action::Leave(a)));
         }
-        Scenario::Swarm => {
-            // A mix of two to four different faults.
-            let kinds = [
-                Scenario::Partition,
-                Scenario::OneWayPartition,
-                Scenario::RegistryPartition,
-                Scenario::ClientPartition,
-                Scenario::RegistryHold,
-                Scenario::MessageLoss,
-                Scenario::CrashBounce,
-                Scenario::ScaleOut,
-                Scenario::GracefulLeave,
-            ];
-            let count = rng.random_range(2..=4);
-            let mut picked = vec![];
-            while picked.len() < count {
-                let k = kinds[rng.random_range(0..kinds.len())];
-                if !picked.contains(&k) {
-                    picked.push(k);
-                }
-            }
-            // The leaver is node n-1; every other fault stays off it.
-            let others = if picked.contains(&Scenario::GracefulLeave) {
-                n - 1
-            } else {
-                n
-            };
-            for k in picked {
-                let eligible = if k == Scenario::GracefulLeave {
-                    n
-                } else {
-                    others
-                };
-                plan.append(&mut self::plan(rng, s, k, eligible));
-            }
+        Scenario::Swarm => plan = mix(rng, s, n),
+    }
+    plan
+}
+
+/// The plan of the swarm scenario: a mix of two to four different faults.
+fn mix(rng: &mut SmallRng, s: &mut Swarm, n: usize) -> Vec<(Duration, Action)> {
+    let kinds = [
+        Scenario::Partition,
+        Scenario::OneWayPartition,
+        Scenario::RegistryPartition,
+        Scenario::ClientPartition,
+        Scenario::RegistryHold,
+        Scenario::MessageLoss,
+        Scenario::CrashBounce,
+        Scenario::ScaleOut,
+        Scenario::GracefulLeave,
+    ];
+    let count = rng.random_range(2..=4);
+    let mut picked = vec![];
+    while picked.len() < count {
+        let k = kinds[rng.random_range(0..kinds.len())];
+        if !picked.contains(&k) {
+            picked.push(k);
         }
+    }
+    // The leaver is node n-1; every other fault stays off it.
+    let others = if picked.contains(&Scenario::GracefulLeave) {
+        n - 1
+    } else {
+        n
+    };
+    let mut plan = vec![];
+    for k in picked {
+        let eligible = if k == Scenario::GracefulLeave {
+            n
+        } else {
+            others
+        };
+        plan.append(&mut self::plan(rng, s, k, eligible));
     }
     plan
 }
