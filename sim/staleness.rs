@@ -126,30 +126,7 @@ async fn drive(db: Db, client: Recorder) -> Result<Window, BoxError> {
         written,
         ..Window::default()
     };
-    loop {
-        let start = now().as_millis();
-        if start > until {
-            break;
-        }
-        let (status, body) = get(C).await?;
-        let end = now().as_millis();
-        assert_eq!(status, StatusCode::OK, "read via C at {start} ms: {body}");
-        if body == old {
-            assert!(
-                window.first_new.is_none(),
-                "C went back to the old value at {start} ms: {window:?}"
-            );
-            window.last_old = Some(end);
-        } else {
-            assert_eq!(body, new, "read via C at {start} ms");
-            window.first_new.get_or_insert((start, end));
-        }
-        assert!(
-            start <= bound || body == new,
-            "C still stale at {start} ms, past the bound ({bound} ms): {window:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    poll_c(&client, &key, (&old, &new), &mut window, (bound, until)).await?;
     let last_old = window.last_old.expect("the lost invalidation left C stale");
     // The copy was kept before `filled`; the last stale answer left C before the
     // copy expired and then travelled back to the client.
@@ -184,6 +161,42 @@ async fn drive(db: Db, client: Recorder) -> Result<Window, BoxError> {
     tokio::time::sleep(FALLBACK_TTL + MARGIN).await;
     assert_eq!(get(C).await?, ok(&new), "via C after the repair");
     Ok(window)
+}
+
+/// Reads through C every `POLL` until `until`, recording the answers in `window`: C may
+/// answer the old value only up to `bound`, and never again once it answered the new.
+async fn poll_c(
+    client: &Recorder,
+    key: &str,
+    (old, new): (&str, &str),
+    window: &mut Window,
+    (bound, until): (u128, u128),
+) -> Result<(), BoxError> {
+    loop {
+        let start = now().as_millis();
+        if start > until {
+            break;
+        }
+        let (status, body) = client.get(C, key).await?;
+        let end = now().as_millis();
+        assert_eq!(status, StatusCode::OK, "read via C at {start} ms: {body}");
+        if body == old {
+            assert!(
+                window.first_new.is_none(),
+                "C went back to the old value at {start} ms: {window:?}"
+            );
+            window.last_old = Some(end);
+        } else {
+            assert_eq!(body, new, "read via C at {start} ms");
+            window.first_new.get_or_insert((start, end));
+        }
+        assert!(
+            start <= bound || body == new,
+            "C still stale at {start} ms, past the bound ({bound} ms): {window:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
 }
 
 /// One run: the client's measurements and exchanges, and each node's loader calls.
