@@ -67,6 +67,24 @@ fn seeds(default: u64) -> Vec<u64> {
     (1..=var("SIM_SEEDS").unwrap_or(default)).collect()
 }
 
+/// A standalone test: runs `run` with the test's seed and judges the result with `check`,
+/// then runs it again and requires the same result. A failure prints the replay command.
+fn replayed<T: PartialEq + std::fmt::Debug>(
+    test: &'static str,
+    run: impl Fn(u64) -> T,
+    check: impl FnOnce(u64, &T),
+) {
+    let seed = seed();
+    let _replay = Replay {
+        scenario: test,
+        seed,
+    };
+    let first = run(seed);
+    check(seed, &first);
+    let again = run(seed);
+    assert_eq!(first, again, "SIM_SEED={seed} must replay identically");
+}
+
 /// The command that replays `seed` of the test `test`.
 fn replay_command(test: &str, seed: u64) -> String {
     format!("replay: SIM_SEED={seed} cargo test --features sim --test sim {test}")

@@ -5,53 +5,32 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peercache::discovery::{
-    Coordinator, LeasedConfig, LeasedDiscovery, RegistryConfig, RegistryCoordinator,
-    RegistryCoordinatorConfig, serve_registry,
-};
-use peercache::net::{Net, SimNet};
-use peercache::{Discovery, Member};
+use peercache::Member;
+use peercache::discovery::Coordinator;
 
-use super::{Replay, seed};
+use super::{Replay, replayed, seed};
+use crate::harness::membership::{self, Lease, MEMBERS, REGISTRY_HOST, answering_coordinator};
+use crate::harness::node::{advertise, host_name};
+use crate::harness::world::{Software, World, now, run_client};
 
 #[path = "../tests/conformance/mod.rs"]
 mod conformance;
 
-const REGISTRY: &str = "registry";
-const REGISTRY_PORT: u16 = 2379;
-const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const NODES: usize = 3;
 /// Lease TTL of the partition scenario.
 const TTL: Duration = Duration::from_secs(2);
 
+/// A world with the registry host.
 fn sim(seed: u64) -> turmoil::Sim<'static> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .tick_duration(Duration::from_millis(1))
-        .simulation_duration(Duration::from_secs(120))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(10))
-        .build();
-    sim.host(REGISTRY, || async {
-        let listener = SimNet.bind(&format!("0.0.0.0:{REGISTRY_PORT}")).await?;
-        serve_registry(listener, RegistryConfig::default(), std::future::pending()).await?;
-        Ok(())
-    });
-    sim
-}
-
-/// A client of the registry host, once it answers (hosts start in the same step as
-/// clients, so the listener may not be bound yet).
-async fn coordinator() -> RegistryCoordinator {
-    let addr = format!("{REGISTRY}:{REGISTRY_PORT}");
-    let c = RegistryCoordinator::new(SimNet, &addr, RegistryCoordinatorConfig::default())
-        .expect("valid address");
-    for _ in 0..50 {
-        if c.range("").await.is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut sim = World {
+        tick: Duration::from_millis(1),
+        duration: Duration::from_secs(120),
+        latency: (Duration::from_millis(1), Duration::from_millis(10)),
+        ..World::new(seed)
     }
-    panic!("the registry host never answered");
+    .build();
+    membership::add_registry(&mut sim);
+    sim
 }
 
 macro_rules! conformance_in_sim {
@@ -64,12 +43,10 @@ macro_rules! conformance_in_sim {
                     scenario: concat!("registry::", stringify!($case)),
                     seed,
                 };
-                let mut sim = sim(seed);
-                sim.client("client", async {
-                    conformance::$case(&coordinator().await).await;
+                run_client(sim(seed), "client", async {
+                    conformance::$case(&answering_coordinator().await).await;
                     Ok(())
                 });
-                sim.run().expect("simulation succeeds");
             }
         )*
     };
@@ -80,31 +57,23 @@ conformance::for_each_case!(conformance_in_sim);
 type Trace = Vec<(u128, String, Vec<String>)>;
 
 fn now_ms() -> u128 {
-    turmoil::sim_elapsed().unwrap_or_default().as_millis()
+    now().as_millis()
 }
 
 /// A node host: joins through the registry, then records each view it publishes.
-fn node(
-    i: usize,
-    seed: u64,
-    trace: Arc<Mutex<Trace>>,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = turmoil::Result>>> {
+fn node(i: usize, seed: u64, trace: Arc<Mutex<Trace>>) -> impl Fn() -> Software {
     move || {
         let trace = trace.clone();
         Box::pin(async move {
-            let id = NODES[i];
-            let config = LeasedConfig {
-                prefix: "/peercache/members/".into(),
-                lease_ttl: TTL,
-                call_timeout: Duration::from_millis(500),
-                backoff_min: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(1),
-                incarnation: 1,
-                seed: seed ^ i as u64,
+            let id = host_name(i);
+            let lease = Lease {
+                call_timeout: Some(Duration::from_millis(500)),
+                backoff_max: Some(Duration::from_secs(1)),
+                ..Lease::new(TTL)
             };
-            let discovery = LeasedDiscovery::new(Arc::new(coordinator().await), config);
+            let discovery = lease.discovery(answering_coordinator().await, 1, seed ^ i as u64);
             let mut view = discovery
-                .join(Member::new(id, format!("{id}:7000")))
+                .join(Member::new(id.as_str(), advertise(i)))
                 .await?;
             loop {
                 let ids = view
@@ -112,7 +81,7 @@ fn node(
                     .iter()
                     .map(|m| m.id.clone())
                     .collect();
-                trace.lock().unwrap().push((now_ms(), id.to_owned(), ids));
+                trace.lock().unwrap().push((now_ms(), id.clone(), ids));
                 view.changed().await?;
             }
         })
@@ -153,13 +122,16 @@ async fn view_becomes(trace: &Mutex<Trace>, n: &str, ids: &[&str]) -> u128 {
 fn partition_run(seed: u64) -> Trace {
     let mut sim = sim(seed);
     let trace = Arc::new(Mutex::new(Trace::new()));
-    for (i, host) in NODES.into_iter().enumerate() {
-        sim.host(host, node(i, seed, trace.clone()));
+    for i in 0..NODES {
+        sim.host(host_name(i), node(i, seed, trace.clone()));
     }
     let t = trace.clone();
-    sim.client("driver", async move {
-        let all = ["n1", "n2", "n3"];
-        for n in NODES {
+    run_client(sim, "driver", async move {
+        // `c` is the node cut off from the registry.
+        let [a, b, c] = [0, 1, 2].map(host_name);
+        let (a, b, c) = (a.as_str(), b.as_str(), c.as_str());
+        let all = [a, b, c];
+        for n in all {
             view_becomes(&t, n, &all).await;
         }
         // Steady state for a while: keep-alives flow, nothing changes.
@@ -169,13 +141,13 @@ fn partition_run(seed: u64) -> Trace {
         assert_eq!(later, changes, "{:?}", t.lock().unwrap());
 
         let cut = now_ms();
-        turmoil::partition("n3", REGISTRY);
-        // The others drop n3 when the registry expires its lease. n3 cannot tell a
+        turmoil::partition(c, REGISTRY_HOST);
+        // The others drop c when the registry expires its lease. c cannot tell a
         // partition from a registry that is down for everyone, so it keeps its last
         // view, itself included, until the registry tells it the lease is gone.
         let dropped = [
-            view_becomes(&t, "n1", &["n1", "n2"]).await,
-            view_becomes(&t, "n2", &["n1", "n2"]).await,
+            view_becomes(&t, a, &[a, b]).await,
+            view_becomes(&t, b, &[a, b]).await,
         ];
         let ttl = TTL.as_millis();
         // The last keep-alive that succeeded went at most a third of a TTL (and a lost
@@ -187,55 +159,45 @@ fn partition_run(seed: u64) -> Trace {
                 at - cut,
             );
         }
-        // A member record n3 cannot hear of while cut off.
-        let c = coordinator().await;
+        // A member record c cannot hear of while cut off.
+        let registry = answering_coordinator().await;
         let record = br#"{"addr":"x:7000","weight":1,"incarnation":1}"#.to_vec();
-        c.put("/peercache/members/x", record, 0).await?;
-        view_becomes(&t, "n1", &["n1", "n2", "x"]).await;
-        view_becomes(&t, "n2", &["n1", "n2", "x"]).await;
+        let x = format!("{MEMBERS}x");
+        registry.put(&x, record, 0).await?;
+        view_becomes(&t, a, &[a, b, "x"]).await;
+        view_becomes(&t, b, &[a, b, "x"]).await;
         tokio::time::sleep(TTL * 2).await;
+        let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let expected = BTreeMap::from([
-            (
-                "n1".to_owned(),
-                vec!["n1".to_owned(), "n2".to_owned(), "x".to_owned()],
-            ),
-            (
-                "n2".to_owned(),
-                vec!["n1".to_owned(), "n2".to_owned(), "x".to_owned()],
-            ),
-            ("n3".to_owned(), all.iter().map(|s| s.to_string()).collect()),
+            (a.to_owned(), strings(&[a, b, "x"])),
+            (b.to_owned(), strings(&[a, b, "x"])),
+            (c.to_owned(), strings(&all)),
         ]);
         assert_eq!(views(&t), expected, "while the partition lasts");
-        turmoil::repair("n3", REGISTRY);
+        turmoil::repair(c, REGISTRY_HOST);
         let healed = now_ms();
-        for n in NODES {
-            let back = view_becomes(&t, n, &["n1", "n2", "n3", "x"]).await;
+        for n in all {
+            let back = view_becomes(&t, n, &[a, b, c, "x"]).await;
             assert!(back - healed <= 5_000, "{n} took {}ms", back - healed);
         }
-        // n3 follows changes again.
-        c.delete("/peercache/members/x").await?;
-        for n in NODES {
+        // c follows changes again.
+        registry.delete(&x).await?;
+        for n in all {
             view_becomes(&t, n, &all).await;
         }
         Ok(())
     });
-    sim.run().expect("simulation succeeds");
     std::mem::take(&mut *trace.lock().unwrap())
 }
 
 #[test]
 fn a_partitioned_node_keeps_its_view_and_comes_back() {
-    let seed = seed();
-    let _replay = Replay {
-        scenario: "registry::a_partitioned_node_keeps_its_view_and_comes_back",
-        seed,
-    };
-    let trace = partition_run(seed);
-    let again = partition_run(seed);
-    assert_eq!(trace, again, "SIM_SEED={seed} must replay identically");
-    println!(
-        "sim: scenario=registry_partition seed={seed} view_changes={} sim_ms={}",
-        trace.len(),
-        trace.last().map_or(0, |t| t.0)
-    );
+    let test = "registry::a_partitioned_node_keeps_its_view_and_comes_back";
+    replayed(test, partition_run, |seed, trace| {
+        println!(
+            "sim: scenario=registry_partition seed={seed} view_changes={} sim_ms={}",
+            trace.len(),
+            trace.last().map_or(0, |t| t.0)
+        );
+    });
 }

@@ -7,17 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use turmoil::net::TcpStream;
 
-use super::Swarm;
 use super::db::{SharedDb, value_of};
-use super::node::{GROUP, HTTP_PORT, host_name};
+use super::http::{call, key_path};
+use super::node::host_name;
+use super::world::now;
+use super::{BoxError, Swarm};
 use crate::history::{Kind, Op, Outcome};
 
 pub fn host_name_of(client: usize) -> String {
@@ -53,7 +52,6 @@ async fn work(
         .zipf
         .map(|s| Zipf::new(swarm.keys as f64, s).expect("valid zipf"));
     let writers = swarm.clients * swarm.workers;
-    let now = || turmoil::sim_elapsed().unwrap_or_default();
     let start = swarm.warmup + Duration::from_millis(rng.random_range(0..200));
     tokio::time::sleep(start.saturating_sub(now())).await;
     while now() < swarm.end() {
@@ -90,7 +88,7 @@ async fn work(
             Kind::Set => (Method::PUT, body),
             Kind::Remove => (Method::DELETE, Bytes::new()),
         };
-        let path = format!("/v1/groups/{GROUP}/keys/{key}");
+        let path = key_path(&key);
         let start = now();
         let result = match tokio::time::timeout(
             swarm.client_timeout(),
@@ -98,10 +96,10 @@ async fn work(
         )
         .await
         {
-            Ok(Ok((200, body))) if kind == Kind::Get => Outcome::Ok(body),
-            Ok(Ok((200, _))) => Outcome::Ok(Bytes::new()),
+            Ok(Ok((StatusCode::OK, body))) if kind == Kind::Get => Outcome::Ok(body),
+            Ok(Ok((StatusCode::OK, _))) => Outcome::Ok(Bytes::new()),
             Ok(Ok((status, body))) => {
-                Outcome::Status(status, String::from_utf8_lossy(&body).into_owned())
+                Outcome::Status(status.as_u16(), String::from_utf8_lossy(&body).into_owned())
             }
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(_) => Outcome::NoReply,
@@ -120,37 +118,4 @@ async fn work(
         tokio::time::sleep(think).await;
     }
     Ok(())
-}
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One HTTP/1.1 exchange on a fresh simulated connection.
-pub async fn call(
-    host: &str,
-    method: Method,
-    path: &str,
-    body: Bytes,
-) -> Result<(u16, Bytes), BoxError> {
-    let stream = TcpStream::connect((host, HTTP_PORT)).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let exchange = async move {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, host)
-            .body(Full::new(body))?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Result::<_, BoxError>::Ok((status, body))
-    };
-    // The connection is driven here, not spawned: a timed-out call leaves nothing behind.
-    tokio::pin!(exchange, conn);
-    tokio::select! {
-        r = &mut exchange => r,
-        c = &mut conn => match c {
-            Err(e) => Err(e.into()),
-            Ok(()) => exchange.await,
-        },
-    }
 }

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use turmoil::net::{TcpListener, TcpStream};
 
+use super::world::now;
 use crate::history::Load;
 
 pub const DB_HOST: &str = "db";
@@ -39,8 +40,8 @@ pub fn parse_value(value: &[u8]) -> Option<(&str, u64)> {
     Some((key, version.parse().ok()?))
 }
 
-/// How the source behaves.
-#[derive(Debug, Clone)]
+/// How the source behaves; by default it answers at once and never fails.
+#[derive(Debug, Clone, Default)]
 pub struct DbConfig {
     pub value_size: usize,
     pub latency: (Duration, Duration),
@@ -60,7 +61,7 @@ pub struct Db {
 pub type SharedDb = Arc<Mutex<Db>>;
 
 impl Db {
-    pub fn new(config: DbConfig, seed: u64) -> SharedDb {
+    fn new(config: DbConfig, seed: u64) -> SharedDb {
         Arc::new(Mutex::new(Db {
             config,
             versions: BTreeMap::new(),
@@ -85,8 +86,17 @@ impl Db {
     }
 }
 
+/// Adds the `db` host, serving a source that behaves as `config` says, its latencies
+/// and failures drawn from `seed`; returns the source's state.
+pub fn add_db(sim: &mut turmoil::Sim<'_>, config: DbConfig, seed: u64) -> SharedDb {
+    let db = Db::new(config, seed);
+    let served = db.clone();
+    sim.host(DB_HOST, move || serve(served.clone()));
+    db
+}
+
 /// Serves `key\n` with `OK <value>\n` (or `ERR …\n` for an injected failure).
-pub async fn serve(db: SharedDb) -> turmoil::Result {
+async fn serve(db: SharedDb) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -95,7 +105,7 @@ pub async fn serve(db: SharedDb) -> turmoil::Result {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd).lines();
             while let Ok(Some(key)) = lines.next_line().await {
-                let asked = turmoil::sim_elapsed().unwrap_or_default();
+                let asked = now();
                 let delay = {
                     let mut db = db.lock().unwrap();
                     let (lo, hi) = db.config.latency;
@@ -113,7 +123,7 @@ pub async fn serve(db: SharedDb) -> turmoil::Result {
                     let ok = !(fail_rate > 0.0 && db.rng.random_bool(fail_rate));
                     db.loads.push(Load {
                         asked,
-                        at: turmoil::sim_elapsed().unwrap_or_default(),
+                        at: now(),
                         key: key.clone(),
                         version,
                         ok,

@@ -1,0 +1,227 @@
+//! Everything one seed decides about a run of a scenario: the cluster's shape, timings,
+//! workload and faults, drawn from the seed alone.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use peercache::HotConfig;
+
+use super::db::DbLoader;
+use super::group::GroupSpec;
+use super::membership::Lease;
+use super::node::{NodeSpec, Peers, host_name};
+use super::plan::plan;
+use super::scenario::Scenario;
+use super::{Action, client, db, membership};
+
+/// Everything a seed decides about a run.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    pub scenario: Scenario,
+    pub seed: u64,
+    /// Nodes running from the start.
+    pub nodes: usize,
+    /// Nodes that join later (scale-out), numbered after the first `nodes`.
+    pub joiners: Vec<(usize, Duration)>,
+    /// Nodes that leave gracefully, and when.
+    pub leavers: Vec<(usize, Duration)>,
+    pub vnodes: u32,
+    pub lease_ttl: Duration,
+    pub hot_ttl: Duration,
+    pub main_ttl: Duration,
+    /// Main cache bytes per node.
+    pub capacity: u64,
+    /// Whether every key fits in one node's main cache (no evictions expected).
+    pub roomy: bool,
+    pub keys: usize,
+    /// Zipf exponent, or uniform keys.
+    pub zipf: Option<f64>,
+    /// Percent of Gets, Sets (the rest are Removes).
+    pub mix: (u32, u32),
+    pub clients: usize,
+    pub workers: usize,
+    pub think: Duration,
+    pub value_size: usize,
+    pub latency: (Duration, Duration),
+    pub db_latency: (Duration, Duration),
+    pub db_fail: f64,
+    /// The group's deadline for one request.
+    pub timeout: Duration,
+    /// Clients start after this (the cluster has formed).
+    pub warmup: Duration,
+    /// Clients run until this.
+    pub workload_end: Duration,
+    /// The faults and membership actions, in time order.
+    pub plan: Vec<(Duration, Action)>,
+}
+
+impl Swarm {
+    /// Draws every parameter of `scenario` from `seed`.
+    pub fn draw(scenario: Scenario, seed: u64) -> Swarm {
+        let mut rng =
+            SmallRng::seed_from_u64(seed ^ xxhash_rust::xxh3::xxh3_64(scenario.name().as_bytes()));
+        let nodes = rng.random_range(3..=7);
+        let keys = rng.random_range(20..=200);
+        let value_size = rng.random_range(16..=200);
+        // Key, value and the store's per-entry overhead, generously.
+        let entry = (value_size + 8 + 160) as u64;
+        let roomy = rng.random_bool(0.7);
+        let capacity = if roomy {
+            keys as u64 * entry * 4
+        } else {
+            (keys as u64 * entry / 4).max(16 << 10)
+        };
+        let get = rng.random_range(70..=95);
+        let set = rng.random_range(0..=100 - get);
+        let wide = scenario == Scenario::LatencySpread;
+        let max_latency = if wide {
+            Duration::from_millis(rng.random_range(100..=400))
+        } else {
+            Duration::from_millis(rng.random_range(2..=20))
+        };
+        let mut swarm = Swarm {
+            scenario,
+            seed,
+            nodes,
+            joiners: vec![],
+            leavers: vec![],
+            vnodes: [20, 50, 100, 160][rng.random_range(0..4)],
+            lease_ttl: Duration::from_millis(rng.random_range(2000..=4000)),
+            hot_ttl: Duration::from_millis(rng.random_range(1000..=4000)),
+            main_ttl: Duration::from_secs(rng.random_range(120..=300)),
+            capacity,
+            roomy,
+            keys,
+            zipf: rng.random_bool(0.5).then(|| rng.random_range(0.6..1.2)),
+            mix: (get, set),
+            clients: rng.random_range(2..=3),
+            workers: rng.random_range(1..=3),
+            think: Duration::from_millis(rng.random_range(10..=100)),
+            value_size,
+            latency: (Duration::from_millis(1), max_latency),
+            db_latency: (
+                Duration::from_millis(1),
+                Duration::from_millis(rng.random_range(1..=30)),
+            ),
+            db_fail: if rng.random_bool(0.2) {
+                rng.random_range(0.01..0.05)
+            } else {
+                0.0
+            },
+            timeout: if wide {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(2)
+            },
+            warmup: Duration::from_secs(4),
+            workload_end: Duration::from_secs(34),
+            plan: vec![],
+        };
+        let n = swarm.nodes;
+        swarm.plan = plan(&mut rng, &mut swarm, scenario, n);
+        swarm.plan.sort_by_key(|(at, _)| *at);
+        swarm
+    }
+
+    /// Node `i` as this swarm sets it up: its peers from the registry, its misses
+    /// loaded from the db host.
+    pub fn node(&self, i: usize) -> NodeSpec {
+        let group = GroupSpec {
+            capacity: Some(self.capacity),
+            ttl: Some((self.main_ttl, 0.1)),
+            hot: Some(HotConfig {
+                ttl: self.hot_ttl,
+                ..HotConfig::default()
+            }),
+            timeout: Some(self.timeout),
+            ..GroupSpec::new(DbLoader {
+                timeout: self.load_timeout(),
+            })
+        };
+        let peers = Peers::Leased(Lease::new(self.lease_ttl));
+        NodeSpec {
+            start_at: self.start_at(i),
+            vnodes: Some(self.vnodes),
+            sweep_every: Some(Duration::from_millis(500)),
+            ..NodeSpec::new(i, self.seed, group, peers)
+        }
+    }
+
+    /// Node hosts in the simulation, joiners included.
+    pub fn hosts(&self) -> usize {
+        self.nodes + self.joiners.len()
+    }
+
+    pub fn start_at(&self, i: usize) -> Duration {
+        self.joiners
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(Duration::ZERO, |(_, at)| *at)
+    }
+
+    fn leave_at(&self, i: usize) -> Option<Duration> {
+        self.leavers
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, at)| *at)
+    }
+
+    /// Nodes clients may send to at `at`: started and not (about to be) gone.
+    pub fn targets(&self, at: Duration) -> Vec<usize> {
+        (0..self.hosts())
+            .filter(|&i| self.start_at(i) <= at)
+            .filter(|&i| {
+                self.leave_at(i)
+                    .is_none_or(|l| at + Duration::from_millis(500) < l)
+            })
+            .collect()
+    }
+
+    /// Every host of the simulation.
+    pub fn all_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![db::DB_HOST.to_owned(), membership::REGISTRY_HOST.to_owned()];
+        hosts.extend((0..self.hosts()).map(host_name));
+        hosts.extend((0..self.clients).map(client::host_name_of));
+        hosts
+    }
+
+    /// When the workload (and the run) ends.
+    pub fn end(&self) -> Duration {
+        self.workload_end
+    }
+
+    /// The last fault healed (or the workload started, without faults).
+    pub fn healed(&self) -> Duration {
+        self.plan
+            .iter()
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap_or(self.warmup)
+            .max(self.warmup)
+    }
+
+    /// By when the cluster must have recovered after the last fault healed: a lost
+    /// lease is noticed within one TTL, re-registration and the watch take a few
+    /// backoff rounds more.
+    pub fn recovered(&self) -> Duration {
+        self.healed() + self.lease_ttl * 2 + Duration::from_secs(3)
+    }
+
+    pub fn load_timeout(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    /// A client gives up after the node's deadline plus two network trips.
+    pub fn client_timeout(&self) -> Duration {
+        self.timeout + self.latency.1 * 4 + Duration::from_millis(500)
+    }
+
+    /// How long after an acknowledged write a Get may still return the previous value:
+    /// a hot copy that missed its invalidation lives one hot TTL; a value loaded while
+    /// the owner was unreachable lives one fallback TTL (shorter).
+    pub fn staleness_bound(&self) -> Duration {
+        self.hot_ttl + self.latency.1 * 4 + Duration::from_millis(100)
+    }
+}
