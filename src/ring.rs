@@ -12,8 +12,11 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 /// Virtual nodes per unit of weight. Over 100k keys and 3..=16 members, 160 points left
 /// the busiest member at up to 1.20× the mean share, 400 at 1.11×, 512 at 1.08×
 /// (`cargo run --release --example ring_balance`); the balance test holds it to 1.15×.
-/// A lookup is a binary search, so points are cheap.
+/// A lookup starts from a slice table, so points are cheap.
 pub const DEFAULT_VNODES: u32 = 512;
+
+/// Most slices the circle is cut into for lookups (2^16: a 256 KiB table at most).
+const MAX_SLICE_BITS: u32 = 16;
 
 /// Largest weight a member can have; larger weights count as this. Bounds the points a
 /// single member adds (`vnodes × weight`), whatever a discovery record says.
@@ -54,6 +57,12 @@ pub struct Ring {
     members: Vec<Member>,
     /// (point hash, index into `members`), sorted.
     points: Vec<(u64, u32)>,
+    /// The circle cut into 2^k equal slices, about one point each: for each slice, the
+    /// index of its first point (or of the next slice's). A lookup searches one slice,
+    /// not the whole ring: it runs on every main-cache hit of a clustered node.
+    slices: Box<[u32]>,
+    /// `64 - k`: a hash's slice is `hash >> shift`.
+    shift: u32,
     vnodes: u32,
 }
 
@@ -78,9 +87,16 @@ impl Ring {
         }
         // Members are sorted by id, so sorting by (hash, index) is sorting by (hash, id).
         points.sort_unstable();
+        let bits = points.len().next_power_of_two().trailing_zeros();
+        let shift = 64 - bits.clamp(1, MAX_SLICE_BITS);
+        let slices = (0..1u64 << (64 - shift))
+            .map(|s| points.partition_point(|&(h, _)| h < s << shift) as u32)
+            .collect();
         Ring {
             members,
             points,
+            slices,
+            shift,
             vnodes,
         }
     }
@@ -157,7 +173,14 @@ impl Ring {
     /// (0 on an empty ring too).
     fn first_point(&self, key: &str) -> usize {
         let hash = Self::key_hash(key);
-        let at = self.points.partition_point(|&(h, _)| h < hash);
+        // Points before the slice are below the hash, points after it above.
+        let slice = (hash >> self.shift) as usize;
+        let from = self.slices[slice] as usize;
+        let to = self
+            .slices
+            .get(slice + 1)
+            .map_or(self.points.len(), |&i| i as usize);
+        let at = from + self.points[from..to].partition_point(|&(h, _)| h < hash);
         if at == self.points.len() { 0 } else { at }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use peercache::{HotConfig, Loader, Registry, TokioClock};
+use peercache::{HotConfig, Loader, Registry};
 
 /// The name of the one group every test uses.
 pub const GROUP: &str = "g";
@@ -40,7 +40,7 @@ impl GroupSpec {
     /// A registry on tokio's (simulated) clock, its randomness drawn from `seed`, holding
     /// the group.
     pub fn registry(&self, seed: u64) -> peercache::Result<Registry> {
-        let registry = Registry::with_seed(Arc::new(TokioClock::new()), seed);
+        let registry = Registry::with_seed(seed);
         let mut group = registry.group(GROUP).loader_arc(self.loader.clone());
         if let Some(bytes) = self.capacity {
             group = group.capacity(bytes);
