@@ -61,7 +61,8 @@ least() { sort -n | head -1; }
   echo "sockets), where each main-cache hit also checks that this node still owns the key."
   echo
   echo "- Command: \`${BASE:+BASE=$BASE }RUNS=$RUNS scripts/group-hit.sh\`"
-  echo "- Commit: $(git rev-parse --short HEAD)${BASE:+ (head) and $(git rev-parse --short "$BASE") (base)}"
+  dirty=$(git diff --quiet HEAD -- src examples Cargo.toml || echo " with uncommitted changes")
+  echo "- Commit: $(git rev-parse --short HEAD)${dirty}${BASE:+ (head) and $(git rev-parse --short "$BASE") (base)}"
   echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo
   echo "Instructions per get (callgrind; the same on every run of the same binary):"
