@@ -184,7 +184,7 @@ impl GroupBuilder {
                 name: self.name.clone(),
                 limits: checked.limits,
                 main,
-                hot: Hot::new(hot_store, hot_capacity, self.hot),
+                hot: Hot::new(hot_store, self.hot),
                 loader: checked.loader,
                 fetches: SingleFlight::new(),
                 loads: SingleFlight::new(),

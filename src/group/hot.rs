@@ -60,8 +60,10 @@ pub(super) struct Hot {
 }
 
 impl Hot {
-    /// A hot cache over `store` (none: copies are never kept) of `capacity` bytes.
-    pub(super) fn new(store: Option<Box<dyn Store>>, capacity: u64, cfg: HotConfig) -> Self {
+    /// A hot cache over `store` (none: copies are never kept), its doorkeeper sized to
+    /// the store's capacity.
+    pub(super) fn new(store: Option<Box<dyn Store>>, cfg: HotConfig) -> Self {
+        let capacity = store.as_ref().map_or(0, |s| s.stats().capacity);
         Hot {
             store,
             cfg,
@@ -126,7 +128,7 @@ impl Hot {
     /// least `version`.
     pub(super) fn drop_copy(&self, key: &str, version: u64) {
         if let Some(hot) = &self.store {
-            hot.remove(key, hot.floor(key).saturating_add(1).max(version));
+            hot.purge(key, version);
         }
     }
 

@@ -146,7 +146,7 @@ impl Group {
         let inner = &*self.inner;
         inner.counters.served_to_peers.fetch_add(1, Relaxed);
         inner.limits.check_key(key)?;
-        if let Some(hit) = self.main_hit(key) {
+        if let Some(hit) = self.main_hit(key, inner.epoch.now()) {
             return Ok(self.fetched(hit));
         }
         let at = time::now() + deadline;
@@ -156,10 +156,11 @@ impl Group {
     /// A hit in the main or the hot cache.
     fn cached(&self, key: &str) -> Option<Bytes> {
         let inner = &*self.inner;
-        let hit = match self.main_hit(key) {
+        let now = inner.epoch.now();
+        let hit = match self.main_hit(key, now) {
             Some(hit) => hit,
             None => {
-                let hit = inner.hot.get(key, inner.epoch.now())?;
+                let hit = inner.hot.get(key, now)?;
                 inner.counters.hot_hits.fetch_add(1, Relaxed);
                 hit
             }
@@ -171,8 +172,8 @@ impl Group {
     /// A main-cache entry is served only while this node owns its key. After membership
     /// moved the key elsewhere it is dropped: the new owner may take writes this node
     /// never hears of.
-    fn main_hit(&self, key: &str) -> Option<Hit> {
-        let hit = self.inner.main.get(key, self.inner.epoch.now())?;
+    fn main_hit(&self, key: &str, now: Duration) -> Option<Hit> {
+        let hit = self.inner.main.get(key, now)?;
         if self.owns(key) {
             return Some(hit);
         }

@@ -170,7 +170,8 @@ mod tests {
         let s = c.read(store::Stats::default(), hot);
         let json = serde_json::to_value(s).unwrap();
         let obj = json.as_object().unwrap();
-        assert_eq!(obj.len(), GroupStats::COUNTERS.len() + 12, "no name twice");
+        let fields = GroupStats::COUNTERS.len() + 2 * GroupStats::STORE_FIELDS.len();
+        assert_eq!(obj.len(), fields, "no name twice");
         assert_eq!(
             (json["loads"].as_u64(), json["peer_errors"].as_u64()),
             (Some(3), Some(2))

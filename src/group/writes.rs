@@ -252,8 +252,7 @@ impl Group {
         let inner = &*self.inner;
         inner.hot.drop_copy(key, version);
         if !keep_main {
-            let bar = inner.main.floor(key).saturating_add(1).max(version);
-            inner.main.remove(key, bar);
+            inner.main.purge(key, version);
         }
         inner.fetches.forget(key);
         inner.loads.forget(key);

@@ -84,7 +84,7 @@ impl PeerClient for GrpcPeer {
         let req = proto::GetRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+            deadline_ms: deadline_to_wire(deadline),
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         self.call("get", deadline, get, req).await?.try_into()
@@ -104,7 +104,7 @@ impl PeerClient for GrpcPeer {
             value,
             ttl_ms: ttl_to_wire(ttl),
             codec: proto::Codec::Identity as i32,
-            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+            deadline_ms: deadline_to_wire(deadline),
         };
         let set = |mut rpc: Rpc<Channel>, req| async move { rpc.set(req).await };
         Ok(self.call("set", deadline, set, req).await?.version)
@@ -114,7 +114,7 @@ impl PeerClient for GrpcPeer {
         let req = proto::RemoveRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: deadline_to_wire(for_the_peer(deadline)),
+            deadline_ms: deadline_to_wire(deadline),
         };
         let remove = |mut rpc: Rpc<Channel>, req| async move { rpc.remove(req).await };
         Ok(self.call("remove", deadline, remove, req).await?.version)
@@ -145,12 +145,6 @@ impl std::fmt::Debug for GrpcPeer {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
-}
-
-/// The deadline sent to the peer: a tenth shorter than ours, so a peer that runs out of
-/// time answers "timeout" before our own timer fires and takes it for a lost peer.
-fn for_the_peer(deadline: Duration) -> Duration {
-    deadline - deadline / 10
 }
 
 #[cfg(test)]

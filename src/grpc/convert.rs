@@ -16,10 +16,11 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest deadline a peer may ask for.
 const MAX_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A deadline as sent: whole milliseconds, rounded up so a short one never becomes 0
-/// ("none").
-pub(super) fn deadline_to_wire(deadline: Duration) -> u64 {
-    millis(deadline)
+/// The deadline sent with a call whose caller has `ours` left: a tenth shorter, so a
+/// peer that runs out of time answers "timeout" before our own timer fires and takes it
+/// for a lost peer; whole milliseconds, rounded up so it never becomes 0 ("none").
+pub(super) fn deadline_to_wire(ours: Duration) -> u64 {
+    millis(ours - ours / 10)
 }
 
 /// A deadline as received: none means the default, and no peer may ask for more than
@@ -105,6 +106,11 @@ mod tests {
             1,
             "never 0: none"
         );
+        assert_eq!(
+            deadline_to_wire(Duration::from_secs(1)),
+            900,
+            "a tenth shorter"
+        );
         assert_eq!(deadline_from_wire(0), DEFAULT_DEADLINE);
         assert_eq!(deadline_from_wire(u64::MAX), MAX_DEADLINE);
         assert_eq!(ttl_to_wire(None), 0);
@@ -121,6 +127,22 @@ mod tests {
             back.expires_in,
             Some(Duration::from_millis(1)),
             "live: at least 1 ms"
+        );
+    }
+
+    #[test]
+    fn a_value_in_a_codec_this_node_cannot_read_is_refused_not_served_raw() {
+        let compressed = proto::GetResponse {
+            value: "\x04\x22\x4d\x18".into(),
+            version: 1,
+            expires_in_ms: 0,
+            codec: proto::Codec::Lz4 as i32,
+            hot: false,
+        };
+        let refused = Fetched::try_from(compressed);
+        assert!(
+            matches!(refused, Err(PeerFailure::Answered(Error::Invalid(_)))),
+            "{refused:?}"
         );
     }
 

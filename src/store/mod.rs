@@ -285,6 +285,11 @@ pub trait Store: Send + Sync + 'static {
     fn remove(&self, key: &str, version: u64) -> bool;
     /// The newest version seen for the key; a fill stamps its entry with this.
     fn floor(&self, key: &str) -> u64;
+    /// Drops the key's entry whatever its version, raising its floor above everything
+    /// seen and to at least `version`, so a fill already under way is refused too.
+    fn purge(&self, key: &str, version: u64) -> bool {
+        self.remove(key, self.floor(key).saturating_add(1).max(version))
+    }
     /// Drops expired entries, a bounded number of slots per bucket per call.
     fn sweep(&self, now: Duration) -> usize;
     /// Drops every entry whose key `keep` refuses (a membership change moved it away).
