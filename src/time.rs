@@ -70,12 +70,7 @@ impl Epoch {
 
     /// Time since the epoch began.
     pub fn now(&self) -> Duration {
-        self.since(now())
-    }
-
-    /// `at` as time since the epoch began (zero for instants before it).
-    pub fn since(&self, at: Instant) -> Duration {
-        at.saturating_duration_since(self.origin)
+        now().saturating_duration_since(self.origin)
     }
 }
 

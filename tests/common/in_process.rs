@@ -5,9 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses part of this
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,7 +43,7 @@ impl Call {
 struct Shared {
     calls: Mutex<Vec<Call>>,
     loads: Mutex<BTreeMap<(String, String), u64>>,
-    down: Mutex<BTreeMap<String, AtomicBool>>,
+    down: Mutex<BTreeSet<String>>,
     /// How long each load takes.
     latency: Mutex<Duration>,
     /// How long each call to a peer takes to arrive.
@@ -75,7 +74,7 @@ impl FakePeer {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if self.shared.down.lock()[&self.to].load(Ordering::SeqCst) {
+        if self.shared.down.lock().contains(&self.to) {
             return Err(PeerFailure::Unreachable(format!("{} is down", self.to)));
         }
         self.target.get(group).map_err(PeerFailure::Answered)
@@ -164,8 +163,6 @@ impl InProcess {
             configure(registry.group(GROUP).loader(loader))
                 .build()
                 .expect("valid group");
-            let up = AtomicBool::new(false);
-            shared.down.lock().insert(id.to_string(), up);
             nodes.insert(id.to_string(), registry);
         }
         let cluster = InProcess { nodes, shared };
@@ -232,7 +229,12 @@ impl InProcess {
 
     /// Makes `node` unreachable to the others, or reachable again.
     pub fn set_down(&self, node: &str, down: bool) {
-        self.shared.down.lock()[node].store(down, Ordering::SeqCst);
+        let mut nodes = self.shared.down.lock();
+        if down {
+            nodes.insert(node.to_owned());
+        } else {
+            nodes.remove(node);
+        }
     }
 
     /// Makes every load take `latency`.
