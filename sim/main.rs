@@ -31,7 +31,7 @@ fn init_logging() {
             &self,
             w: &mut tracing_subscriber::fmt::format::Writer<'_>,
         ) -> std::fmt::Result {
-            let at = turmoil::sim_elapsed().unwrap_or_default();
+            let at = harness::world::now();
             write!(w, "{:>9.3}s", at.as_secs_f64())
         }
     }

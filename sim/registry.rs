@@ -56,10 +56,6 @@ conformance::for_each_case!(conformance_in_sim);
 /// Every view change: (simulated ms, node, member ids it sees).
 type Trace = Vec<(u128, String, Vec<String>)>;
 
-fn now_ms() -> u128 {
-    now().as_millis()
-}
-
 /// A node host: joins through the registry, then records each view it publishes.
 fn node(i: usize, seed: u64, trace: Arc<Mutex<Trace>>) -> impl Fn() -> Software {
     move || {
@@ -81,7 +77,10 @@ fn node(i: usize, seed: u64, trace: Arc<Mutex<Trace>>) -> impl Fn() -> Software 
                     .iter()
                     .map(|m| m.id.clone())
                     .collect();
-                trace.lock().unwrap().push((now_ms(), id.clone(), ids));
+                trace
+                    .lock()
+                    .unwrap()
+                    .push((now().as_millis(), id.clone(), ids));
                 view.changed().await?;
             }
         })
@@ -140,7 +139,7 @@ fn partition_run(seed: u64) -> Trace {
         let later = t.lock().unwrap().len();
         assert_eq!(later, changes, "{:?}", t.lock().unwrap());
 
-        let cut = now_ms();
+        let cut = now().as_millis();
         turmoil::partition(c, REGISTRY_HOST);
         // The others drop c when the registry expires its lease. c cannot tell a
         // partition from a registry that is down for everyone, so it keeps its last
@@ -175,7 +174,7 @@ fn partition_run(seed: u64) -> Trace {
         ]);
         assert_eq!(views(&t), expected, "while the partition lasts");
         turmoil::repair(c, REGISTRY_HOST);
-        let healed = now_ms();
+        let healed = now().as_millis();
         for n in all {
             let back = view_becomes(&t, n, &[a, b, c, "x"]).await;
             assert!(back - healed <= 5_000, "{n} took {}ms", back - healed);

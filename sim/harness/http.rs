@@ -14,7 +14,7 @@ use turmoil::net::TcpStream;
 use super::BoxError;
 use super::group::GROUP;
 use super::node::{HTTP_PORT, advertise, host_name};
-use super::world::now;
+use super::world::{now, retry};
 
 /// One HTTP/1.1 exchange with `host`, on a fresh simulated connection.
 pub async fn call(
@@ -55,17 +55,13 @@ pub fn key_path(key: &str) -> String {
 /// Waits until nodes `0..n` answer `/healthz` (at most 50 tries each, 100 ms apart).
 pub async fn wait_healthy(n: usize) {
     for host in (0..n).map(host_name) {
-        let mut attempts = 0;
-        loop {
-            match call(&host, Method::GET, "/healthz", "").await {
-                Ok((StatusCode::OK, _)) => break,
-                _ if attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("{host} not healthy after {attempts} attempts: {other:?}"),
-            }
-        }
+        let healthy = || async {
+            let answer = call(&host, Method::GET, "/healthz", "").await;
+            matches!(answer, Ok((StatusCode::OK, _))).then_some(())
+        };
+        retry(50, Duration::from_millis(100), healthy)
+            .await
+            .unwrap_or_else(|| panic!("{host} not healthy after 50 attempts"));
     }
 }
 

@@ -13,6 +13,8 @@ use peercache::discovery::{
 use peercache::net::SimNet;
 use peercache::{Discovery, Net};
 
+use super::world::retry;
+
 pub const REGISTRY_HOST: &str = "registry";
 const REGISTRY_PORT: u16 = 2379;
 /// Key prefix of the member records.
@@ -41,13 +43,11 @@ pub fn coordinator() -> RegistryCoordinator {
 /// clients, so the listener may not be bound yet).
 pub async fn answering_coordinator() -> RegistryCoordinator {
     let c = coordinator();
-    for _ in 0..50 {
-        if c.range("").await.is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the registry host never answered");
+    let answers = || async { c.range("").await.ok() };
+    retry(50, Duration::from_millis(100), answers)
+        .await
+        .expect("the registry host answers");
+    c
 }
 
 /// How a node holds its lease: the TTL, and registry calls' timing where it differs

@@ -16,7 +16,7 @@ use super::world::World;
 use super::{client, membership};
 
 /// One simulation step.
-pub const TICK: Duration = Duration::from_millis(2);
+const TICK: Duration = Duration::from_millis(2);
 /// How often the harness samples every node (membership, memory).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 

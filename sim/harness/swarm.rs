@@ -154,7 +154,7 @@ impl Swarm {
         self.nodes + self.joiners.len()
     }
 
-    pub fn start_at(&self, i: usize) -> Duration {
+    fn start_at(&self, i: usize) -> Duration {
         self.joiners
             .iter()
             .find(|(j, _)| *j == i)

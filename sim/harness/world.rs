@@ -69,6 +69,21 @@ impl World {
     }
 }
 
+/// Runs `attempt` up to `tries` times, `pause` apart, until it gives `Some`.
+pub async fn retry<T, F: Future<Output = Option<T>>>(
+    tries: usize,
+    pause: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> Option<T> {
+    for _ in 0..tries {
+        if let Some(done) = attempt().await {
+            return Some(done);
+        }
+        tokio::time::sleep(pause).await;
+    }
+    None
+}
+
 /// Simulated time since the run started.
 pub fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
