@@ -273,8 +273,7 @@ pub async fn until_rings_agree(
     limit: Duration,
 ) -> anyhow::Result<Duration> {
     let begin = Instant::now();
-    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    let mut want = ids.clone();
+    let mut want: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
     want.sort();
     loop {
         let mut agreed = true;
@@ -295,7 +294,7 @@ pub async fn until_rings_agree(
             return Ok(begin.elapsed());
         }
         if begin.elapsed() > limit {
-            bail!("the rings did not converge on {ids:?} within {limit:?}");
+            bail!("the rings did not converge on {want:?} within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

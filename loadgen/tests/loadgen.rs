@@ -94,6 +94,15 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         "{miss}"
     );
 
+    // What the timeline plot draws is there: churn's per-second origin loads and its
+    // per-second timeline, over the whole measured part.
+    let churn = json(&dir.join("churn.json"));
+    let secs = churn["extra"]["source_loads_per_second"]
+        .as_array()
+        .expect("source loads per second");
+    assert!(secs.len() >= 2, "{churn}");
+    let timeline = churn["run"]["timeline"].as_array().expect("a timeline");
+    assert!(timeline.len() + 1 >= secs.len(), "{churn}");
     for svg in ["percentiles.svg", "timeline.svg"] {
         let text = std::fs::read_to_string(dir.join(svg)).expect("plot written");
         assert!(

@@ -20,9 +20,7 @@ use crate::workload::key_name;
 pub struct EventRun {
     /// The load.
     pub report: RunReport,
-    /// When the event was due, from the start of the measured part: a third in.
-    pub due: Duration,
-    /// When it began.
+    /// When it began, from the start of the measured part.
     pub began: Duration,
     /// Origin loads in each second of the measured part.
     pub per_second: Vec<u64>,
@@ -53,7 +51,6 @@ pub async fn run<T>(
     );
     let run = EventRun {
         report: report?,
-        due,
         began,
         per_second,
     };
@@ -61,6 +58,11 @@ pub async fn run<T>(
 }
 
 impl EventRun {
+    /// When the event was due, from the start of the measured part: a third in.
+    pub fn due(&self) -> Duration {
+        self.report.config.duration / 3
+    }
+
     /// Origin loads around the event at `at` seconds: the most in a second before it,
     /// the most in a second after it, and the total after it. The second just before
     /// the event counts as after: the sampler's seconds are only roughly aligned with
@@ -86,15 +88,13 @@ impl EventRun {
         Some((first, with.next_back().unwrap_or(first)))
     }
 
-    /// "no request failed", or how many failed in which seconds, followed by what
-    /// `then(last second with errors)` says.
-    pub fn failures(&self, then: impl FnOnce(u64) -> String) -> String {
+    /// "no request failed", or how many failed in which seconds.
+    pub fn failures(&self) -> String {
         match self.error_span() {
             None => "no request failed".to_owned(),
             Some((a, b)) => format!(
-                "{} requests failed, in seconds t={a}..{b}{}",
-                self.report.summary.errors,
-                then(b)
+                "{} requests failed, in seconds t={a}..{b}",
+                self.report.summary.errors
             ),
         }
     }

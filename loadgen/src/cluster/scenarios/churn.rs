@@ -41,18 +41,19 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     };
     let (run, converged) = event::run(ctx, "churn", survivors, origin, kill).await?;
     o.counted(before, c.tally(ctx, 0..n - 1).await?);
-    let kill_s = run.due.as_secs_f64();
+    let kill_s = run.due().as_secs_f64();
     o.notes.push(format!(
         "killed {victim_id} at t={kill_s:.1}s; it owned {victim_keys} of the {} keys",
         ctx.s.keys
     ));
-    o.notes.push(run.failures(|last| {
-        format!(
-            "; none after t={}s ({:.1} s after the kill)",
-            last + 1,
-            (last + 1) as f64 - kill_s
-        )
-    }));
+    let mut failures = run.failures();
+    if let Some((_, last)) = run.error_span() {
+        let (end, after) = (last + 1, (last + 1) as f64 - kill_s);
+        failures.push_str(&format!(
+            "; none after t={end}s ({after:.1} s after the kill)"
+        ));
+    }
+    o.notes.push(failures);
     o.notes.push(match converged {
         Some(d) => format!("the survivors' rings dropped {victim_id} {:.2} s after the kill", d.as_secs_f64()),
         None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings; its keys are loaded by whoever is asked, each kept for the 1 s fallback TTL"),

@@ -63,7 +63,7 @@ pub async fn scale_out(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     o.notes.push(format!(
         "origin loads per second: at most {base} before, peak {peak} after; {after_add} loads from the second before the join on, for {moved} moved keys"
     ));
-    o.notes.push(run.failures(|_| String::new()));
+    o.notes.push(run.failures());
     o.check("no errors", run.report.summary.errors == 0);
     o.check("only keys of the new node moved", moved == to_new);
     let more = json!({ "new_node": new_id, "keys": ctx.s.keys, "keys_moved": moved });
