@@ -4,7 +4,10 @@
 //! shape, timings, workload, faults, network latencies); checkers judge the recorded
 //! history; the same seed replays the same run.
 //!
-//! - `SIM_SEED=<n>` runs seed `n` only; `SIM_SEEDS=<count>` runs seeds 1..=count.
+//! - `SIM_SEED=<n>` runs seed `n` only; `SIM_SEEDS=<count>` runs `count` seeds from
+//!   `SIM_FIRST` (default 1) on.
+//! - `SIM_KEEP_GOING=1` runs every seed even after one fails, prints each failure, and
+//!   fails at the end listing them (the soak, scripts/sim-soak.sh, uses it).
 //! - Every seed prints `sim: scenario=<name> seed=<n> trace=<hex>`, the trace being a
 //!   hash of the full history.
 //! - A failure prints what was violated, the history around it and the command that
@@ -53,7 +56,8 @@ fn seed() -> u64 {
         .unwrap_or(1)
 }
 
-/// The seeds a scenario runs: `SIM_SEED` alone, `SIM_SEEDS` many, or `default` many.
+/// The seeds a scenario runs: `SIM_SEED` alone, or `SIM_SEEDS` (else `default`) many
+/// from `SIM_FIRST` (else 1) on.
 fn seeds(default: u64) -> Vec<u64> {
     let var = |name: &str| {
         std::env::var(name).ok().map(|s| {
@@ -64,7 +68,8 @@ fn seeds(default: u64) -> Vec<u64> {
     if let Some(seed) = var("SIM_SEED") {
         return vec![seed];
     }
-    (1..=var("SIM_SEEDS").unwrap_or(default)).collect()
+    let first = var("SIM_FIRST").unwrap_or(1);
+    (first..first + var("SIM_SEEDS").unwrap_or(default)).collect()
 }
 
 /// A standalone test: runs `run` with the test's seed and judges the result with `check`,

@@ -40,47 +40,68 @@ fn pinned(s: Scenario, seed: u64) {
 }
 
 fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
+    let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
     let mut figures = Figures::default();
+    let mut failed = vec![];
     for (n, seed) in seeds.into_iter().enumerate() {
-        let first = run(s, seed);
-        let trace = first.history.trace();
-        println!("sim: scenario={} seed={seed} trace={trace:016x}", s.name());
-        let mut violations = check::all(&first);
         // The first seed of every scenario runs twice.
-        if n == 0 || std::env::var_os("SIM_DETERMINISM").is_some() {
-            violations.extend(determinism::check(s, &first));
-        }
-        if !violations.is_empty() {
-            let mut report = format!(
-                "sim: scenario={} seed={seed} trace={trace:016x} FAILED: {} violation(s)\n{}\n",
-                s.name(),
-                violations.len(),
-                describe(&first)
-            );
-            for v in &violations {
-                report.push_str(&format!("{v}\n"));
+        let replay = n == 0 || std::env::var_os("SIM_DETERMINISM").is_some();
+        match judge(s, seed, replay) {
+            Ok(run) => add(&mut figures, &run),
+            Err(report) if keep_going => {
+                eprintln!("{report}");
+                failed.push(seed);
             }
-            report.push_str(&replay_command(&format!("scenarios::{}", s.name()), seed));
-            panic!("{report}");
+            Err(report) => panic!("{report}"),
         }
-        if s == Scenario::RegistryHold {
-            let (a, b, key, at) = split_ownership(&first).unwrap_or_else(|| {
-                panic!(
-                    "sim: scenario={} seed={seed}: no two nodes ever both owned a key in their views\n{}\n{}",
-                    s.name(),
-                    describe(&first),
-                    replay_command(&format!("scenarios::{}", s.name()), seed)
-                )
-            });
-            println!(
+    }
+    assert!(
+        failed.is_empty(),
+        "sim: scenario={} FAILED seeds {failed:?}; replay each with {}",
+        s.name(),
+        replay_command(&format!("scenarios::{}", s.name()), failed[0])
+    );
+    figures
+}
+
+/// Runs one seed and checks it: the run, or the failure's report (what broke, the swarm,
+/// the history around it and the replay command).
+fn judge(s: Scenario, seed: u64, replay: bool) -> Result<Run, String> {
+    let first = run(s, seed);
+    let trace = first.history.trace();
+    println!("sim: scenario={} seed={seed} trace={trace:016x}", s.name());
+    let mut violations = check::all(&first);
+    if replay {
+        violations.extend(determinism::check(s, &first));
+    }
+    if s == Scenario::RegistryHold && violations.is_empty() {
+        match split_ownership(&first) {
+            Some((a, b, key, at)) => println!(
                 "sim: scenario={} seed={seed}: at {:.3}s node{a} and node{b} each owned {key} in its own view",
                 s.name(),
                 at.as_secs_f64()
-            );
+            ),
+            None => violations.push(check::Violation {
+                check: "scenario",
+                what: "no two nodes ever both owned a key in their views".into(),
+                excerpt: String::new(),
+            }),
         }
-        add(&mut figures, &first);
     }
-    figures
+    if violations.is_empty() {
+        return Ok(first);
+    }
+    let mut report = format!(
+        "sim: scenario={} seed={seed} trace={trace:016x} FAILED: {} violation(s)\n{}\n",
+        s.name(),
+        violations.len(),
+        describe(&first)
+    );
+    for v in &violations {
+        report.push_str(&format!("{v}\n"));
+    }
+    report.push_str(&replay_command(&format!("scenarios::{}", s.name()), seed));
+    Err(report)
 }
 
 /// Finds a moment when two nodes each owned some key in their own views, so writes to it
