@@ -93,6 +93,8 @@ pub struct History {
     pub samples: Vec<Sample>,
     /// Node-level counters at the end, per node host: (name, value).
     pub counters: BTreeMap<usize, BTreeMap<&'static str, u64>>,
+    /// Every peer get call, as the askers logged them, in the order they ended.
+    pub calls: Vec<peercache::buggify::PeerCall>,
 }
 
 impl History {
@@ -114,6 +116,9 @@ impl History {
         }
         for sample in &self.samples {
             feed(format!("{sample:?}"));
+        }
+        for call in &self.calls {
+            feed(format!("{call:?}"));
         }
         feed(format!("{:?}", self.counters));
         h.digest()

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod buggify;
 pub mod discovery;
 mod error;
 pub mod group;

@@ -1,11 +1,11 @@
 //! Determinism: the same seed twice gives the identical history.
 
 use super::Violation;
-use crate::harness::{Run, Scenario, run};
+use crate::harness::{Run, run};
 
 /// Runs `first`'s seed again and compares the traces.
-pub fn check(scenario: Scenario, first: &Run) -> Option<Violation> {
-    let again = run(scenario, first.swarm.seed);
+pub fn check(first: &Run) -> Option<Violation> {
+    let again = run(first.swarm.clone());
     let (a, b) = (first.history.trace(), again.history.trace());
     if a == b {
         return None;

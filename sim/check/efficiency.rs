@@ -1,5 +1,6 @@
 //! Efficiency: while membership is stable, the source is loaded at most once per key and
-//! version cluster-wide; under churn the excess is reported.
+//! version cluster-wide, and a node asks a key's owner once per burst of concurrent gets
+//! of it; under churn the excess is reported.
 //!
 //! Stable phases: from the warmup to the first fault, and from the recovery bound to the
 //! end. A later load of the same key and version is excess only if no write to the key
@@ -24,6 +25,13 @@ pub struct Efficiency {
     pub distinct: u64,
     /// Loads beyond one per (key, version) in stable phases.
     pub stable_excess: u64,
+    /// Peer calls in stable phases.
+    pub calls: u64,
+    /// Distinct (asker, key, version) among them.
+    pub call_keys: u64,
+    /// Stable-phase calls made while the same node's call for the same key to the same
+    /// owner was still in flight, with no write to the key in between.
+    pub duplicate_calls: u64,
     pub violations: Vec<Violation>,
 }
 
@@ -103,5 +111,72 @@ pub fn check(run: &Run) -> Efficiency {
             });
         }
     }
+    calls(run, &windows, &writes, &mut e);
     e
+}
+
+/// Counts peer calls in the stable windows, and flags a call made while the same call
+/// was in flight: concurrent gets of a key on a node share one call to its owner.
+fn calls(
+    run: &Run,
+    windows: &[(Duration, Duration)],
+    writes: &BTreeMap<&str, Vec<(Duration, Duration)>>,
+    e: &mut Efficiency,
+) {
+    let stable = |at: Duration| windows.iter().any(|(from, to)| at >= *from && at < *to);
+    // The source's version of `key` at `at`: each write bumped it by one at its start.
+    let version = |key: &str, at: Duration| {
+        writes
+            .get(key)
+            .map_or(0, |w| w.iter().filter(|(start, _)| *start <= at).count())
+    };
+    // A write detaches the key's flights wherever its invalidation (or, on the node it
+    // went through, its acknowledgement) arrives: from its start until a network trip
+    // after its end.
+    let trip = run.swarm.latency.1;
+    let written = |key: &str, from: Duration, to: Duration| {
+        writes.get(key).is_some_and(|w| {
+            w.iter()
+                .any(|(start, end)| *start <= to && *end + trip >= from)
+        })
+    };
+    let mut by_asker: BTreeMap<(&str, &str), Vec<&peercache::buggify::PeerCall>> = BTreeMap::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for call in run.history.calls.iter().filter(|c| stable(c.start)) {
+        e.calls += 1;
+        keys.insert((&call.from, &call.key, version(&call.key, call.start)));
+        by_asker
+            .entry((&call.from, &call.key))
+            .or_default()
+            .push(call);
+    }
+    e.call_keys = keys.len() as u64;
+    for ((from, key), mut calls) in by_asker {
+        calls.sort_by_key(|c| (c.start, c.end));
+        for (i, later) in calls.iter().enumerate() {
+            let Some(earlier) = calls[..i].iter().find(|c| {
+                c.to == later.to && c.end > later.start && !written(key, c.start, later.start)
+            }) else {
+                continue;
+            };
+            e.duplicate_calls += 1;
+            if e.violations.len() < 5 {
+                e.violations.push(Violation {
+                    check: "efficiency",
+                    what: format!(
+                        "{from} called {} for {key} at {:.3}s while its call of {:.3}s was in flight \
+                         (membership stable, no write in flight in between)",
+                        later.to,
+                        later.start.as_secs_f64(),
+                        earlier.start.as_secs_f64()
+                    ),
+                    excerpt: run.history.excerpt(
+                        key,
+                        earlier.start.saturating_sub(Duration::from_secs(1)),
+                        later.end,
+                    ),
+                });
+            }
+        }
+    }
 }

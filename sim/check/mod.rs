@@ -3,6 +3,7 @@
 
 pub mod determinism;
 pub mod efficiency;
+pub mod faults;
 pub mod liveness;
 pub mod memory;
 pub mod safety;
@@ -32,7 +33,15 @@ impl fmt::Display for Violation {
 
 /// Every checker but determinism (which needs a second run).
 pub fn all(run: &Run) -> Vec<Violation> {
-    let mut out = safety::check(run);
+    if let Some(why) = &run.aborted {
+        // The history stops midway: judging it would report what the cut left undone.
+        return vec![Violation {
+            check: "budget",
+            what: why.clone(),
+            excerpt: String::new(),
+        }];
+    }
+    let mut out = safety::check(run).violations;
     out.extend(liveness::check(run));
     out.extend(efficiency::check(run).violations);
     out.extend(memory::check(run));

@@ -9,13 +9,24 @@
 //!
 //! A write that failed (error or no answer) may still have taken effect, at any later
 //! time: its version is always an acceptable answer (Jepsen's indeterminate operations).
+//!
+//! That bound is the general rule. The strict rule holds where nothing failed: when no
+//! fault touched the writer's node, the key's owner or the reader's node between the
+//! write's start and the read's start, and every node saw the same members all along, a
+//! read that starts a few network latencies after the write's acknowledgement returns
+//! the written version or a newer one. The owner acknowledges a write only after every
+//! other member confirmed its invalidation (or a second passed), so no copy may survive.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use peercache::{Member, Ring};
+
 use super::Violation;
+use super::faults::Faults;
 use crate::harness::Run;
 use crate::harness::db::{parse_value, value_of};
+use crate::harness::node::host_name;
 use crate::history::{Kind, Op, Outcome};
 
 #[derive(Default)]
@@ -26,6 +37,16 @@ struct KeyWrites<'a> {
     unknown: BTreeSet<u64>,
     /// Every write: (start, version); the source changed at the start.
     all: Vec<(Duration, u64, &'a Op)>,
+}
+
+/// What the safety rules found.
+#[derive(Debug, Default)]
+pub struct Safety {
+    /// Successful gets judged by the general rule (all of them).
+    pub gets: u64,
+    /// Gets that had to see some acknowledged write under the strict rule.
+    pub strict_gets: u64,
+    pub violations: Vec<Violation>,
 }
 
 /// Sample times at which every sampled node had the same view, in order.
@@ -45,7 +66,59 @@ fn agreements(run: &Run) -> Vec<Duration> {
     out
 }
 
-pub fn check(run: &Run) -> Vec<Violation> {
+/// The node index of a member id `node<i>:<port>`.
+fn index_of(id: &str) -> Option<usize> {
+    id.strip_prefix("node")?.split(':').next()?.parse().ok()
+}
+
+/// The strict floor of a get: the newest version it must return because an acknowledged
+/// write came before it with nothing failing around them (see the module's doc).
+struct Strict<'a> {
+    run: &'a Run,
+    faults: Faults,
+    /// Rings by member list, built once.
+    rings: std::cell::RefCell<BTreeMap<Vec<String>, Ring>>,
+}
+
+impl Strict<'_> {
+    fn floor(&self, get: &Op, writes: &KeyWrites<'_>) -> u64 {
+        let slack = self.run.swarm.latency.1 * 4;
+        writes
+            .all
+            .iter()
+            .filter(|(_, _, w)| w.result.is_ok() && w.end + slack <= get.start)
+            .filter(|(_, _, w)| self.nothing_failed(w, get))
+            .map(|(_, v, _)| *v)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn nothing_failed(&self, write: &Op, get: &Op) -> bool {
+        let Some(members) = self.faults.agreed(write.start, get.start) else {
+            return false;
+        };
+        let mut rings = self.rings.borrow_mut();
+        let ring = rings.entry(members.to_vec()).or_insert_with(|| {
+            Ring::new(
+                members.iter().map(|m| Member::new(m.as_str(), m.as_str())),
+                self.run.swarm.vnodes,
+            )
+        });
+        let Some(owner) = ring.owner(&get.key).and_then(|m| index_of(&m.id)) else {
+            return false;
+        };
+        let hosts = [host_name(write.node), host_name(owner), host_name(get.node)];
+        !self.faults.touched(&hosts, write.start, get.start)
+    }
+}
+
+pub fn check(run: &Run) -> Safety {
+    let strict = Strict {
+        run,
+        faults: Faults::of(run),
+        rings: Default::default(),
+    };
+    let mut safety = Safety::default();
     let bound = run.swarm.staleness_bound();
     let agreed = agreements(run);
     // When a write acknowledged at `end` must be visible everywhere.
@@ -69,11 +142,12 @@ pub fn check(run: &Run) -> Vec<Violation> {
         }
     }
     let empty = KeyWrites::default();
-    let mut out = vec![];
+    let out = &mut safety.violations;
     for op in &run.history.ops {
         let (Kind::Get, Outcome::Ok(value)) = (op.kind, &op.result) else {
             continue;
         };
+        safety.gets += 1;
         let w = writes.get(op.key.as_str()).unwrap_or(&empty);
         // From a little before the last write the get had to see.
         let since = w
@@ -133,9 +207,28 @@ pub fn check(run: &Run) -> Vec<Violation> {
                 bound.as_secs_f64()
             ));
         }
+        let strict_floor = strict.floor(op, w);
+        if strict_floor > 0 {
+            safety.strict_gets += 1;
+        }
+        if version < strict_floor && !w.unknown.contains(&version) {
+            out.push(Violation {
+                check: "safety (strict)",
+                what: format!(
+                    "stale: version {version}, but version {strict_floor} was acknowledged before the get \
+                     started, with no fault touching the writer, the owner or the reader and every \
+                     view agreeing\n  get: {op}"
+                ),
+                excerpt: run.history.excerpt(
+                    &op.key,
+                    op.start.saturating_sub(Duration::from_secs(3)),
+                    op.end,
+                ),
+            });
+        }
         if out.len() >= 5 {
             break;
         }
     }
-    out
+    safety
 }

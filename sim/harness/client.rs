@@ -55,11 +55,10 @@ async fn work(
     let start = swarm.warmup + Duration::from_millis(rng.random_range(0..200));
     tokio::time::sleep(start.saturating_sub(now())).await;
     while now() < swarm.end() {
-        let index = match &zipf {
+        let mut index = match &zipf {
             Some(z) => z.sample(&mut rng) as usize - 1,
             None => rng.random_range(0..swarm.keys),
         };
-        let key = format!("k{index}");
         let roll = rng.random_range(0..100);
         let mut kind = if roll < swarm.mix.0 {
             Kind::Get
@@ -68,10 +67,17 @@ async fn work(
         } else {
             Kind::Remove
         };
+        if kind != Kind::Get && swarm.hot_writes > 0.0 && rng.random_bool(swarm.hot_writes) {
+            // One of this worker's three hottest keys (the lowest indices are the
+            // hottest under Zipf): writes that race the fills and copies of busy keys.
+            index = worker + writers * rng.random_range(0..3);
+            index = index.min(swarm.keys - 1);
+        }
         if kind != Kind::Get && index % writers != worker {
             // Not this worker's key to write.
             kind = Kind::Get;
         }
+        let key = format!("k{index}");
         let at = now();
         let targets = swarm.targets(at);
         let node = targets[rng.random_range(0..targets.len())];

@@ -114,6 +114,22 @@ pub(super) fn plan(
             s.leavers.push((a, when));
             plan.push((when, Action::Leave(a)));
         }
+        Scenario::Stall => {
+            // Write-heavy, so writes meet the stall: a stalled owner, invalidations
+            // held on their way to a stalled member, answers delivered late.
+            if kind == s.scenario {
+                let get = rng.random_range(50..=75);
+                s.mix = (get, rng.random_range((100 - get) / 2..=100 - get));
+            }
+            let stalls = if n > 1 { rng.random_range(1..=2) } else { 1 };
+            for _ in 0..stalls {
+                let x = rng.random_range(0..n);
+                let held = s.client_timeout() + Duration::from_millis(rng.random_range(200..=3000));
+                let from = at(rng, first, last_heal - held.as_millis() as u64);
+                plan.push((from, Action::Stall(x)));
+                plan.push((from + held, Action::Unstall(x)));
+            }
+        }
         Scenario::Swarm => plan = mix(rng, s, n),
     }
     plan

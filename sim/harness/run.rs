@@ -10,7 +10,7 @@ use crate::history::{Applied, History, Sample};
 use super::db::{self, DbConfig};
 use super::group::GROUP;
 use super::node::{Nodes, host_name};
-use super::scenario::{Action, Scenario};
+use super::scenario::Action;
 use super::swarm::Swarm;
 use super::world::World;
 use super::{client, membership};
@@ -20,20 +20,27 @@ const TICK: Duration = Duration::from_millis(2);
 /// How often the harness samples every node (membership, memory).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
+/// Wall-clock time one seed may take (`SIM_WALL_BUDGET` seconds overrides it).
+const WALL_BUDGET: Duration = Duration::from_secs(300);
+/// Simulated time a run may take past the end of its workload.
+const SIM_BUDGET: Duration = Duration::from_secs(60);
+
 /// What one seed produced, and what it cost.
 pub struct Run {
     pub swarm: Swarm,
     pub history: History,
     pub wall: Duration,
+    /// Why the run stopped before its end: a budget ran out or a host failed.
+    pub aborted: Option<String>,
 }
 
-/// Runs one seed of `scenario`.
-pub fn run(scenario: Scenario, seed: u64) -> Run {
-    let swarm = Swarm::draw(scenario, seed);
+/// Runs what a seed drew.
+pub fn run(swarm: Swarm) -> Run {
+    let seed = swarm.seed;
     let started = Instant::now();
     let world = World {
         tick: TICK,
-        duration: swarm.end() + Duration::from_secs(60),
+        duration: swarm.end() + SIM_BUDGET,
         latency: swarm.latency,
         ..World::new(seed)
     };
@@ -66,7 +73,10 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         );
     }
 
-    let mut history = steps(&mut sim, &swarm, &nodes);
+    peercache::buggify::install(swarm.setup());
+    let (mut history, aborted) = steps(&mut sim, &swarm, &nodes, started);
+    history.calls = peercache::buggify::take_calls();
+    peercache::buggify::uninstall();
     history.ops = std::mem::take(&mut *ops.lock().unwrap());
     history.ops.sort_by_key(|o| (o.end, o.start, o.worker));
     history.loads = db.lock().unwrap().take_loads();
@@ -75,26 +85,53 @@ pub fn run(scenario: Scenario, seed: u64) -> Run {
         swarm,
         history,
         wall: started.elapsed(),
+        aborted,
     }
 }
 
+fn wall_budget() -> Duration {
+    std::env::var("SIM_WALL_BUDGET")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(WALL_BUDGET, Duration::from_secs)
+}
+
 /// Steps the simulation to its end, applying the plan and sampling the nodes; returns
-/// what the harness recorded (faults and samples).
-fn steps(sim: &mut turmoil::Sim<'_>, swarm: &Swarm, nodes: &Nodes) -> History {
+/// what the harness recorded (faults and samples), and why it stopped early, if it did:
+/// a host failed, or the run outlived its simulated-time or wall-clock budget.
+fn steps(
+    sim: &mut turmoil::Sim<'_>,
+    swarm: &Swarm,
+    nodes: &Nodes,
+    started: Instant,
+) -> (History, Option<String>) {
     let mut history = History::default();
     let mut plan = swarm.plan.iter().peekable();
     let mut next_sample = Duration::ZERO;
     let mut links = Links::default();
+    let budget = wall_budget();
     loop {
         let done = match sim.step() {
             Ok(done) => done,
-            Err(e) => panic!(
-                "sim: scenario={} seed={}: a host failed: {e}\n{}",
-                swarm.scenario.name(),
-                swarm.seed,
-                crate::replay_command(&format!("scenarios::{}", swarm.scenario.name()), swarm.seed)
-            ),
+            Err(e) => {
+                let why = format!(
+                    "the run stopped at {:.3}s of simulated time (budget: the workload's end \
+                     plus {}s): {e}",
+                    sim.elapsed().as_secs_f64(),
+                    SIM_BUDGET.as_secs()
+                );
+                return (history, Some(why));
+            }
         };
+        if started.elapsed() > budget {
+            let why = format!(
+                "the run took more than {}s of wall-clock time (SIM_WALL_BUDGET); stopped at \
+                 {:.3}s of simulated time",
+                budget.as_secs(),
+                sim.elapsed().as_secs_f64()
+            );
+            return (history, Some(why));
+        }
         let now = sim.elapsed();
         while let Some((at, action)) = plan.next_if(|(at, _)| *at <= now) {
             apply(sim, swarm, nodes, &mut links, action);
@@ -108,7 +145,7 @@ fn steps(sim: &mut turmoil::Sim<'_>, swarm: &Swarm, nodes: &Nodes) -> History {
             next_sample += SAMPLE_EVERY;
         }
         if done {
-            return history;
+            return (history, None);
         }
     }
 }
@@ -145,6 +182,33 @@ struct Links {
     loss: f64,
     /// Host pairs (in name order) with a partition or hold in force.
     cut: std::collections::BTreeSet<(String, String)>,
+    /// Holds in force per host pair: a registry hold and a stall may overlap.
+    held: BTreeMap<(String, String), usize>,
+}
+
+impl Links {
+    /// Holds the link between `a` and `b` (again).
+    fn hold(&mut self, sim: &mut turmoil::Sim<'_>, a: &str, b: &str) {
+        let count = self.held.entry(pair(a, b)).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.cut.insert(pair(a, b));
+            sim.hold(a, b);
+        }
+    }
+
+    /// Ends one hold of the link; the last one releases what waited.
+    fn release(&mut self, sim: &mut turmoil::Sim<'_>, a: &str, b: &str) {
+        let Some(count) = self.held.get_mut(&pair(a, b)) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.held.remove(&pair(a, b));
+            self.cut.remove(&pair(a, b));
+            sim.release(a, b);
+        }
+    }
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -163,20 +227,29 @@ fn apply(
     action: &Action,
 ) {
     match action {
-        Action::Partition(a, b) | Action::PartitionOneway(a, b) | Action::Hold(a, b) => {
+        Action::Partition(a, b) | Action::PartitionOneway(a, b) => {
             links.cut.insert(pair(a, b));
             match action {
                 Action::Partition(..) => sim.partition(a.as_str(), b.as_str()),
-                Action::PartitionOneway(..) => sim.partition_oneway(a.as_str(), b.as_str()),
-                _ => sim.hold(a.as_str(), b.as_str()),
+                _ => sim.partition_oneway(a.as_str(), b.as_str()),
             }
         }
-        Action::Repair(a, b) | Action::RepairOneway(a, b) | Action::Release(a, b) => {
+        Action::Repair(a, b) | Action::RepairOneway(a, b) => {
             links.cut.remove(&pair(a, b));
             match action {
                 Action::Repair(..) => sim.repair(a.as_str(), b.as_str()),
-                Action::RepairOneway(..) => sim.repair_oneway(a.as_str(), b.as_str()),
-                _ => sim.release(a.as_str(), b.as_str()),
+                _ => sim.repair_oneway(a.as_str(), b.as_str()),
+            }
+        }
+        Action::Hold(a, b) => links.hold(sim, a, b),
+        Action::Release(a, b) => links.release(sim, a, b),
+        Action::Stall(i) | Action::Unstall(i) => {
+            let host = host_name(*i);
+            for other in swarm.all_hosts().iter().filter(|h| **h != host) {
+                match action {
+                    Action::Stall(_) => links.hold(sim, &host, other),
+                    _ => links.release(sim, &host, other),
+                }
             }
         }
         Action::Loss(rate) => {

@@ -16,6 +16,9 @@ pub enum Scenario {
     CrashBounce,
     ScaleOut,
     GracefulLeave,
+    /// A node's links all held for longer than the clients' deadline, then released,
+    /// under a write-heavy workload.
+    Stall,
     Swarm,
 }
 
@@ -33,6 +36,7 @@ impl Scenario {
             Scenario::CrashBounce => "crash_bounce",
             Scenario::ScaleOut => "scale_out",
             Scenario::GracefulLeave => "graceful_leave",
+            Scenario::Stall => "stall",
             Scenario::Swarm => "swarm",
         }
     }
@@ -56,6 +60,10 @@ pub enum Action {
     Join(usize),
     /// A node shuts down gracefully: leaves the membership, drains, stops.
     Leave(usize),
+    /// Every link of a node is held: what it sends and what is sent to it waits.
+    Stall(usize),
+    /// The held links are released: what waited is delivered.
+    Unstall(usize),
 }
 
 impl Action {
@@ -69,7 +77,12 @@ impl Action {
             | Action::Hold(a, b)
             | Action::Release(a, b) => vec![a.clone(), b.clone()],
             Action::Loss(_) => vec![],
-            Action::Crash(i) | Action::Bounce(i) | Action::Join(i) | Action::Leave(i) => {
+            Action::Crash(i)
+            | Action::Bounce(i)
+            | Action::Join(i)
+            | Action::Leave(i)
+            | Action::Stall(i)
+            | Action::Unstall(i) => {
                 vec![host_name(*i)]
             }
         }

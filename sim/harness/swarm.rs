@@ -7,6 +7,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use peercache::HotConfig;
+use peercache::buggify::{Bug, Delays};
 
 use super::db::DbLoader;
 use super::group::GroupSpec;
@@ -55,6 +56,12 @@ pub struct Swarm {
     pub workload_end: Duration,
     /// The faults and membership actions, in time order.
     pub plan: Vec<(Duration, Action)>,
+    /// Delays at the node's risky points (BUGGIFY), if this swarm has them.
+    pub delays: Option<Delays>,
+    /// Chance that a write goes to one of its writer's hottest keys.
+    pub hot_writes: f64,
+    /// A bug planted in the node for this run (`SIM_BUG=<name>`).
+    pub bug: Option<Bug>,
 }
 
 impl Swarm {
@@ -118,11 +125,51 @@ impl Swarm {
             warmup: Duration::from_secs(4),
             workload_end: Duration::from_secs(34),
             plan: vec![],
+            delays: None,
+            hot_writes: 0.0,
+            bug: planted_bug(),
         };
         let n = swarm.nodes;
         swarm.plan = plan(&mut rng, &mut swarm, scenario, n);
+        // Drawn from a second stream, so adding them left the rest of every seed's
+        // swarm as it was.
+        let mut extra = SmallRng::seed_from_u64(
+            seed ^ 0xB066_1F1E ^ xxhash_rust::xxh3::xxh3_64(scenario.name().as_bytes()),
+        );
+        swarm.delays = extra.random_bool(0.8).then(|| Delays {
+            seed: extra.random(),
+            rate: extra.random_range(0.02..0.3),
+            max: Duration::from_millis(extra.random_range(5..=200)),
+        });
+        if extra.random_bool(0.5) {
+            swarm.hot_writes = extra.random_range(0.3..0.9);
+        }
+        if scenario == Scenario::Swarm && extra.random_bool(0.3) {
+            // The leaver, if any, is node n-1: the stall stays off it.
+            let eligible = if swarm.leavers.is_empty() { n } else { n - 1 };
+            let mut stalls = plan(&mut extra, &mut swarm, Scenario::Stall, eligible);
+            swarm.plan.append(&mut stalls);
+        }
         swarm.plan.sort_by_key(|(at, _)| *at);
         swarm
+    }
+
+    /// The swarm without what was added to the draws later (delays at risky points, hot
+    /// writes, stalls), so a seed pinned before then replays the run it was pinned for.
+    pub fn as_first_drawn(mut self) -> Swarm {
+        self.delays = None;
+        self.hot_writes = 0.0;
+        self.plan
+            .retain(|(_, a)| !matches!(a, Action::Stall(_) | Action::Unstall(_)));
+        self
+    }
+
+    /// What the node's hooks do in this run.
+    pub fn setup(&self) -> peercache::buggify::Setup {
+        peercache::buggify::Setup {
+            delays: self.delays,
+            bug: self.bug,
+        }
     }
 
     /// Node `i` as this swarm sets it up: its peers from the registry, its misses
@@ -224,4 +271,14 @@ impl Swarm {
     pub fn staleness_bound(&self) -> Duration {
         self.hot_ttl + self.latency.1 * 4 + Duration::from_millis(100)
     }
+}
+
+/// The bug `SIM_BUG` names, if any.
+fn planted_bug() -> Option<Bug> {
+    let name = std::env::var("SIM_BUG").ok()?;
+    let bug = Bug::named(&name).unwrap_or_else(|| {
+        let known: Vec<_> = Bug::ALL.iter().map(|b| b.name()).collect();
+        panic!("SIM_BUG={name:?} is not a planted bug; known: {known:?}")
+    });
+    Some(bug)
 }

@@ -11,6 +11,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 
 use super::Group;
+use crate::buggify::{self, Bug, Point};
 use crate::error::{Error, Result};
 use crate::peer::Fetched;
 use crate::singleflight::Role;
@@ -53,6 +54,9 @@ impl Group {
     /// concurrent asker on this node, client or peer.
     pub(super) async fn load(&self, key: &str, owned: bool) -> Result<Fetched> {
         let inner = &*self.inner;
+        if buggify::planted(Bug::LoadPerGet) {
+            return self.load_into(key, owned).await;
+        }
         let (result, role) = inner.loads.run(key, || self.load_into(key, owned)).await;
         if role == Role::Follower {
             inner.counters.loads_deduped.fetch_add(1, Relaxed);
@@ -78,6 +82,10 @@ impl Group {
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(Error::load(panic_message(&*panic))));
+        let loaded = match loaded {
+            Err(_) if buggify::planted(Bug::ErrorCached) => Ok(bytes::Bytes::new()),
+            loaded => loaded,
+        };
         let value = loaded
             .and_then(|v| inner.limits.check_value(&v).map(|()| v))
             .inspect_err(|_| {
@@ -90,7 +98,12 @@ impl Group {
         // Ownership moved during the load: the main cache keeps only owned keys.
         // A write that landed during the load wins (the insert is refused as stale);
         // this caller still gets the value it asked for, current when it asked.
+        buggify::delay(Point::FillBeforeInsert).await;
         if let Some(store) = store.filter(|_| !owned || self.owns(key)) {
+            let version = match buggify::planted(Bug::FillIgnoresFloor) {
+                true => store.floor(key),
+                false => version,
+            };
             let entry = Entry {
                 value: value.clone(),
                 version,

@@ -40,6 +40,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use tokio_util::task::TaskTracker;
 
+use crate::buggify::{self, Bug, CallLog, Point};
 use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::peer::{Fetched, PeerFailure, PeerPicker, PeerRef, Pick};
@@ -114,6 +115,9 @@ impl Group {
                 Pick::Peer(peer) => peer,
             };
             let ask = || self.fetch(&peer, key, deadline);
+            if buggify::planted(Bug::CallPerGet) {
+                return ask().await;
+            }
             let (result, role) = inner.fetches.run(key, ask).await;
             if role == Role::Follower {
                 inner.counters.loads_deduped.fetch_add(1, Relaxed);
@@ -174,7 +178,7 @@ impl Group {
     /// never hears of.
     fn main_hit(&self, key: &str, now: Duration) -> Option<Hit> {
         let hit = self.inner.main.get(key, now)?;
-        if self.owns(key) {
+        if self.owns(key) || buggify::planted(Bug::ServesUnowned) {
             return Some(hit);
         }
         self.inner.main.remove(key, hit.version.saturating_add(1));
@@ -188,11 +192,18 @@ impl Group {
             return Ok(value);
         }
         // Read before asking: an invalidation from here on refuses the copy we get back.
-        let hot_floor = inner.hot.floor(key);
+        let mut hot_floor = inner.hot.floor(key);
         let left = time_left(deadline);
-        match peer.get(&inner.name, key, left).await {
+        let log = CallLog::start(self.picker().map_or("", |p| p.self_id()), peer.id(), key);
+        let answer = peer.get(&inner.name, key, left).await;
+        drop(log);
+        match answer {
             Ok(fetched) => {
                 inner.counters.peer_loads.fetch_add(1, Relaxed);
+                buggify::delay(Point::BeforeKeepHot).await;
+                if buggify::planted(Bug::HotIgnoresInvalidation) {
+                    hot_floor = hot_floor.map(|_| 0);
+                }
                 if let Some(floor) = hot_floor {
                     let now = inner.epoch.now();
                     inner.hot.keep(key, &fetched, floor, now, &inner.rng);
@@ -218,6 +229,9 @@ impl Group {
 
     /// Who owns `key` in this node's current view (this node, without peers).
     fn pick(&self, key: &str) -> Pick {
+        if buggify::planted(Bug::LoadsUnowned) {
+            return Pick::Local;
+        }
         self.picker().map_or(Pick::Local, |p| p.pick(key))
     }
 

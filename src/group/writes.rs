@@ -16,6 +16,7 @@ use futures::future::join_all;
 use parking_lot::Mutex;
 
 use super::{Group, time_left};
+use crate::buggify::{self, Bug, Point};
 use crate::error::{Error, Result};
 use crate::peer::{PeerFailure, PeerRef, Pick};
 use crate::store::{Entry, Rejected};
@@ -116,6 +117,9 @@ impl Group {
     /// members its owner knew; a member it did not know may hold an old copy, even as the
     /// key's owner in its own view. Returns how many invalidations were not delivered.
     pub async fn replay_writes(&self, peers: &[PeerRef]) -> usize {
+        if buggify::planted(Bug::NoReplay) {
+            return 0;
+        }
         let writes = self.inner.writes.recent(self.inner.epoch.now());
         let name = &self.inner.name;
         let mut failed = 0;
@@ -187,16 +191,17 @@ impl Group {
             .writes
             .remember(key, version, self.inner.epoch.now());
         let others = self.picker().map(|p| p.others()).unwrap_or_default();
-        if others.is_empty() {
+        if others.is_empty() || buggify::planted(Bug::NoInvalidations) {
             return version;
         }
         let wait = time_left(deadline).min(INVALIDATE_DEADLINE);
         let (group, key) = (self.clone(), key.to_owned());
         let fan_out = self.inner.tasks.spawn(async move {
             let name = &group.inner.name;
-            let sends = others
-                .iter()
-                .map(|p| p.invalidate(name, &key, version, wait));
+            let sends = others.iter().map(|p| async {
+                buggify::delay(Point::BeforeInvalidate).await;
+                p.invalidate(name, &key, version, wait).await
+            });
             let failed = join_all(sends).await.iter().filter(|r| r.is_err()).count();
             if failed > 0 {
                 let counters = &group.inner.counters;
@@ -253,6 +258,9 @@ impl Group {
         inner.hot.drop_copy(key, version);
         if !keep_main {
             inner.main.purge(key, version);
+        }
+        if buggify::planted(Bug::FlightsSurviveWrites) {
+            return;
         }
         inner.fetches.forget(key);
         inner.loads.forget(key);
