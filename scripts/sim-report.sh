@@ -25,13 +25,19 @@ elapsed=$(( $(date +%s) - started ))
   echo "P99 of Get latency in simulated time; successful source loads per distinct"
   echo "(key, version) over the whole run (1.0 is ideal; churn and evictions add to it);"
   echo "loads beyond one per (key, version) in the stable phases (before the first fault and"
-  echo "after recovery; a write to the key in between starts a new fill); simulated seconds"
-  echo "per wall-clock second of one test thread."
+  echo "after recovery; a write to the key in between starts a new fill); successful Gets held"
+  echo "to the strict safety rule (an acknowledged write before them with no fault touching"
+  echo "writer, owner or reader and every view agreeing: they must see it) out of all"
+  echo "successful Gets, every one held to the general rule (one hot TTL after the views"
+  echo "agree); peer calls per distinct (asking node, key, source version) in the stable"
+  echo "phases (hot copies expiring and evictions make it exceed 1); calls made while the same"
+  echo "node's call for the same key was in flight with no write between (must be 0);"
+  echo "simulated seconds per wall-clock second of one test thread."
   echo
-  echo "| scenario | seeds | simulated | ops | errors | Get P99 (sim) | loads per key-version | stable excess loads | sim s / wall s |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | seeds | simulated | ops | errors | Get P99 (sim) | loads per key-version | stable excess loads | strict Gets | peer calls per node-key-version | duplicate calls | sim s / wall s |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for s in steady_state partition one_way_partition registry_partition client_partition \
-           registry_hold message_loss latency_spread crash_bounce scale_out graceful_leave swarm; do
+           registry_hold message_loss latency_spread crash_bounce scale_out graceful_leave stall swarm; do
     cat "$rows/$s.md"
   done
 } > reports/sim.md

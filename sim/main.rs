@@ -8,6 +8,11 @@
 //!   `SIM_FIRST` (default 1) on.
 //! - `SIM_KEEP_GOING=1` runs every seed even after one fails, prints each failure, and
 //!   fails at the end listing them (the soak, scripts/sim-soak.sh, uses it).
+//! - `SIM_FIRST_DRAWN=1` runs each seed's swarm as drawn before delays at risky points,
+//!   hot writes and stalls were added (to replay a failure found before then).
+//! - `SIM_BUG=<name>` plants a known bug in the nodes (src/buggify.rs;
+//!   scripts/sim-planted.sh runs them all). `SIM_WALL_BUDGET=<s>` bounds a seed's
+//!   wall-clock time (default 300 s).
 //! - Every seed prints `sim: scenario=<name> seed=<n> trace=<hex>`, the trace being a
 //!   hash of the full history.
 //! - A failure prints what was violated, the history around it and the command that

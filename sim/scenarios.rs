@@ -58,12 +58,17 @@ fn pinned_as_first_drawn(s: Scenario, seed: u64) {
 
 fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
+    let first_drawn = std::env::var_os("SIM_FIRST_DRAWN").is_some();
     let mut figures = Figures::default();
     let mut failed = vec![];
     for (n, seed) in seeds.into_iter().enumerate() {
         // The first seed of every scenario runs twice.
         let replay = n == 0 || std::env::var_os("SIM_DETERMINISM").is_some();
-        match judge(Swarm::draw(s, seed), replay) {
+        let mut swarm = Swarm::draw(s, seed);
+        if first_drawn {
+            swarm = swarm.as_first_drawn();
+        }
+        match judge(swarm, replay) {
             Ok(run) => add(&mut figures, &run),
             Err(report) if keep_going => {
                 eprintln!("{report}");
@@ -324,6 +329,20 @@ fn stall() {
 #[test]
 fn swarm() {
     scenario(Scenario::Swarm);
+}
+
+/// A run that outlives its wall-clock budget stops there and fails with the same report
+/// as any violation, instead of running on (a planted membership bug once ran for more
+/// than ten minutes).
+#[test]
+fn a_run_past_its_budget_fails_with_a_report() {
+    let swarm = Swarm::draw(Scenario::SteadyState, 1);
+    let run = crate::harness::run_within(swarm, Duration::ZERO);
+    let why = run.aborted.as_deref().expect("the run stops at once");
+    assert!(why.contains("wall-clock"), "{why}");
+    let violations = check::all(&run);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].check, "budget");
 }
 
 // Regressions: seeds that found bugs in the node, pinned. Each name says what broke.

@@ -18,7 +18,7 @@ mod scenario;
 mod swarm;
 pub mod world;
 
-pub use run::{Run, run};
+pub use run::{Run, run, run_within};
 pub use scenario::{Action, Scenario};
 pub use swarm::Swarm;
 

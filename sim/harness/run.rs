@@ -36,6 +36,11 @@ pub struct Run {
 
 /// Runs what a seed drew.
 pub fn run(swarm: Swarm) -> Run {
+    run_within(swarm, wall_budget())
+}
+
+/// Runs what a seed drew, stopping it if it takes more than `budget` of wall-clock time.
+pub fn run_within(swarm: Swarm, budget: Duration) -> Run {
     let seed = swarm.seed;
     let started = Instant::now();
     let world = World {
@@ -74,7 +79,7 @@ pub fn run(swarm: Swarm) -> Run {
     }
 
     peercache::buggify::install(swarm.setup());
-    let (mut history, aborted) = steps(&mut sim, &swarm, &nodes, started);
+    let (mut history, aborted) = steps(&mut sim, &swarm, &nodes, started, budget);
     history.calls = peercache::buggify::take_calls();
     peercache::buggify::uninstall();
     history.ops = std::mem::take(&mut *ops.lock().unwrap());
@@ -104,12 +109,12 @@ fn steps(
     swarm: &Swarm,
     nodes: &Nodes,
     started: Instant,
+    budget: Duration,
 ) -> (History, Option<String>) {
     let mut history = History::default();
     let mut plan = swarm.plan.iter().peekable();
     let mut next_sample = Duration::ZERO;
     let mut links = Links::default();
-    let budget = wall_budget();
     loop {
         let done = match sim.step() {
             Ok(done) => done,
