@@ -41,4 +41,8 @@ elapsed=$(( $(date +%s) - started ))
     cat "$rows/$s.md"
   done
 } > reports/sim.md
+# The soak's section (scripts/sim-soak.sh) comes from its ledger.
+if [ -f reports/sim-soak.tsv ]; then
+  python3 scripts/sim-soak-report.py section reports/sim-soak.tsv reports/sim.md
+fi
 echo "wrote reports/sim.md"
