@@ -10,7 +10,9 @@ pub mod safety;
 
 use std::fmt;
 
-use crate::harness::Run;
+use std::time::Duration;
+
+use crate::harness::{Run, Scenario, Swarm};
 
 /// One broken property.
 #[derive(Debug)]
@@ -46,4 +48,18 @@ pub fn all(run: &Run) -> Vec<Violation> {
     out.extend(efficiency::check(run).violations);
     out.extend(memory::check(run));
     out
+}
+
+/// A run that outlives its wall-clock budget stops there and fails with the same report
+/// as any violation, instead of running on (a planted membership bug once ran for more
+/// than ten minutes).
+#[test]
+fn a_run_past_its_budget_fails_with_a_report() {
+    let swarm = Swarm::draw(Scenario::SteadyState, 1);
+    let run = crate::harness::run_within(swarm, Duration::ZERO);
+    let why = run.aborted.as_deref().expect("the run stops at once");
+    assert!(why.contains("wall-clock"), "{why}");
+    let violations = all(&run);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].check, "budget");
 }
