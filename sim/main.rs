@@ -26,6 +26,7 @@ mod check;
 mod cluster;
 mod harness;
 mod history;
+mod races;
 mod read_through;
 mod registry;
 mod scenarios;

@@ -44,16 +44,18 @@ pub enum Bug {
     FillIgnoresFloor,
     /// Set/Remove: the owner does not tell the other members to drop their copies.
     NoInvalidations,
-    /// Set/Remove: an asker keeps a hot copy at the owner's version even when an
-    /// invalidation arrived while the answer was on its way.
+    /// Set/Remove: an asker keeps a hot copy even when an invalidation arrived while the
+    /// answer was on its way (it stamps the copy with the floor as it is when the answer
+    /// arrives, not as it was when it asked).
     HotIgnoresInvalidation,
     /// Set/Remove: a write does not detach the key's flights, so a get that starts after
     /// the write can receive a fill that started before it.
     FlightsSurviveWrites,
     /// Errors: a failed load is cached as an empty value.
     ErrorCached,
-    /// Churn: a main-cache entry is served after its key moved to another owner.
-    ServesUnowned,
+    /// Churn: a node keeps and serves main-cache entries of keys that moved to another
+    /// owner (the drop at membership changes and the check on every hit both off).
+    KeepsUnowned,
     /// Churn: an owner does not replay its recent writes to members that appear.
     NoReplay,
 }
@@ -69,7 +71,7 @@ impl Bug {
         Bug::HotIgnoresInvalidation,
         Bug::FlightsSurviveWrites,
         Bug::ErrorCached,
-        Bug::ServesUnowned,
+        Bug::KeepsUnowned,
         Bug::NoReplay,
     ];
 
@@ -84,7 +86,7 @@ impl Bug {
             Bug::HotIgnoresInvalidation => "hot_ignores_invalidation",
             Bug::FlightsSurviveWrites => "flights_survive_writes",
             Bug::ErrorCached => "error_cached",
-            Bug::ServesUnowned => "serves_unowned",
+            Bug::KeepsUnowned => "keeps_unowned",
             Bug::NoReplay => "no_replay",
         }
     }

@@ -274,8 +274,8 @@ impl Swarm {
 }
 
 /// The bug `SIM_BUG` names, if any.
-fn planted_bug() -> Option<Bug> {
-    let name = std::env::var("SIM_BUG").ok()?;
+pub fn planted_bug() -> Option<Bug> {
+    let name = std::env::var("SIM_BUG").ok().filter(|n| !n.is_empty())?;
     let bug = Bug::named(&name).unwrap_or_else(|| {
         let known: Vec<_> = Bug::ALL.iter().map(|b| b.name()).collect();
         panic!("SIM_BUG={name:?} is not a planted bug; known: {known:?}")

@@ -34,6 +34,11 @@ impl World {
     /// turmoil's builder, set up, for options only the swarm needs.
     pub fn builder(&self) -> turmoil::Builder {
         crate::init_logging();
+        // A bug planted with SIM_BUG applies to every test; delays only to swarms.
+        peercache::buggify::install(peercache::buggify::Setup {
+            delays: None,
+            bug: super::swarm::planted_bug(),
+        });
         let mut builder = turmoil::Builder::new();
         builder
             .rng_seed(self.seed)

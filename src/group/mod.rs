@@ -178,7 +178,7 @@ impl Group {
     /// never hears of.
     fn main_hit(&self, key: &str, now: Duration) -> Option<Hit> {
         let hit = self.inner.main.get(key, now)?;
-        if self.owns(key) || buggify::planted(Bug::ServesUnowned) {
+        if self.owns(key) || buggify::planted(Bug::KeepsUnowned) {
             return Some(hit);
         }
         self.inner.main.remove(key, hit.version.saturating_add(1));
@@ -202,7 +202,9 @@ impl Group {
                 inner.counters.peer_loads.fetch_add(1, Relaxed);
                 buggify::delay(Point::BeforeKeepHot).await;
                 if buggify::planted(Bug::HotIgnoresInvalidation) {
-                    hot_floor = hot_floor.map(|_| 0);
+                    // The floor as it is now, raised by any invalidation meanwhile: the
+                    // copy passes the store's check.
+                    hot_floor = inner.hot.floor(key);
                 }
                 if let Some(floor) = hot_floor {
                     let now = inner.epoch.now();
@@ -292,6 +294,7 @@ impl Group {
     /// after losing its lease, a joiner that leaves again). Returns how many it dropped.
     pub fn drop_unowned(&self) -> usize {
         match self.picker() {
+            Some(_) if buggify::planted(Bug::KeepsUnowned) => 0,
             Some(picker) => self.inner.main.retain(&|key| picker.owns(key)),
             None => 0,
         }
