@@ -39,16 +39,8 @@ fn scenario(s: Scenario) {
     write_report(s, &figures);
 }
 
-/// A regression test: `seed` of `s` once exposed a bug in the node.
-fn pinned(s: Scenario, seed: u64) {
-    let swarm = Swarm::draw(s, seed);
-    if let Err(report) = judge(swarm, true) {
-        panic!("{report}");
-    }
-}
-
-/// A regression test pinned before the swarms drew delays, hot writes and stalls: the
-/// seed runs the swarm it was pinned with.
+/// A regression test: `seed` of `s` once exposed a bug in the node. Pinned before the
+/// swarms drew delays, hot writes and stalls, the seed runs the swarm it was pinned with.
 fn pinned_as_first_drawn(s: Scenario, seed: u64) {
     let swarm = Swarm::draw(s, seed).as_first_drawn();
     if let Err(report) = judge(swarm, true) {
