@@ -42,7 +42,7 @@ fn scenario(s: Scenario) {
 /// A regression test: `seed` of `s` once exposed a bug in the node. Pinned before the
 /// swarms drew delays, hot writes and stalls, the seed runs the swarm it was pinned with.
 fn pinned_as_first_drawn(s: Scenario, seed: u64) {
-    let swarm = Swarm::draw(s, seed).as_first_drawn();
+    let swarm = Swarm::draw(s, seed).first_drawn();
     if let Err(report) = judge(swarm, true) {
         panic!("{report}");
     }
@@ -58,7 +58,7 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
         let replay = n == 0 || std::env::var_os("SIM_DETERMINISM").is_some();
         let mut swarm = Swarm::draw(s, seed);
         if first_drawn {
-            swarm = swarm.as_first_drawn();
+            swarm = swarm.first_drawn();
         }
         match judge(swarm, replay) {
             Ok(run) => add(&mut figures, &run),

@@ -156,7 +156,7 @@ impl Swarm {
 
     /// The swarm without what was added to the draws later (delays at risky points, hot
     /// writes, stalls), so a seed pinned before then replays the run it was pinned for.
-    pub fn as_first_drawn(mut self) -> Swarm {
+    pub fn first_drawn(mut self) -> Swarm {
         self.delays = None;
         self.hot_writes = 0.0;
         self.plan
