@@ -40,7 +40,10 @@ if [ -n "${RUSTFLAGS:-}" ]; then
   export RUSTFLAGS="$RUSTFLAGS --cfg tokio_unstable"
 fi
 
-args=(--jobs "${JOBS:-1}" --output "$OUT" "$@")
+args=(--output "$OUT" "$@")
+# One build at a time by default (a mutant's build already uses every core); --in-place
+# implies one.
+case " $* " in *" --in-place "*) ;; *) args+=(--jobs "${JOBS:-1}") ;; esac
 [ -n "${SHARD:-}" ] && args+=(--shard "$SHARD")
 
 mkdir -p "$OUT" reports
