@@ -56,7 +56,7 @@ elapsed=$(( ($(date +%s) - start) / 60 ))
 case $status in
   0 | 2 | 3) ended="finished" ;; # 2: some mutants missed, 3: some timed out
   124 | 137) ended="stopped by the ${MINUTES}-minute budget" ;;
-  *) ended="ended with status $status" ;;
+  *) ended="ended with status $status (interrupted, or see $OUT/mutants.out/debug.log)" ;;
 esac
 
 # Outcomes as "outcome<TAB>name without line:col", earlier runs first so this run wins.
@@ -77,7 +77,7 @@ sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /' "$OUT/listed.txt" >"$OUT/listed-names.
 {
   echo "# Mutation testing"
   echo
-  echo "\`scripts/mutants.sh $MINUTES${*:+ $*}\`${SHARD:+ with SHARD=$SHARD}${EARLIER:+, merged with EARLIER=\"$EARLIER\"}"
+  echo "\`${SHARD:+SHARD=$SHARD }${EARLIER:+EARLIER=\"$EARLIER\" }scripts/mutants.sh $MINUTES${*:+ $(printf '%q ' "$@")}\`"
   echo "at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src tests || echo ' (with uncommitted changes)'),"
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), cargo-mutants $(cargo mutants --version | awk '{print $2}'),"
   echo "$(nproc) cores, ${JOBS:-1} job: $ended after $elapsed min."
