@@ -28,7 +28,11 @@ fn a_write_raises_only_its_own_keys_floor_while_the_floor_is_exact() {
     write(&mut s, key, 7);
     assert_eq!(s.floor(key), 7);
     assert_eq!(fill(&mut s, key, 6), Err(Rejected::Stale));
-    assert_eq!(s.floor(mate), 0, "a key of the same slot keeps its own floor");
+    assert_eq!(
+        s.floor(mate),
+        0,
+        "a key of the same slot keeps its own floor"
+    );
     assert_eq!(fill(&mut s, mate, 0), Ok(()));
 }
 
@@ -41,7 +45,11 @@ fn the_oldest_exact_floor_spills_into_its_slot_only_after_exact_floors_newer_key
     for i in 1..EXACT_FLOORS as u64 {
         write(&mut s, 7 + i * SLOTS, 1);
     }
-    assert_eq!(s.floor(mate), 0, "the last EXACT_FLOORS keys keep exact floors");
+    assert_eq!(
+        s.floor(mate),
+        0,
+        "the last EXACT_FLOORS keys keep exact floors"
+    );
     // One more key: the first key's floor spills into its slot, shared by its keys.
     write(&mut s, 7 + EXACT_FLOORS as u64 * SLOTS, 1);
     assert_eq!(s.floor(first), 9, "a spilled floor still holds for its key");
@@ -66,5 +74,9 @@ fn a_spilled_slot_keeps_the_newest_of_its_keys_floors() {
     }
     assert_eq!(s.floor(3 + 2 * SLOTS), 20, "the higher of the two floors");
     assert_eq!(fill(&mut s, 3 + SLOTS, 19), Err(Rejected::Stale));
-    assert_eq!(fill(&mut s, 3 + SLOTS, 20), Ok(()), "a fill at the floor is taken");
+    assert_eq!(
+        fill(&mut s, 3 + SLOTS, 20),
+        Ok(()),
+        "a fill at the floor is taken"
+    );
 }
