@@ -9,10 +9,10 @@
 # covers the mutants tested so far (the rest are counted as not reached).
 # SHARD=k/n: test only the k-th of n shards (`--shard k/n`), e.g. one per machine.
 # OUT (default target/mutants): where cargo-mutants writes mutants.out/.
-# EARLIER="dir ...": mutants.out directories of earlier runs (other shards, or a run
-#   before new tests) merged into the report; this run's outcome wins for a mutant both
-#   tested. Mutants are matched by file and description, not line, so tests added at the
-#   end of a file keep them matching.
+# EARLIER="dir ...": OUT directories of earlier runs at the same source (other shards,
+#   other files, or a run before new tests) merged into the report; this run's outcome
+#   wins for a mutant both tested.
+# REPORT_ONLY=1: run nothing, rewrite the report from OUT (and EARLIER).
 # Extra arguments go to cargo-mutants, e.g. `--file src/ring.rs` or `--in-place` (no
 # copy of the tree: faster, but do not edit the tree meanwhile).
 #
@@ -26,6 +26,10 @@ need_build_deps
 
 MINUTES="${1:-60}"
 shift || true
+if ! [[ $MINUTES =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: scripts/mutants.sh [MINUTES (a whole number, at least 1)] [cargo-mutants arguments...]" >&2
+  exit 2
+fi
 OUT="${OUT:-target/mutants}"
 REPORT=reports/mutants.md
 EXPLAINED=.cargo/mutants-explained.txt
@@ -47,38 +51,54 @@ case " $* " in *" --in-place "*) ;; *) args+=(--jobs "${JOBS:-1}") ;; esac
 [ -n "${SHARD:-}" ] && args+=(--shard "$SHARD")
 
 mkdir -p "$OUT" reports
-cargo mutants --list "${args[@]}" >"$OUT/listed.txt"
-echo "== $(wc -l <"$OUT/listed.txt") mutants; budget ${MINUTES} min"
-start=$(date +%s)
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src tests || echo ' (with uncommitted changes)')
 status=0
-timeout --signal=INT --kill-after=60 "${MINUTES}m" cargo mutants "${args[@]}" || status=$?
-elapsed=$(( ($(date +%s) - start) / 60 ))
+if [ -z "${REPORT_ONLY:-}" ]; then
+  cargo mutants --list "${args[@]}" >"$OUT/listed.txt"
+  echo "== $(wc -l <"$OUT/listed.txt") mutants; budget ${MINUTES} min"
+  start=$(date +%s)
+  timeout --signal=INT --kill-after=60 "${MINUTES}m" cargo mutants "${args[@]}" || status=$?
+  elapsed=$(( ($(date +%s) - start) / 60 ))
+else
+  status=report
+  elapsed=0
+fi
 case $status in
+  report) ended="report rewritten from $OUT" ;;
   0 | 2 | 3) ended="finished" ;; # 2: some mutants missed, 3: some timed out
   124 | 137) ended="stopped by the ${MINUTES}-minute budget" ;;
   *) ended="ended with status $status (interrupted, or see $OUT/mutants.out/debug.log)" ;;
 esac
 
-# Outcomes as "outcome<TAB>name without line:col", earlier runs first so this run wins.
+# The arguments as one would type them: single quotes where the shell needs them.
+quote() {
+  local a out=()
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./=:,+-]+$ ]]; then out+=("$a"); else out+=("'$a'"); fi
+  done
+  echo "${out[*]}"
+}
+
+# Outcomes as "outcome<TAB>mutant", earlier runs first so this run wins.
 outcomes() {
   local dir
   for dir in "$@"; do
     for o in caught missed timeout unviable; do
       [ -f "$dir/mutants.out/$o.txt" ] || continue
-      sed -E "s/^([^:]+):[0-9]+:[0-9]+: /\1: /; s/^/$o\t/" "$dir/mutants.out/$o.txt"
+      sed "s/^/$o\t/" "$dir/mutants.out/$o.txt"
     done
   done | awk -F'\t' '{ last[$2] = $1; if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 } }
     END { for (i = 1; i <= n; i++) print last[order[i]] "\t" order[i] }'
 }
 read -r -a earlier <<<"${EARLIER:-}"
 outcomes "${earlier[@]}" "$OUT" >"$OUT/merged.tsv"
-sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /' "$OUT/listed.txt" >"$OUT/listed-names.txt"
+for dir in "${earlier[@]}" "$OUT"; do cat "$dir/listed.txt"; done | sort -u >"$OUT/listed-names.txt"
 
 {
   echo "# Mutation testing"
   echo
-  echo "\`${SHARD:+SHARD=$SHARD }${EARLIER:+EARLIER=\"$EARLIER\" }scripts/mutants.sh $MINUTES${*:+ $(printf '%q ' "$@")}\`"
-  echo "at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src tests || echo ' (with uncommitted changes)'),"
+  echo "\`${SHARD:+SHARD=$SHARD }${EARLIER:+EARLIER=\"$EARLIER\" }scripts/mutants.sh $MINUTES${*:+ $(quote "$@")}\`"
+  echo "at $commit,"
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), cargo-mutants $(cargo mutants --version | awk '{print $2}'),"
   echo "$(nproc) cores, ${JOBS:-1} job: $ended after $elapsed min."
   echo "Files, exclusions and the test command: [.cargo/mutants.toml](../.cargo/mutants.toml)."
@@ -117,7 +137,9 @@ sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /' "$OUT/listed.txt" >"$OUT/listed-names.
       next
     }
     $1 == "missed" {
-      d = ($2 in why) ? why[$2] : "**not explained yet**: needs a test or a reason"
+      name = $2
+      sub(/:[0-9]+:[0-9]+: /, ": ", name)
+      d = (name in why) ? why[name] : "**not explained yet**: needs a test or a reason"
       printf "- `%s`  \n  %s\n", $2, d
     }' "${EXPLAINED}" "$OUT/merged.tsv"
 } >"$REPORT"
