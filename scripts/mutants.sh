@@ -90,6 +90,13 @@ outcomes() {
   done | awk -F'\t' '{ last[$2] = $1; if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 } }
     END { for (i = 1; i <= n; i++) print last[order[i]] "\t" order[i] }'
 }
+# One line per run, kept with its output, so a merged report lists every run.
+if [ -z "${REPORT_ONLY:-}" ]; then
+  tested=$(cat "$OUT"/mutants.out/{caught,missed,timeout,unviable}.txt 2>/dev/null | wc -l)
+  echo "- \`${SHARD:+SHARD=$SHARD }scripts/mutants.sh $MINUTES${*:+ $(quote "$@")}\` at $commit," \
+    "$(date -u '+%Y-%m-%d %H:%M UTC'): $tested of $(wc -l <"$OUT/listed.txt") mutants" \
+    "tested, $ended after $elapsed min." >"$OUT/run.md"
+fi
 read -r -a earlier <<<"${EARLIER:-}"
 outcomes "${earlier[@]}" "$OUT" >"$OUT/merged.tsv"
 for dir in "${earlier[@]}" "$OUT"; do cat "$dir/listed.txt"; done | sort -u >"$OUT/listed-names.txt"
@@ -97,10 +104,13 @@ for dir in "${earlier[@]}" "$OUT"; do cat "$dir/listed.txt"; done | sort -u >"$O
 {
   echo "# Mutation testing"
   echo
-  echo "\`${SHARD:+SHARD=$SHARD }${EARLIER:+EARLIER=\"$EARLIER\" }scripts/mutants.sh $MINUTES${*:+ $(quote "$@")}\`"
-  echo "at $commit,"
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), cargo-mutants $(cargo mutants --version | awk '{print $2}'),"
-  echo "$(nproc) cores, ${JOBS:-1} job: $ended after $elapsed min."
+  echo "cargo-mutants $(cargo mutants --version | awk '{print $2}'), $(nproc) cores, one build at a time."
+  echo "Runs merged here (a later run's outcome wins for a mutant tested twice):"
+  echo
+  for dir in "${earlier[@]}" "$OUT"; do
+    if [ -f "$dir/run.md" ]; then cat "$dir/run.md"; else echo "- the output in $dir"; fi
+  done
+  echo
   echo "Files, exclusions and the test command: [.cargo/mutants.toml](../.cargo/mutants.toml)."
   echo
   echo "Caught: a test failed. Missed: every test passed with the code mutated. Unviable: it"
