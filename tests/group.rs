@@ -710,3 +710,30 @@ async fn each_setting_is_checked_and_the_size_limits_are_exact() {
     let g = group(&reg, &src);
     assert_eq!(g.stats().hot.capacity, (1 << 20) / 8);
 }
+
+#[tokio::test]
+async fn groups_of_one_node_draw_their_own_ttl_jitter() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let expiries = |name: &str| {
+        let g = reg
+            .group(name)
+            .ttl(Duration::from_secs(100))
+            .ttl_jitter(0.5)
+            .loader(src.loader())
+            .build()
+            .unwrap();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..20 {
+                let f = g
+                    .get_for_peer(&format!("k{i}"), Duration::from_secs(1))
+                    .await;
+                out.push(f.unwrap().expires_in.unwrap());
+            }
+            out
+        }
+    };
+    let (a, b) = (expiries("a").await, expiries("b").await);
+    assert_ne!(a, b, "the group's name is mixed into its seed");
+}
