@@ -690,6 +690,8 @@ async fn each_setting_is_checked_and_the_size_limits_are_exact() {
         // Room for the longest key and not one byte of value.
         build(reg.group("x").capacity(ENTRY_OVERHEAD + 16).max_key_len(16)),
         build(sized(largest, 1001)),
+        // So large that the entry's size would overflow if it were not refused first.
+        build(reg.group("x").max_value_len(usize::MAX)),
         build(sized(4 * largest - 1, 1000).buckets(4)),
     ];
     for b in bad {
