@@ -111,7 +111,8 @@ for dir in "${earlier[@]}" "$OUT"; do cat "$dir/listed.txt"; done | sort -u >"$O
     if [ -f "$dir/run.md" ]; then cat "$dir/run.md"; else echo "- the output in $dir"; fi
   done
   echo
-  echo "Files, exclusions and the test command: [.cargo/mutants.toml](../.cargo/mutants.toml)."
+  echo "Files, exclusions and the test command: [.cargo/mutants.toml](../.cargo/mutants.toml), or"
+  echo "[.cargo/mutants-group.toml](../.cargo/mutants-group.toml) (the group's tests only) where a run names it."
   echo
   echo "Caught: a test failed. Missed: every test passed with the code mutated. Unviable: it"
   echo "does not build. Timeout: the tests hung (counted as caught by cargo-mutants)."
