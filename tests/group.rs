@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use peercache::{Error, Group, Loader, LoaderFn, PolicyKind, Registry, Result};
+use peercache::store::ENTRY_OVERHEAD;
+use peercache::{Error, Group, HotConfig, Loader, LoaderFn, PolicyKind, Registry, Result};
 use tokio::sync::{Notify, Semaphore};
 
 /// A loader that counts calls and answers `v<n>:<key>` for its n-th call.
@@ -654,4 +655,87 @@ async fn extreme_ttls_and_limits_are_errors_or_work_never_panics() {
     for b in bad {
         assert!(matches!(b, Err(Error::Config(_))), "{b:?}");
     }
+}
+
+#[tokio::test]
+async fn each_setting_is_checked_and_the_size_limits_are_exact() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let build = |b: peercache::GroupBuilder| b.loader(src.loader()).build();
+    let hot = |h: HotConfig| build(reg.group("x").hot(h));
+    // Key 16 bytes and value 1,000: the largest entry charges 1,112 bytes.
+    let sized = |capacity: u64, value: usize| {
+        reg.group(format!("fits-{capacity}-{value}"))
+            .capacity(capacity)
+            .max_key_len(16)
+            .max_value_len(value)
+    };
+    let largest = ENTRY_OVERHEAD + 16 + 1000;
+    let bad = [
+        build(reg.group("x").ttl(Duration::ZERO)),
+        build(reg.group("x").max_key_len(0)),
+        build(reg.group("x").timeout(Duration::ZERO)),
+        hot(HotConfig {
+            fill_ratio: 1.5,
+            ..HotConfig::default()
+        }),
+        hot(HotConfig {
+            ttl: Duration::ZERO,
+            ..HotConfig::default()
+        }),
+        hot(HotConfig {
+            fallback_ttl: Duration::ZERO,
+            ..HotConfig::default()
+        }),
+        // Room for the longest key and not one byte of value.
+        build(reg.group("x").capacity(ENTRY_OVERHEAD + 16).max_key_len(16)),
+        build(sized(largest, 1001)),
+        // So large that the entry's size would overflow if it were not refused first.
+        build(reg.group("x").max_value_len(usize::MAX)),
+        build(sized(4 * largest - 1, 1000).buckets(4)),
+    ];
+    for b in bad {
+        assert!(matches!(b, Err(Error::Config(_))), "{b:?}");
+    }
+    for fits in [sized(largest, 1000), sized(4 * largest, 1000).buckets(4)] {
+        let g = build(fits).unwrap();
+        assert_eq!(g.limits(), (16, 1000));
+        let (key, value) = ("k".repeat(16), Bytes::from(vec![7; 1000]));
+        g.set(&key, value.clone(), None).await.unwrap();
+        assert_eq!(
+            g.get(&key).await.unwrap(),
+            value,
+            "the largest entry is kept"
+        );
+    }
+    // The hot cache defaults to an eighth of the main cache.
+    let g = group(&reg, &src);
+    assert_eq!(g.stats().hot.capacity, (1 << 20) / 8);
+}
+
+#[tokio::test]
+async fn groups_of_one_node_draw_their_own_ttl_jitter() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let expiries = |name: &str| {
+        let g = reg
+            .group(name)
+            .ttl(Duration::from_secs(100))
+            .ttl_jitter(0.5)
+            .loader(src.loader())
+            .build()
+            .unwrap();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..20 {
+                let f = g
+                    .get_for_peer(&format!("k{i}"), Duration::from_secs(1))
+                    .await;
+                out.push(f.unwrap().expires_in.unwrap());
+            }
+            out
+        }
+    };
+    let (a, b) = (expiries("a").await, expiries("b").await);
+    assert_ne!(a, b, "the group's name is mixed into its seed");
 }

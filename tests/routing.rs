@@ -218,3 +218,17 @@ async fn invalidations_outlive_a_cancelled_write_and_the_registry_drains_them() 
     );
     assert_eq!(c.take_calls(), [Call::new("a", "b", "get", &key)]);
 }
+
+#[tokio::test]
+async fn after_a_view_change_a_node_drops_the_keys_it_no_longer_owns() {
+    let c = cluster();
+    // b sees only itself, so it owns a key that c owns in the full view.
+    c.view("b", &["b"]);
+    let key = c.key_owned_by("c", &["a"]);
+    c.group("b").get(&key).await.unwrap();
+    assert!(c.group("b").holds(&key));
+    assert_eq!(c.registry("b").drop_unowned(), 0, "b still owns it");
+    c.view("b", &NODES);
+    assert_eq!(c.registry("b").drop_unowned(), 1);
+    assert!(!c.group("b").holds(&key));
+}
