@@ -260,6 +260,19 @@ fn apply(
         Action::Loss(rate) => {
             links.loss = *rate;
             sim.set_fail_rate(*rate);
+            if *rate == 0.0 {
+                // turmoil keeps a link the loss broke broken until a later message on it
+                // happens to repair it, so a connection long after the loss could still
+                // fail. The loss is over: every link not cut on purpose is whole again.
+                let hosts = swarm.all_hosts();
+                for (i, a) in hosts.iter().enumerate() {
+                    for b in &hosts[i + 1..] {
+                        if !links.cut.contains(&pair(a, b)) {
+                            sim.repair(a.as_str(), b.as_str());
+                        }
+                    }
+                }
+            }
         }
         Action::Crash(i) => {
             nodes.registries.lock().unwrap().remove(i);

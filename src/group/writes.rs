@@ -1,6 +1,7 @@
 //! Writes: routed to the key's owner, which stamps a version, applies the write, tells
 //! the other members to drop older copies, and remembers the write to replay it to
-//! members it sees later.
+//! members it sees later. The node the write came through remembers it too, so the
+//! replay happens even if the owner is gone by then.
 //!
 //! Versions are per key and only grow: the owner's next version is above every version
 //! it has handed out or seen for the key (the store's floor). A copy carries the
@@ -24,7 +25,8 @@ use crate::time::{self, Instant};
 
 /// Longest the owner waits for other members to confirm an invalidation.
 const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);
-/// How long, and how many, writes an owner remembers to replay to members it sees later.
+/// How long, and how many, writes a node remembers (as owner, or as the node a write
+/// came through) to replay to members it sees later.
 const RECENT_WRITES_WINDOW: Duration = Duration::from_secs(60);
 const RECENT_WRITES_MAX: usize = 4096;
 
@@ -40,7 +42,7 @@ pub(super) fn check_version(version: u64) -> Result<()> {
     Ok(())
 }
 
-/// A group's version counter and the writes it applied lately as owner.
+/// A group's version counter and the writes it applied or routed lately.
 #[derive(Default)]
 pub(super) struct Writes {
     versions: AtomicU64,
@@ -111,11 +113,13 @@ impl Group {
         Ok(())
     }
 
-    /// Sends invalidations of this node's recent writes (the last minute, at most 4096)
-    /// to `peers`, members that just appeared in this node's view. While views disagreed
-    /// (a member cut off from the registry, a late watch) a write reached only the
-    /// members its owner knew; a member it did not know may hold an old copy, even as the
-    /// key's owner in its own view. Returns how many invalidations were not delivered.
+    /// Sends invalidations of this node's recent writes (applied as owner or routed to
+    /// the owner; the last minute, at most 4096) to `peers`, members that just appeared
+    /// in this node's view. While views disagreed (a member cut off from the registry, a
+    /// late watch) a write reached only the members its owner knew; a member it did not
+    /// know may hold an old copy, even as the key's owner in its own view, and the owner
+    /// may have crashed before it could replay. Returns how many invalidations were not
+    /// delivered.
     pub async fn replay_writes(&self, peers: &[PeerRef]) -> usize {
         if buggify::planted(Bug::NoReplay) {
             return 0;
@@ -158,6 +162,11 @@ impl Group {
                 // The owner invalidates us too; dropping here as well makes this node
                 // read its own write even if that message is slow.
                 self.drop_copies(key, version, false);
+                // Replayed to members that appear in this view, like the owner's own
+                // writes: if views disagreed and the owner is gone before it could
+                // replay the write, this node still tells the key's owner in the new view.
+                let now = self.inner.epoch.now();
+                self.inner.writes.remember(key, version, now);
                 Ok(version)
             }
             Err(PeerFailure::Answered(e)) => Err(e),
