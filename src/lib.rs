@@ -16,7 +16,8 @@
 //!  grpc ──► group, peer                       (tonic client and service)
 //!  http, metrics ──► group, peer
 //!  group ──► store, ring, singleflight, time, loader, peer (the trait and picker)
-//!  store, ring, singleflight, time, net, discovery, peer  (ground floor)
+//!  store, ring, singleflight, time, net, discovery, peer, buggify (ground floor;
+//!  buggify: the simulator's hooks, empty without the `sim` feature)
 //! ```
 //!
 //! ```
