@@ -8,29 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, Db, http_get};
+use common::{Cluster, Db, db_group, http_get, keep_all_copies};
 use peercache::{HotConfig, Loader, Registry, Result};
 use tokio::sync::Semaphore;
-
-/// Every node keeps every copy it fetches, so invalidation is what keeps reads fresh.
-fn keep_all_copies() -> HotConfig {
-    HotConfig {
-        fill_ratio: 1.0,
-        ..HotConfig::default()
-    }
-}
-
-fn db_group(db: &Db) -> impl Fn(usize, &Registry) + '_ {
-    move |_, reg| {
-        reg.group("g")
-            .capacity(4 << 20)
-            .hot(keep_all_copies())
-            .timeout(Duration::from_secs(5))
-            .loader(db.clone())
-            .build()
-            .unwrap();
-    }
-}
 
 async fn get(url: &str, key: &str) -> (u16, String) {
     let (status, body) = http_get(&format!("{url}/v1/groups/g/keys/{key}")).await;

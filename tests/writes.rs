@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use in_process::{Call, InProcess};
-use peercache::Error;
 use peercache::peer::PeerRef;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -100,17 +99,26 @@ async fn invalidations_not_delivered_are_counted_and_returned() {
     assert_eq!(b.stats().invalidations_failed, 2);
 }
 
+/// A version above 2^62 from the network still drops the copy, but raises the key's
+/// floor only to 2^62: the owner's next version stays just above it.
 #[tokio::test]
-async fn versions_from_the_network_above_two_to_the_62_are_refused() {
+async fn versions_from_the_network_raise_a_floor_at_most_to_two_to_the_62() {
     let c = InProcess::new(&NODES, |g| g);
+    let key = c.key_owned_by("a", &["a"]);
     let a = c.group("a");
-    assert_eq!(a.invalidate("k", 1).map_err(|e| e.to_string()), Ok(()));
-    assert_eq!(
-        a.invalidate("k", 1 << 62).map_err(|e| e.to_string()),
-        Ok(())
-    );
-    for version in [(1 << 62) + 1, u64::MAX] {
-        let refused = a.invalidate("k", version);
-        assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    for version in [1, 1 << 62, (1 << 62) + 1, u64::MAX] {
+        a.get(&key).await.unwrap();
+        assert!(a.holds(&key));
+        assert_eq!(
+            a.invalidate(&key, version).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        assert!(!a.holds(&key), "the copy goes at version {version}");
     }
+    let written = a.set(&key, Bytes::from("v"), None).await.unwrap();
+    assert!(written > 1 << 62, "above the floor: {written}");
+    assert!(
+        written < (1 << 62) + 8,
+        "the floor stopped at 2^62: {written}"
+    );
 }

@@ -3,10 +3,16 @@
 //! members it sees later. The node the write came through remembers it too, so the
 //! replay happens even if the owner is gone by then.
 //!
-//! Versions are per key and only grow: the owner's next version is above every version
-//! it has handed out or seen for the key (the store's floor). A copy carries the
-//! owner's version, so wherever a fill that started before a write lands, the store
+//! Versions are per key and only grow: the owner's next version is above its group
+//! counter and above every version seen for the key (the store's floor). A copy carries
+//! the owner's version, so wherever a fill that started before a write lands, the store
 //! refuses it.
+//!
+//! A version from the network raises one key's floor, never the group counter, and no
+//! floor rises above [`MAX_VERSION`]: whatever a caller sends, the other keys' writes
+//! keep versions every peer accepts, and an owner minting above the range for a key
+//! whose floor sits at the top still has its invalidations obeyed (they drop copies
+//! whatever their version).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -30,11 +36,13 @@ const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);
 const RECENT_WRITES_WINDOW: Duration = Duration::from_secs(60);
 const RECENT_WRITES_MAX: usize = 4096;
 
-/// Versions are counters; one near `u64::MAX` from the network would pin a key's floor
-/// where no later write could pass it.
+/// The highest floor a version from the network can set. Versions are counters; one
+/// near `u64::MAX` would pin a key's floor where no later write could pass it, so floors
+/// stop here and leave 3 × 2^62 versions of headroom above.
 pub(crate) const MAX_VERSION: u64 = 1 << 62;
 
-/// Refuses a version from the network above [`MAX_VERSION`].
+/// Refuses a version from the network above [`MAX_VERSION`] where it would be kept as
+/// an entry's version (a copy), not just raise a floor.
 pub(super) fn check_version(version: u64) -> Result<()> {
     if version > MAX_VERSION {
         return Err(Error::Invalid(format!("version {version} is out of range")));
@@ -51,15 +59,12 @@ pub(super) struct Writes {
 }
 
 impl Writes {
-    /// A version above `floor` and above every version this group has handed out, so
-    /// also unique among this node's writes.
+    /// A version above the key's `floor` and above every version the counter has
+    /// handed out. The floor does not raise the counter: it may come from the network,
+    /// and a key's floor must not move every other key's versions.
     fn next_version(&self, floor: u64) -> u64 {
-        let next = |c: u64| c.max(floor).saturating_add(1);
-        let prev = self
-            .versions
-            .fetch_update(Relaxed, Relaxed, |c| Some(next(c)))
-            .expect("the update always succeeds");
-        next(prev)
+        let counted = self.versions.fetch_add(1, Relaxed).saturating_add(1);
+        counted.max(floor.saturating_add(1))
     }
 
     /// Notes a write applied at `now`, forgetting those out of the window.
@@ -104,11 +109,10 @@ impl Group {
         Ok(self.write_as_owner(key, value, ttl, Some(at)).await)
     }
 
-    /// Drops this node's copies of `key` older than `version`, as the owner asks after
-    /// a write.
+    /// Drops this node's copies of `key`, as the owner asks after a write stamped
+    /// `version`, and raises the key's floor to `version` (at most [`MAX_VERSION`]).
     pub fn invalidate(&self, key: &str, version: u64) -> Result<()> {
         self.inner.limits.check_key(key)?;
-        check_version(version)?;
         self.drop_copies(key, version, false);
         Ok(())
     }
@@ -264,6 +268,7 @@ impl Group {
     /// here is refused too. `keep_main` spares the main cache (the owner's own write).
     fn drop_copies(&self, key: &str, version: u64, keep_main: bool) {
         let inner = &*self.inner;
+        let version = version.min(MAX_VERSION);
         inner.hot.drop_copy(key, version);
         if !keep_main {
             inner.main.purge(key, version);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use peercache::net::Net;
 use peercache::{
-    Error, Group, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioNet,
+    Error, Group, HotConfig, Loader, Node, NodeConfig, Registry, Result, StaticDiscovery, TokioNet,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -213,4 +213,25 @@ async fn wait_healthy(url: &str) {
 pub async fn http_get(url: &str) -> (u16, Bytes) {
     let r = reqwest::get(url).await.expect("request sent");
     (r.status().as_u16(), r.bytes().await.expect("body"))
+}
+
+/// Every node keeps every copy it fetches, so invalidation is what keeps reads fresh.
+pub fn keep_all_copies() -> HotConfig {
+    HotConfig {
+        fill_ratio: 1.0,
+        ..HotConfig::default()
+    }
+}
+
+/// Group "g" on every node: loads from `db`, keeps every copy, 5 s timeout.
+pub fn db_group(db: &Db) -> impl Fn(usize, &Registry) + '_ {
+    move |_, reg| {
+        reg.group("g")
+            .capacity(4 << 20)
+            .hot(keep_all_copies())
+            .timeout(std::time::Duration::from_secs(5))
+            .loader(db.clone())
+            .build()
+            .unwrap();
+    }
 }
