@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, Db, db_group, http_get, keep_all_copies};
-use peercache::{HotConfig, Loader, Registry, Result};
+use peercache::{Loader, Result};
 use tokio::sync::Semaphore;
 
 async fn get(url: &str, key: &str) -> (u16, String) {

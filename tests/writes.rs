@@ -1,6 +1,6 @@
 //! An owner's bookkeeping of its writes (writes.rs), over in-process fake peers: the
-//! writes it replays to a member new to its view (the last minute, at most 4096,
-//! oldest first), invalidations it could not deliver, versions it accepts.
+//! writes it replays to a member new to its view (the last minute, at most 4096 keys,
+//! oldest first, retried), invalidations it could not deliver, versions it accepts.
 
 #[path = "common/in_process.rs"]
 mod in_process;
@@ -67,8 +67,36 @@ async fn writes_up_to_a_minute_old_are_replayed_oldest_first() {
     assert_eq!(c.take_calls(), invalidations(&[&keys[2], &keys[3]]));
 }
 
+/// The log keeps a key once, at its latest write: a hot key written thousands of times
+/// does not push the other keys out.
 #[tokio::test]
-async fn at_most_the_last_4096_writes_are_replayed() {
+async fn a_hot_key_does_not_push_other_keys_out_of_the_replay() {
+    let (c, keys) = cluster_without_c(2);
+    set_on_b(&c, &keys[0]).await;
+    for _ in 0..4096 {
+        set_on_b(&c, &keys[1]).await;
+    }
+    c.take_calls();
+    let c_peer = c_appears(&c);
+    assert_eq!(c.registry("b").replay_writes(&c_peer).await, 0);
+    assert_eq!(c.take_calls(), invalidations(&[&keys[0], &keys[1]]));
+}
+
+/// A replayed invalidation that fails is sent again.
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_fails_is_retried() {
+    let (c, keys) = cluster_without_c(1);
+    set_on_b(&c, &keys[0]).await;
+    c.take_calls();
+    let c_peer = c_appears(&c);
+    c.fail_next("c", 1);
+    assert_eq!(c.registry("b").replay_writes(&c_peer).await, 0, "delivered");
+    assert_eq!(c.take_calls(), invalidations(&[&keys[0], &keys[0]]));
+    assert_eq!(c.group("b").stats().invalidations_failed, 0);
+}
+
+#[tokio::test]
+async fn at_most_the_last_4096_keys_are_replayed() {
     let (c, keys) = cluster_without_c(4097);
     for key in &keys {
         set_on_b(&c, key).await;

@@ -14,12 +14,14 @@
 //! whose floor sits at the top still has its invalidations obeyed (they drop copies
 //! whatever their version).
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::join_all;
+use futures::future::{self, join_all};
+use futures::stream::{self, StreamExt};
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use super::{Group, time_left};
@@ -31,10 +33,15 @@ use crate::time::{self, Instant};
 
 /// Longest the owner waits for other members to confirm an invalidation.
 const INVALIDATE_DEADLINE: Duration = Duration::from_secs(1);
-/// How long, and how many, writes a node remembers (as owner, or as the node a write
-/// came through) to replay to members it sees later.
+/// How long, and for how many keys, a node remembers its writes (as owner, or as the
+/// node a write came through) to replay them to members it sees later.
 const RECENT_WRITES_WINDOW: Duration = Duration::from_secs(60);
 const RECENT_WRITES_MAX: usize = 4096;
+/// A replayed invalidation is sent up to this many times, waiting [`REPLAY_BACKOFF`],
+/// then twice that, between attempts; this many go out to each member at once.
+const REPLAY_ATTEMPTS: u32 = 3;
+const REPLAY_BACKOFF: Duration = Duration::from_millis(200);
+const REPLAY_PARALLEL: usize = 16;
 
 /// The highest floor a version from the network can set. Versions are counters; one
 /// near `u64::MAX` would pin a key's floor where no later write could pass it, so floors
@@ -54,8 +61,18 @@ pub(super) fn check_version(version: u64) -> Result<()> {
 #[derive(Default)]
 pub(super) struct Writes {
     versions: AtomicU64,
-    /// (key, version, when), oldest first.
-    recent: Mutex<VecDeque<(Box<str>, u64, Duration)>>,
+    recent: Mutex<Recent>,
+}
+
+/// The latest write of each key written lately, at most [`RECENT_WRITES_MAX`] keys: a
+/// hot key rewritten thousands of times takes one place.
+#[derive(Default)]
+struct Recent {
+    /// Writes in the order of each key's latest: sequence → (key, version, when).
+    order: BTreeMap<u64, (Box<str>, u64, Duration)>,
+    /// Where each key's latest write sits in `order`. Looked up, never iterated.
+    seq_of: HashMap<Box<str>, u64>,
+    next_seq: u64,
 }
 
 impl Writes {
@@ -67,24 +84,40 @@ impl Writes {
         counted.max(floor.saturating_add(1))
     }
 
-    /// Notes a write applied at `now`, forgetting those out of the window.
+    /// Notes a write applied at `now` (replacing the key's earlier one), forgetting
+    /// those out of the window and the oldest beyond the limit.
     fn remember(&self, key: &str, version: u64, now: Duration) {
-        let mut recent = self.recent.lock();
-        while recent.len() >= RECENT_WRITES_MAX
-            || recent
-                .front()
-                .is_some_and(|(_, _, at)| now.saturating_sub(*at) > RECENT_WRITES_WINDOW)
+        let mut guard = self.recent.lock();
+        let recent = &mut *guard;
+        let mut version = version;
+        if let Some(seq) = recent.seq_of.remove(key)
+            && let Some((_, earlier, _)) = recent.order.remove(&seq)
         {
-            recent.pop_front();
+            version = version.max(earlier);
         }
-        recent.push_back((key.into(), version, now));
+        while recent.order.len() >= RECENT_WRITES_MAX
+            || recent
+                .order
+                .first_key_value()
+                .is_some_and(|(_, (_, _, at))| now.saturating_sub(*at) > RECENT_WRITES_WINDOW)
+        {
+            let Some((_, (old, _, _))) = recent.order.pop_first() else {
+                break;
+            };
+            recent.seq_of.remove(&old);
+        }
+        let seq = recent.next_seq;
+        recent.next_seq += 1;
+        recent.order.insert(seq, (key.into(), version, now));
+        recent.seq_of.insert(key.into(), seq);
     }
 
-    /// The writes still in the window at `now`.
+    /// The latest write of each key still in the window at `now`, oldest first.
     fn recent(&self, now: Duration) -> Vec<(Box<str>, u64)> {
         self.recent
             .lock()
-            .iter()
+            .order
+            .values()
             .filter(|(_, _, at)| now.saturating_sub(*at) <= RECENT_WRITES_WINDOW)
             .map(|(k, v, _)| (k.clone(), *v))
             .collect()
@@ -118,30 +151,39 @@ impl Group {
     }
 
     /// Sends invalidations of this node's recent writes (applied as owner or routed to
-    /// the owner; the last minute, at most 4096) to `peers`, members that just appeared
-    /// in this node's view. While views disagreed (a member cut off from the registry, a
-    /// late watch) a write reached only the members its owner knew; a member it did not
-    /// know may hold an old copy, even as the key's owner in its own view, and the owner
-    /// may have crashed before it could replay. Returns how many invalidations were not
+    /// the owner; the last minute, at most 4096 keys, each at its latest write) to
+    /// `peers`, members that just appeared in this node's view. While views disagreed
+    /// (a member cut off from the registry, a late watch) a write reached only the
+    /// members its owner knew; a member it did not know may hold an old copy, even as
+    /// the key's owner in its own view, and the owner may have crashed before it could
+    /// replay. Each invalidation is tried up to three times; returns how many were not
     /// delivered.
     pub async fn replay_writes(&self, peers: &[PeerRef]) -> usize {
         if buggify::planted(Bug::NoReplay) {
             return 0;
         }
         let writes = self.inner.writes.recent(self.inner.epoch.now());
-        let name = &self.inner.name;
-        let mut failed = 0;
-        for peer in peers {
-            for (key, version) in &writes {
-                let sent = peer.invalidate(name, key, *version, INVALIDATE_DEADLINE);
-                failed += usize::from(sent.await.is_err());
-            }
-        }
+        let replays = peers.iter().map(|peer| self.replay_to(peer, &writes));
+        let failed: usize = join_all(replays).await.iter().sum();
         self.inner
             .counters
             .invalidations_failed
             .fetch_add(failed as u64, Relaxed);
         failed
+    }
+
+    /// Sends `writes` to `peer`, a few at a time; how many were not delivered.
+    async fn replay_to(&self, peer: &PeerRef, writes: &[(Box<str>, u64)]) -> usize {
+        let name = &*self.inner.name;
+        let sends: Vec<_> = writes
+            .iter()
+            .map(|(key, version)| resend(peer, name, key, *version))
+            .collect();
+        stream::iter(sends)
+            .buffer_unordered(REPLAY_PARALLEL)
+            .filter(|delivered| future::ready(!delivered))
+            .count()
+            .await
     }
 
     /// Routes a write to the key's owner.
@@ -279,4 +321,21 @@ impl Group {
         inner.fetches.forget(key);
         inner.loads.forget(key);
     }
+}
+
+/// Sends one replayed invalidation, trying again after a failure; whether it arrived.
+async fn resend(peer: &PeerRef, group: &str, key: &str, version: u64) -> bool {
+    for attempt in 0..REPLAY_ATTEMPTS {
+        if attempt > 0 {
+            time::sleep(REPLAY_BACKOFF * (1 << (attempt - 1))).await;
+        }
+        if peer
+            .invalidate(group, key, version, INVALIDATE_DEADLINE)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
 }

@@ -44,6 +44,8 @@ struct Shared {
     calls: Mutex<Vec<Call>>,
     loads: Mutex<BTreeMap<(String, String), u64>>,
     down: Mutex<BTreeSet<String>>,
+    /// Calls to each node still to fail as if it were down.
+    failing: Mutex<BTreeMap<String, usize>>,
     /// How long each load takes.
     latency: Mutex<Duration>,
     /// How long each call to a peer takes to arrive.
@@ -74,7 +76,14 @@ impl FakePeer {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if self.shared.down.lock().contains(&self.to) {
+        let failing = match self.shared.failing.lock().get_mut(&self.to) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if failing || self.shared.down.lock().contains(&self.to) {
             return Err(PeerFailure::Unreachable(format!("{} is down", self.to)));
         }
         self.target.get(group).map_err(PeerFailure::Answered)
@@ -235,6 +244,11 @@ impl InProcess {
         } else {
             nodes.remove(node);
         }
+    }
+
+    /// Makes the next `calls` calls to `node` fail as if it were down.
+    pub fn fail_next(&self, node: &str, calls: usize) {
+        self.shared.failing.lock().insert(node.to_owned(), calls);
     }
 
     /// Makes every load take `latency`.
