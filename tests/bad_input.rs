@@ -190,7 +190,8 @@ async fn grpc_rejects_bad_requests_and_survives_garbage() {
         .await
         .unwrap();
     let metrics = std::sync::Arc::new(peercache::metrics::Metrics::new(node.groups.clone()));
-    let peer = GrpcPeer::new("n0", channel, metrics);
+    let limit = peercache::grpc::message_limit(&node.groups);
+    let peer = GrpcPeer::new("n0", channel, limit, metrics);
     let t = Duration::from_secs(2);
     let answered = |r: Result<_, PeerFailure>| match r {
         Err(PeerFailure::Answered(e)) => e,

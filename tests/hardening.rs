@@ -155,3 +155,36 @@ async fn a_load_ends_at_the_groups_deadline() {
     assert!(matches!(group.get("k").await, Err(Error::Timeout)));
     assert_eq!(loads.load(SeqCst), 2);
 }
+
+/// A message far above any group's value limit was decoded in full (up to 64 MiB)
+/// before the value was checked; parallel ones took gigabytes. It is refused at the
+/// transport now, from its length prefix, with a limit derived from the groups' limits.
+/// (Before the fix: InvalidArgument from the group, after decoding 9 MiB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_peer_message_is_refused_at_the_transport() {
+    let db = Db::default();
+    let cluster = Cluster::start(1, db_group(&db)).await;
+    let (max_key, max_value) = cluster.nodes[0].group("g").limits();
+    let mut raw = raw_peer(&cluster, 0).await;
+    let set = |len: usize| SetRequest {
+        group: "g".into(),
+        key: "k".into(),
+        value: Bytes::from(vec![b'x'; len]),
+        deadline_ms: 5000,
+        ..SetRequest::default()
+    };
+    let refused = raw
+        .set(set(max_key + max_value + (8 << 20)))
+        .await
+        .unwrap_err();
+    // tonic's code for a message above the decoding limit (grpc-go says
+    // ResourceExhausted); what matters is that the transport refused it.
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    // Just above the value limit (within the envelope) it is the group that refuses.
+    let refused = raw.set(set(max_value + 1)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    raw.set(set(max_value))
+        .await
+        .expect("the largest value allowed");
+}

@@ -23,13 +23,19 @@ pub struct GrpcPeer {
 }
 
 impl GrpcPeer {
-    /// A client of peer `id` over `channel`, telling `observer` of every call.
-    pub fn new(id: impl Into<Arc<str>>, channel: Channel, observer: Arc<dyn CallObserver>) -> Self {
+    /// A client of peer `id` over `channel` that sends and accepts messages up to
+    /// `limit` bytes, telling `observer` of every call.
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        channel: Channel,
+        limit: usize,
+        observer: Arc<dyn CallObserver>,
+    ) -> Self {
         GrpcPeer {
             id: id.into(),
             rpc: Rpc::new(channel)
-                .max_decoding_message_size(super::MAX_MESSAGE)
-                .max_encoding_message_size(super::MAX_MESSAGE),
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             observer,
         }
     }
@@ -182,7 +188,7 @@ mod tests {
             keep_alive: Duration::from_secs(2),
         };
         let channel = transport::channel(Silent, "silent:7000", timeouts).unwrap();
-        let peer = GrpcPeer::new("silent", channel, Arc::new(Unobserved));
+        let peer = GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved));
         let started = time::now();
         let (get, remove) = tokio::join!(
             peer.get("g", "k", Duration::from_millis(300)),

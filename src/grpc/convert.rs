@@ -73,7 +73,7 @@ impl TryFrom<proto::GetResponse> for Fetched {
 
     fn try_from(r: proto::GetResponse) -> Result<Self, PeerFailure> {
         if r.codec != proto::Codec::Identity as i32 {
-            return Err(PeerFailure::Answered(Error::Invalid(format!(
+            return Err(PeerFailure::Answered(Error::load(format!(
                 "the owner sent codec {}, which this node cannot read",
                 r.codec
             ))));
@@ -141,7 +141,7 @@ mod tests {
         };
         let refused = Fetched::try_from(compressed);
         assert!(
-            matches!(refused, Err(PeerFailure::Answered(Error::Invalid(_)))),
+            matches!(refused, Err(PeerFailure::Answered(Error::Load(_)))),
             "{refused:?}"
         );
     }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::group::Registry;
 use crate::net::Net;
 use crate::net::transport::{self, ChannelTimeouts};
 use crate::peer::{CallObserver, Connect, PeerRef};
@@ -23,25 +24,42 @@ mod service;
 pub use client::GrpcPeer;
 pub use service::PeerService;
 
-/// Largest gRPC message a node sends or accepts (values are limited per group, below).
-pub const MAX_MESSAGE: usize = 64 << 20;
+/// Room in a peer message besides one key and one value: the group name, the other
+/// fields, the framing.
+pub const ENVELOPE: usize = 64 << 10;
 
-/// The tonic service of `service`, with the message limits.
-pub fn server(service: PeerService) -> PeerServer<PeerService> {
-    PeerServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
+/// The largest gRPC message a node with `groups` sends or accepts: the largest key and
+/// value any of its groups allows, plus [`ENVELOPE`]. Groups are configured before the
+/// node starts, and this is read then. A larger message is refused at the transport
+/// (`ResourceExhausted`) from its length prefix, before it is read into memory.
+pub fn message_limit(groups: &Registry) -> usize {
+    let groups = groups.groups();
+    let largest = groups.iter().map(|g| {
+        let (key, value) = g.limits();
+        key.saturating_add(value)
+    });
+    largest.max().unwrap_or(0).saturating_add(ENVELOPE)
 }
 
-/// Makes gRPC peers that dial through `net` and report their calls to `observer`.
+/// The tonic service of `service`, with the message limits of its groups.
+pub fn server(service: PeerService) -> PeerServer<PeerService> {
+    let limit = message_limit(service.groups());
+    PeerServer::new(service)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+/// Makes gRPC peers that dial through `net`, accept messages up to `limit` bytes (see
+/// [`message_limit`]) and report their calls to `observer`.
 pub fn connector<N: Net>(
     net: N,
     timeouts: ChannelTimeouts,
+    limit: usize,
     observer: Arc<dyn CallObserver>,
 ) -> Connect {
     Box::new(move |member: &Member| {
         let channel = transport::channel(net.clone(), &member.addr, timeouts)?;
-        let peer = GrpcPeer::new(member.id.as_str(), channel, observer.clone());
+        let peer = GrpcPeer::new(member.id.as_str(), channel, limit, observer.clone());
         Ok(Arc::new(peer) as PeerRef)
     })
 }

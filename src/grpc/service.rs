@@ -17,6 +17,11 @@ impl PeerService {
     pub fn new(groups: Registry) -> Self {
         PeerService { groups }
     }
+
+    /// The groups it serves.
+    pub fn groups(&self) -> &Registry {
+        &self.groups
+    }
 }
 
 #[tonic::async_trait]

@@ -99,7 +99,13 @@ impl<N: Net> Node<N> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         let (groups, config) = (&self.groups, &self.config);
-        let connect = grpc::connector(self.net.clone(), config.channel, self.metrics.clone());
+        let limit = grpc::message_limit(groups);
+        let connect = grpc::connector(
+            self.net.clone(),
+            config.channel,
+            limit,
+            self.metrics.clone(),
+        );
         let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
