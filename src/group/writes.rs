@@ -62,6 +62,30 @@ pub(super) fn check_version(version: u64) -> Result<()> {
 pub(super) struct Writes {
     versions: AtomicU64,
     recent: Mutex<Recent>,
+    warnings: Warnings,
+}
+
+/// Warnings of undelivered invalidations are logged at most once per this, per peer.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// When each peer was last warned about; only peers warned within [`WARN_EVERY`].
+#[derive(Default)]
+pub(crate) struct Warnings {
+    last: Mutex<BTreeMap<Box<str>, Duration>>,
+}
+
+impl Warnings {
+    /// Whether a warning about `peer` is due at `now`: none in the last [`WARN_EVERY`].
+    /// If so, it counts as given.
+    pub(crate) fn due(&self, peer: &str, now: Duration) -> bool {
+        let mut last = self.last.lock();
+        last.retain(|_, at| now.saturating_sub(*at) < WARN_EVERY);
+        if last.contains_key(peer) {
+            return false;
+        }
+        last.insert(peer.into(), now);
+        true
+    }
 }
 
 /// The latest write of each key written lately, at most [`RECENT_WRITES_MAX`] keys: a
@@ -172,6 +196,18 @@ impl Group {
         failed
     }
 
+    /// Logs an invalidation `peer` did not receive: a warning at most once per
+    /// [`WARN_EVERY`] per peer (a member that is down fails every write), else debug.
+    fn not_delivered(&self, peer: &PeerRef, why: &PeerFailure) {
+        let name = &self.inner.name;
+        let now = self.inner.epoch.now();
+        if self.inner.writes.warnings.due(peer.id(), now) {
+            tracing::warn!(group = %name, peer = peer.id(), ?why, "invalidation not delivered; copies there expire within the hot TTL (warned at most every 10 s per peer)");
+        } else {
+            tracing::debug!(group = %name, peer = peer.id(), ?why, "invalidation not delivered");
+        }
+    }
+
     /// Sends `writes` to `peer`, a few at a time; how many were not delivered.
     async fn replay_to(&self, peer: &PeerRef, writes: &[(Box<str>, u64)]) -> usize {
         let name = &*self.inner.name;
@@ -179,11 +215,16 @@ impl Group {
             .iter()
             .map(|(key, version)| resend(peer, name, key, *version))
             .collect();
-        stream::iter(sends)
+        let failed = stream::iter(sends)
             .buffer_unordered(REPLAY_PARALLEL)
             .filter(|delivered| future::ready(!delivered))
             .count()
-            .await
+            .await;
+        if failed > 0 {
+            let why = PeerFailure::Unreachable(format!("{failed} replayed invalidations"));
+            self.not_delivered(peer, &why);
+        }
+        failed
     }
 
     /// Routes a write to the key's owner.
@@ -255,16 +296,14 @@ impl Group {
             let name = &group.inner.name;
             let sends = others.iter().map(|p| async {
                 buggify::delay(Point::BeforeInvalidate).await;
-                p.invalidate(name, &key, version, wait).await
+                let sent = p.invalidate(name, &key, version, wait).await;
+                sent.map_err(|why| group.not_delivered(p, &why))
             });
             let failed = join_all(sends).await.iter().filter(|r| r.is_err()).count();
-            if failed > 0 {
-                let counters = &group.inner.counters;
-                counters
-                    .invalidations_failed
-                    .fetch_add(failed as u64, Relaxed);
-                tracing::debug!(group = %name, failed, "invalidations not delivered");
-            }
+            let counters = &group.inner.counters;
+            counters
+                .invalidations_failed
+                .fetch_add(failed as u64, Relaxed);
         });
         let _ = fan_out.await;
         version
@@ -338,4 +377,24 @@ async fn resend(peer: &PeerRef, group: &str, key: &str, version: u64) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_due_once_per_peer_per_interval() {
+        let w = Warnings::default();
+        let at = Duration::from_secs;
+        assert!(w.due("a", at(0)));
+        assert!(!w.due("a", at(9)), "within 10 s");
+        assert!(w.due("b", at(9)), "another peer");
+        assert!(w.due("a", at(10)));
+        assert!(!w.due("b", at(18)));
+        assert!(w.due("b", at(19)));
+        assert_eq!(w.last.lock().len(), 2, "only peers warned lately are kept");
+        assert!(w.due("c", at(100)));
+        assert_eq!(w.last.lock().len(), 1);
+    }
 }
