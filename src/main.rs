@@ -108,6 +108,12 @@ struct Serve {
     /// Longest a request may take, peer call and load included.
     #[arg(long, env = "PEERCACHE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Remember a "not found" from the source on the key's owner for this long (e.g.
+    /// 2s), so floods of missing keys do not reach the source; off when unset, as a
+    /// source that gains a key without a write through the cache would look empty
+    /// for that long. A write of the key ends it at once.
+    #[arg(long, env = "PEERCACHE_NEGATIVE_TTL", value_parser = humantime::parse_duration)]
+    negative_ttl: Option<Duration>,
     /// Longest a copy of another member's key is kept (the staleness bound when an
     /// invalidation is lost).
     #[arg(long, env = "PEERCACHE_HOT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -181,6 +187,9 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             .loader_arc(loader.clone());
         if let Some(cap) = spec.capacity {
             builder = builder.capacity(cap);
+        }
+        if let Some(ttl) = args.negative_ttl {
+            builder = builder.negative_ttl(ttl);
         }
         builder.build()?;
     }

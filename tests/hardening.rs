@@ -188,3 +188,46 @@ async fn an_oversize_peer_message_is_refused_at_the_transport() {
         .await
         .expect("the largest value allowed");
 }
+
+/// A source that lacks most keys, counting its loads.
+fn sparse_group(negative_ttl: Option<Duration>) -> (Group, Db) {
+    let db = Db::default();
+    db.write("gone", None);
+    let builder = Registry::with_seed(1).group("g").loader(db.clone());
+    let builder = match negative_ttl {
+        Some(ttl) => builder.negative_ttl(ttl),
+        None => builder,
+    };
+    (builder.build().unwrap(), db)
+}
+
+/// A flood of gets for a key the source lacks reached the source every time. With a
+/// negative TTL the owner answers "not found" from memory until it expires, or until a
+/// write of the key.
+#[tokio::test(start_paused = true)]
+async fn not_found_is_remembered_for_the_negative_ttl() {
+    let (group, db) = sparse_group(Some(Duration::from_secs(2)));
+    for _ in 0..100 {
+        assert!(matches!(group.get("gone").await, Err(Error::NotFound(_))));
+    }
+    assert_eq!(db.loads("gone"), 1, "one load for 100 gets");
+    assert_eq!(group.stats().negative_hits, 99);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(group.get("gone").await.is_err());
+    assert_eq!(db.loads("gone"), 2, "loaded again once the TTL passed");
+    // A write of the key ends it at once.
+    db.write("gone", Some("back"));
+    group.set("gone", Bytes::from("back"), None).await.unwrap();
+    group.remove("gone").await.unwrap();
+    assert_eq!(group.get("gone").await.unwrap(), "back");
+}
+
+/// Off by default: every get of a missing key asks the source.
+#[tokio::test]
+async fn without_a_negative_ttl_not_found_is_not_cached() {
+    let (group, db) = sparse_group(None);
+    for _ in 0..3 {
+        assert!(group.get("gone").await.is_err());
+    }
+    assert_eq!(db.loads("gone"), 3);
+}

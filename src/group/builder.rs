@@ -60,6 +60,7 @@ pub struct GroupBuilder {
     hot_capacity: Option<u64>,
     hot: HotConfig,
     timeout: Option<Duration>,
+    negative_ttl: Option<Duration>,
 }
 
 impl GroupBuilder {
@@ -79,6 +80,7 @@ impl GroupBuilder {
             hot_capacity: None,
             hot: HotConfig::default(),
             timeout: None,
+            negative_ttl: None,
         }
     }
 
@@ -145,6 +147,15 @@ impl GroupBuilder {
         self
     }
 
+    /// Remembers a "not found" from the loader for `ttl` on the key's owner, so a
+    /// flood of gets for keys the source lacks does not reach it (off by default: a
+    /// source that gains a key without a write through the cache would look empty
+    /// for up to `ttl`). A write of the key ends it at once.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
     /// Longest a get, set or remove may take (including the peer call and the load)
     /// before it fails with [`Error::Timeout`]; the time left travels to the owner.
     /// Default: no limit of its own, each peer call is still bounded.
@@ -185,6 +196,10 @@ impl GroupBuilder {
                 limits: checked.limits,
                 main,
                 hot: Hot::new(hot_store, self.hot),
+                negatives: self.negative_ttl.map(|ttl| {
+                    let entry = store::ENTRY_OVERHEAD + self.max_key as u64;
+                    super::fill::Negatives::new(stores::negatives(self.capacity, entry), ttl)
+                }),
                 loader: checked.loader,
                 fetches: SingleFlight::new(),
                 loads: SingleFlight::new(),
@@ -238,6 +253,9 @@ impl GroupBuilder {
         }
         if self.timeout == Some(Duration::ZERO) {
             return config("timeout must be positive".into());
+        }
+        if self.negative_ttl == Some(Duration::ZERO) {
+            return config("negative TTL must be positive (leave it unset for none)".into());
         }
         let Some(loader) = self.loader.clone() else {
             return config("a loader is required".into());

@@ -15,7 +15,7 @@ use crate::buggify::{self, Bug, Point};
 use crate::error::{Error, Result};
 use crate::peer::Fetched;
 use crate::singleflight::Role;
-use crate::store::{Entry, Hit};
+use crate::store::{Entry, Hit, Store};
 use crate::time;
 
 /// A group's entry lifetimes: the default TTL and its jitter.
@@ -61,6 +61,14 @@ impl Group {
         if buggify::planted(Bug::LoadPerGet) {
             return self.load_into(key, owned).await;
         }
+        if let Some(negatives) = &inner.negatives
+            && negatives.holds(key, inner.epoch.now())
+        {
+            inner.counters.negative_hits.fetch_add(1, Relaxed);
+            return Err(Error::NotFound(format!(
+                "{key:?} is not in the source (remembered for the negative TTL)"
+            )));
+        }
         let work = || {
             let (group, key, deadline) = (self.clone(), key.to_owned(), self.deadline());
             async move {
@@ -97,6 +105,10 @@ impl Group {
             Err(_) if buggify::planted(Bug::ErrorCached) => Ok(bytes::Bytes::new()),
             loaded => loaded,
         };
+        if let (Err(Error::NotFound(_)), Some(negatives), true) = (&loaded, &inner.negatives, owned)
+        {
+            negatives.remember(key, version, inner.epoch.now());
+        }
         let value = loaded
             .and_then(|v| inner.limits.check_value(&v).map(|()| v))
             .inspect_err(|_| {
@@ -147,4 +159,42 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
     format!("loader panicked: {msg}")
+}
+
+/// Keys the loader lacked, each remembered for the negative TTL at the version the
+/// load read, so a write during the load refuses it and a write after drops it.
+pub(super) struct Negatives {
+    store: Box<dyn Store>,
+    ttl: Duration,
+}
+
+impl Negatives {
+    pub(super) fn new(store: Box<dyn Store>, ttl: Duration) -> Self {
+        Negatives { store, ttl }
+    }
+
+    /// Whether `key` is known missing at `now`.
+    pub(super) fn holds(&self, key: &str, now: Duration) -> bool {
+        self.store.get(key, now).is_some()
+    }
+
+    /// Notes that a load begun at `version` found `key` missing at `now`.
+    fn remember(&self, key: &str, version: u64, now: Duration) {
+        let entry = Entry {
+            value: bytes::Bytes::new(),
+            version,
+            expires_at: Some(now.saturating_add(self.ttl)),
+        };
+        let _ = self.store.insert(key, entry);
+    }
+
+    /// Forgets `key` after a write stamped `version`.
+    pub(super) fn forget(&self, key: &str, version: u64) {
+        self.store.purge(key, version);
+    }
+
+    /// Keeps only the keys `keep` says.
+    pub(super) fn retain(&self, keep: &dyn Fn(&str) -> bool) -> usize {
+        self.store.retain(keep)
+    }
 }

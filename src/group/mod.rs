@@ -80,6 +80,8 @@ struct Inner {
     main: Box<dyn Store>,
     /// Copies of keys other members own.
     hot: hot::Hot,
+    /// Keys the loader lacked lately, with a negative TTL.
+    negatives: Option<fill::Negatives>,
     loader: Arc<dyn Loader>,
     /// Calls to owners, one per key.
     fetches: SingleFlight<Result<Bytes>>,
@@ -295,7 +297,12 @@ impl Group {
     pub fn drop_unowned(&self) -> usize {
         match self.picker() {
             Some(_) if buggify::planted(Bug::KeepsUnowned) => 0,
-            Some(picker) => self.inner.main.retain(&|key| picker.owns(key)),
+            Some(picker) => {
+                if let Some(negatives) = &self.inner.negatives {
+                    negatives.retain(&|key| picker.owns(key));
+                }
+                self.inner.main.retain(&|key| picker.owns(key))
+            }
             None => 0,
         }
     }

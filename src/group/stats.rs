@@ -76,6 +76,8 @@ counters! {
     hits,
     /// Gets answered from the hot cache.
     hot_hits,
+    /// Gets answered "not found" from memory, within the negative TTL (no load).
+    negative_hits,
     /// Calls of this node's loader.
     loads,
     /// Gets (from clients or peers) that joined a load or peer call already under way.

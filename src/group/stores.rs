@@ -39,6 +39,14 @@ pub(super) fn hot(capacity: u64, largest: u64) -> Option<Box<dyn Store>> {
     })
 }
 
+/// The negative cache: keys the loader lacks, an LRU of a sixteenth of the group's
+/// `capacity` (at least 64 entries of `largest`, the longest key's entry).
+pub(super) fn negatives(capacity: u64, largest: u64) -> Box<dyn Store> {
+    let capacity = (capacity / 16).max(largest * 64);
+    let buckets = auto_buckets(capacity, largest);
+    Box::new(Sharded::new(capacity, buckets, Lru::new))
+}
+
 /// The most buckets (a power of two, at most 16) that still hold a few largest entries.
 pub(super) fn auto_buckets(capacity: u64, largest: u64) -> usize {
     let fit = (capacity / (largest * ENTRIES_PER_BUCKET)).clamp(1, MAX_BUCKETS);

@@ -351,6 +351,9 @@ impl Group {
         let inner = &*self.inner;
         let version = version.min(MAX_VERSION);
         inner.hot.drop_copy(key, version);
+        if let Some(negatives) = &inner.negatives {
+            negatives.forget(key, version);
+        }
         if !keep_main {
             inner.main.purge(key, version);
         }
