@@ -113,7 +113,8 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
         }
     }
 
-    /// Like [`run`](Self::run), but the leader spawns `work` as a task of its own:
+    /// Like [`run`](Self::run), but the leader spawns `work` as a task of its own (on
+    /// the current tokio runtime; outside one, it runs `work` itself, as `run` does):
     /// if the leader is cancelled the work goes on, and the callers waiting for it, or
     /// arriving while it runs, receive its result. Work that panics withdraws the
     /// flight, and its callers start over (so `work` may be called again).
@@ -134,10 +135,15 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
                         tx,
                     };
                     let fut = work();
-                    tokio::spawn(async move {
+                    let task = async move {
                         let v = fut.await;
                         lead.tx.send_replace(Some(v));
-                    });
+                    };
+                    // Outside a tokio runtime (another executor) the leader runs it.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => drop(runtime.spawn(task)),
+                        Err(_) => task.await,
+                    }
                     (rx, Role::Leader)
                 }
             };
