@@ -1,5 +1,7 @@
 //! The gRPC implementation of [`PeerClient`]: a lazily connected tonic channel, every call
-//! bounded by the caller's deadline and reported to a [`CallObserver`].
+//! bounded by the caller's deadline and reported to a [`CallObserver`]. A call the
+//! channel never sent, because the peer had closed its connection (a restart), is sent
+//! again on a new one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,28 +42,48 @@ impl GrpcPeer {
         }
     }
 
-    /// One call with `deadline` as its gRPC timeout, timed for the observer.
+    /// One call with `deadline` as its gRPC timeout, timed for the observer. `req`
+    /// makes the request for the time left, so a call sent again carries what remains.
     async fn call<Req, Resp, F, Fut>(
         &self,
         name: &'static str,
         deadline: Duration,
         f: F,
-        req: Req,
+        req: impl Fn(Duration) -> Req,
     ) -> Result<Resp, PeerFailure>
     where
-        F: FnOnce(Rpc<Channel>, tonic::Request<Req>) -> Fut,
+        F: Fn(Rpc<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         if deadline.is_zero() {
             return Err(PeerFailure::Answered(crate::error::Error::Timeout));
         }
-        let mut req = tonic::Request::new(req);
-        req.set_timeout(deadline);
         let started = time::now();
+        let send = |left: Duration| {
+            let mut req = tonic::Request::new(req(left));
+            req.set_timeout(left);
+            f(self.rpc.clone(), req)
+        };
+        let answer = async {
+            match send(deadline).await {
+                // The channel takes a closed connection for open until its connection
+                // task next runs; a call given to it in that window is dropped unsent.
+                // By the time it fails the channel knows, and dials anew.
+                Err(status) if never_sent(&status) => {
+                    let left = deadline.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(status);
+                    }
+                    tracing::debug!(peer = %self.id, "connection closed under an unsent call; sending it again");
+                    send(left).await
+                }
+                answer => answer,
+            }
+        };
         // The grpc-timeout bounds the call once it is on a connection; a call queued
         // behind a connection attempt to a silent peer would wait for that attempt, so
         // our own timer bounds the whole of it.
-        let result = match time::within(deadline, f(self.rpc.clone(), req)).await {
+        let result = match time::within(deadline, answer).await {
             Ok(answer) => answer
                 .map(tonic::Response::into_inner)
                 .map_err(PeerFailure::from),
@@ -87,10 +109,10 @@ impl PeerClient for GrpcPeer {
         key: &str,
         deadline: Duration,
     ) -> Result<Fetched, PeerFailure> {
-        let req = proto::GetRequest {
+        let req = |left| proto::GetRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: deadline_to_wire(deadline),
+            deadline_ms: deadline_to_wire(left),
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         self.call("get", deadline, get, req).await?.try_into()
@@ -104,23 +126,23 @@ impl PeerClient for GrpcPeer {
         ttl: Option<Duration>,
         deadline: Duration,
     ) -> Result<u64, PeerFailure> {
-        let req = proto::SetRequest {
+        let req = |left| proto::SetRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            value,
+            value: value.clone(),
             ttl_ms: ttl_to_wire(ttl),
             codec: proto::Codec::Identity as i32,
-            deadline_ms: deadline_to_wire(deadline),
+            deadline_ms: deadline_to_wire(left),
         };
         let set = |mut rpc: Rpc<Channel>, req| async move { rpc.set(req).await };
         Ok(self.call("set", deadline, set, req).await?.version)
     }
 
     async fn remove(&self, group: &str, key: &str, deadline: Duration) -> Result<u64, PeerFailure> {
-        let req = proto::RemoveRequest {
+        let req = |left| proto::RemoveRequest {
             group: group.to_owned(),
             key: key.to_owned(),
-            deadline_ms: deadline_to_wire(deadline),
+            deadline_ms: deadline_to_wire(left),
         };
         let remove = |mut rpc: Rpc<Channel>, req| async move { rpc.remove(req).await };
         Ok(self.call("remove", deadline, remove, req).await?.version)
@@ -133,7 +155,7 @@ impl PeerClient for GrpcPeer {
         version: u64,
         deadline: Duration,
     ) -> Result<(), PeerFailure> {
-        let req = proto::InvalidateRequest {
+        let req = |_| proto::InvalidateRequest {
             group: group.to_owned(),
             key: key.to_owned(),
             version,
@@ -143,6 +165,22 @@ impl PeerClient for GrpcPeer {
             .await
             .map(drop)
     }
+}
+
+/// Whether the channel dropped the call before writing it to any connection (hyper's
+/// "canceled"), so sending it again cannot apply it twice. gRPC clients retry these
+/// transparently too.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl std::fmt::Debug for GrpcPeer {
