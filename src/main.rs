@@ -1,5 +1,6 @@
 //! The `peercache` binary: `peercache serve` runs one node.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
-use peercache::source::SourceSpec;
+use peercache::source::{OriginConfig, SourceSpec};
 use peercache::{Discovery, EtcdDiscovery, Node, NodeConfig, Registry, StaticDiscovery, TokioNet};
 use tracing_subscriber::EnvFilter;
 
@@ -122,6 +123,14 @@ struct Serve {
     /// Weight of this node in the ring.
     #[arg(long, env = "PEERCACHE_WEIGHT", default_value_t = 1)]
     weight: u32,
+    /// Redirects an HTTP origin may send before its answer counts (0: a redirect is a
+    /// failed load, 502).
+    #[arg(long, env = "PEERCACHE_ORIGIN_REDIRECTS", default_value_t = 0)]
+    origin_redirects: usize,
+    /// A PEM file of CA certificates to trust for an https origin, besides the bundled
+    /// Mozilla roots.
+    #[arg(long, env = "PEERCACHE_ORIGIN_CA")]
+    origin_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,7 +174,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         Arc::new(etcd_discovery(&args, &config.id).await?)
     };
     let groups = Registry::new();
-    let loader = args.source.loader();
+    let origin = OriginConfig {
+        redirects: args.origin_redirects,
+        ca_file: args.origin_ca.clone(),
+    };
+    let loader = args.source.loader_with(&origin)?;
     for spec in &args.groups {
         let mut builder = groups
             .group(spec.name.clone())
