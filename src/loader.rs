@@ -15,6 +15,14 @@ use crate::error::Result;
 pub trait Loader: Send + Sync + 'static {
     /// Loads `key`.
     async fn load(&self, key: &str) -> Result<Bytes>;
+
+    /// Loads `key` for a group whose values are at most `max_len` bytes. A loader that
+    /// reads a stream should stop there and fail; this default loads in full and leaves
+    /// the check to the group. Either way a value over the limit is a failed load.
+    async fn load_within(&self, key: &str, max_len: usize) -> Result<Bytes> {
+        let _ = max_len;
+        self.load(key).await
+    }
 }
 
 /// Adapts an async closure into a [`Loader`], like groupcache's `GetterFunc`.

@@ -1,5 +1,6 @@
 //! The `peercache` binary: `peercache serve` runs one node.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,9 +8,15 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
-use peercache::source::SourceSpec;
-use peercache::{Discovery, EtcdDiscovery, Node, NodeConfig, Registry, StaticDiscovery, TokioNet};
+use peercache::source::{OriginConfig, SourceSpec};
+use peercache::{
+    Discovery, EtcdDiscovery, Member, Node, NodeConfig, Registry, StaticDiscovery, TokioNet,
+};
 use tracing_subscriber::EnvFilter;
+
+mod flags;
+
+use flags::{GroupSpec, PeerSpec};
 
 #[derive(Parser)]
 #[command(version, about = "A distributed read-through cache")]
@@ -24,35 +31,6 @@ enum Command {
     Serve(Serve),
 }
 
-/// A group to serve: `NAME[:CAPACITY]`, e.g. `demo:64MiB`.
-#[derive(Clone, Debug)]
-struct GroupSpec {
-    name: String,
-    capacity: Option<u64>,
-}
-
-impl std::str::FromStr for GroupSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, capacity) = match s.split_once(':') {
-            Some((name, cap)) => {
-                let cap = parse_size::parse_size(cap)
-                    .map_err(|e| format!("group capacity {cap:?}: {e}"))?;
-                (name, Some(cap))
-            }
-            None => (s, None),
-        };
-        if name.is_empty() {
-            return Err(format!("group {s:?} has no name"));
-        }
-        Ok(GroupSpec {
-            name: name.to_owned(),
-            capacity,
-        })
-    }
-}
-
 #[derive(Args)]
 struct Serve {
     /// Address the gRPC (peer) server binds, HOST:PORT.
@@ -61,15 +39,16 @@ struct Serve {
     /// Address the HTTP API binds, HOST:PORT.
     #[arg(long, env = "PEERCACHE_HTTP_ADDR", default_value = "127.0.0.1:8001")]
     http_addr: String,
-    /// gRPC address of every member, this node included (comma separated): a static
-    /// membership. Without --peers or --etcd the node runs alone.
+    /// gRPC address of every member, this node included, each with an optional weight
+    /// (ADDR[=WEIGHT], comma separated; default weight 1): a static membership, the same
+    /// list on every node. Without --peers or --etcd the node runs alone.
     #[arg(
         long,
         env = "PEERCACHE_PEERS",
         value_delimiter = ',',
         conflicts_with = "etcd"
     )]
-    peers: Vec<String>,
+    peers: Vec<PeerSpec>,
     /// etcd endpoints, http://HOST:PORT (comma separated): membership from etcd, each
     /// node registered under a lease it keeps alive.
     #[arg(long, env = "PEERCACHE_ETCD", value_delimiter = ',')]
@@ -125,9 +104,18 @@ struct Serve {
     /// Keep a hot copy of a value fetched twice recently (off: only --hot-fill decides).
     #[arg(long, env = "PEERCACHE_HOT_SECOND_FETCH", default_value_t = true, action = clap::ArgAction::Set)]
     hot_second_fetch: bool,
-    /// Weight of this node in the ring.
-    #[arg(long, env = "PEERCACHE_WEIGHT", default_value_t = 1)]
-    weight: u32,
+    /// Weight of this node in the ring, 1 to 1000, announced in etcd (default 1). With
+    /// --peers, weights are given in the list instead.
+    #[arg(long, env = "PEERCACHE_WEIGHT", value_parser = flags::weight)]
+    weight: Option<u32>,
+    /// Redirects an HTTP origin may send before its answer counts (0: a redirect is a
+    /// failed load, 502).
+    #[arg(long, env = "PEERCACHE_ORIGIN_REDIRECTS", default_value_t = 0)]
+    origin_redirects: usize,
+    /// A PEM file of CA certificates to trust for an https origin, besides the bundled
+    /// Mozilla roots.
+    #[arg(long, env = "PEERCACHE_ORIGIN_CA")]
+    origin_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,30 +136,26 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| args.grpc_addr.clone());
-    if args.weight == 0 {
-        bail!("--weight must be at least 1");
-    }
     let mut config = NodeConfig::new(advertise.clone());
-    config.weight = args.weight;
-    let discovery: Arc<dyn Discovery> = if args.etcd.is_empty() {
-        let peers = if args.peers.is_empty() {
-            vec![advertise.clone()]
-        } else {
-            args.peers.clone()
-        };
-        if !peers.contains(&advertise) {
-            bail!(
-                "--peers ({}) must include this node's address {advertise} (set --advertise if it differs from --grpc-addr)",
-                peers.join(",")
-            );
+    if !args.peers.is_empty() || !args.etcd.is_empty() {
+        // Peers dial this address, and etcd records it for them.
+        if let Err(e) = flags::dialable(&advertise) {
+            bail!("this node's address {e}: set --advertise to the address peers reach it at");
         }
-        Arc::new(StaticDiscovery::new(&peers))
+    }
+    let discovery: Arc<dyn Discovery> = if args.etcd.is_empty() {
+        Arc::new(static_discovery(&args, &advertise)?)
     } else {
         config.id = args.node_id.clone().unwrap_or_else(|| advertise.clone());
+        config.weight = args.weight.unwrap_or(1);
         Arc::new(etcd_discovery(&args, &config.id).await?)
     };
     let groups = Registry::new();
-    let loader = args.source.loader();
+    let origin = OriginConfig {
+        redirects: args.origin_redirects,
+        ca_file: args.origin_ca.clone(),
+    };
+    let loader = args.source.loader_with(&origin)?;
     for spec in &args.groups {
         let mut builder = groups
             .group(spec.name.clone())
@@ -204,6 +188,41 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let node = Node::new(TokioNet, groups, discovery, config);
     node.run(grpc, Some(http), shutdown_signal()).await?;
     Ok(())
+}
+
+/// The membership of `--peers`, weights included (alone without it).
+fn static_discovery(args: &Serve, advertise: &str) -> anyhow::Result<StaticDiscovery> {
+    if args.weight.is_some() {
+        bail!(
+            "--weight is announced through --etcd; with a static membership give each member's \
+             weight in --peers as ADDR=WEIGHT, the same list on every node"
+        );
+    }
+    if let Some(Err(e)) = args
+        .peers
+        .iter()
+        .map(|p| flags::dialable(&p.addr))
+        .find(Result::is_err)
+    {
+        bail!("--peers: {e}");
+    }
+    let peers = match args.peers.as_slice() {
+        [] => vec![PeerSpec {
+            addr: advertise.to_owned(),
+            weight: 1,
+        }],
+        peers => peers.to_vec(),
+    };
+    if !peers.iter().any(|p| p.addr == advertise) {
+        let list: Vec<&str> = peers.iter().map(|p| p.addr.as_str()).collect();
+        bail!(
+            "--peers ({}) must include this node's address {advertise} (set --advertise if it differs from --grpc-addr)",
+            list.join(",")
+        );
+    }
+    Ok(StaticDiscovery::with_members(
+        peers.iter().map(Member::from),
+    ))
 }
 
 /// Membership from the etcd cluster at `--etcd`, under `--etcd-prefix`.

@@ -1,5 +1,5 @@
 //! The sources `peercache serve` can put behind its groups: a demo source, an HTTP
-//! origin, or none (a pure cache).
+//! origin (origin.rs), or none (a pure cache).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::error::{Error, Result};
 use crate::loader::Loader;
 
-/// Longest an HTTP origin may take to answer.
-const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+mod origin;
+
+use origin::Origin;
+pub use origin::{OriginConfig, Template};
 
 /// A source as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +24,10 @@ pub enum SourceSpec {
         /// Pretend load latency.
         latency: Duration,
     },
-    /// `http://origin/path/{key}`: fetches the URL with the key substituted.
+    /// `http[s]://origin/path/{key}`: fetches the URL with the key substituted.
     Http {
-        /// The URL, containing `{key}` once or more.
-        template: String,
+        /// The URL, containing `{key}` once or more in its path or query.
+        template: Template,
     },
     /// `none`: misses are not found.
     None,
@@ -53,13 +54,8 @@ impl FromStr for SourceSpec {
             });
         }
         if s.starts_with("http://") || s.starts_with("https://") {
-            if !s.contains("{key}") {
-                return Err(format!("origin URL {s:?} has no {{key}} placeholder"));
-            }
-            reqwest::Url::parse(&s.replace("{key}", "k"))
-                .map_err(|e| format!("origin URL {s:?}: {e}"))?;
             return Ok(SourceSpec::Http {
-                template: s.to_owned(),
+                template: Template::parse(s)?,
             });
         }
         Err(format!(
@@ -69,19 +65,19 @@ impl FromStr for SourceSpec {
 }
 
 impl SourceSpec {
-    /// The loader this source stands for.
-    pub fn loader(&self) -> Arc<dyn Loader> {
-        match self {
+    /// The loader this source stands for, an origin reached as `origin` says.
+    pub fn loader_with(&self, origin: &OriginConfig) -> Result<Arc<dyn Loader>> {
+        Ok(match self {
             SourceSpec::Demo { latency } => Arc::new(Demo { latency: *latency }),
-            SourceSpec::Http { template } => Arc::new(Origin {
-                template: template.clone(),
-                client: reqwest::Client::builder()
-                    .timeout(ORIGIN_TIMEOUT)
-                    .build()
-                    .expect("a client without TLS or proxies from the environment builds"),
-            }),
+            SourceSpec::Http { template } => Arc::new(Origin::new(template.clone(), origin)?),
             SourceSpec::None => Arc::new(NoSource),
-        }
+        })
+    }
+
+    /// The loader this source stands for, an origin reached with the defaults.
+    pub fn loader(&self) -> Arc<dyn Loader> {
+        self.loader_with(&OriginConfig::default())
+            .expect("an origin client without a CA file builds")
     }
 }
 
@@ -102,37 +98,6 @@ impl Loader for Demo {
             crate::time::sleep(self.latency).await;
         }
         Ok(demo_value(key))
-    }
-}
-
-struct Origin {
-    template: String,
-    client: reqwest::Client,
-}
-
-#[async_trait]
-impl Loader for Origin {
-    async fn load(&self, key: &str) -> Result<Bytes> {
-        let url = self.template.replace(
-            "{key}",
-            &utf8_percent_encode(key, NON_ALPHANUMERIC).to_string(),
-        );
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| Error::load(format!("origin: {e}")))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(Error::NotFound(format!("origin has no {key:?}")));
-        }
-        if !status.is_success() {
-            return Err(Error::load(format!("origin answered {status}")));
-        }
-        resp.bytes()
-            .await
-            .map_err(|e| Error::load(format!("origin body: {e}")))
     }
 }
 
@@ -168,7 +133,13 @@ mod tests {
         );
         let http: SourceSpec = "http://127.0.0.1:9/v/{key}".parse().unwrap();
         assert!(matches!(http, SourceSpec::Http { .. }));
-        for bad in ["demo:x", "http://h/no-placeholder", "ftp://x/{key}", "db"] {
+        for bad in [
+            "demo:x",
+            "http://h/no-placeholder",
+            "https://{key}/v",
+            "ftp://x/{key}",
+            "db",
+        ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }

@@ -246,10 +246,13 @@ async fn bad_keys_and_values_get_typed_errors() {
         g.set("k", Bytes::from(vec![0; 9]), None).await,
         Err(Error::ValueTooLarge { len: 9, max: 8 })
     );
-    // A loaded value over the limit is an error too, and is not cached.
+    // A loaded value over the limit is the source's failure (a 502, where a client's
+    // oversize Set is a 413), and is not cached.
     assert_eq!(
         g.get("12345678").await,
-        Err(Error::ValueTooLarge { len: 11, max: 8 })
+        Err(Error::load(
+            "the source's value is 11 bytes: exceeds the 8-byte limit"
+        ))
     );
     assert_eq!(src.calls(), 1, "invalid keys never reach the loader");
     assert_eq!(g.stats().store.items, 0);

@@ -151,7 +151,136 @@ fn serve_refuses_bad_membership_flags() {
     assert!(bad_id.contains("--node-id"), "{bad_id}");
     let no_weight = refused(&["--weight", "0"]);
     assert!(
-        no_weight.contains("--weight must be at least 1"),
+        no_weight.contains("--weight") && no_weight.contains("must be at least 1"),
         "{no_weight}"
     );
+}
+
+/// Runs `peercache serve ARGS`: its stderr if it exits with a failure within 10 s, else
+/// what it did instead.
+async fn refused_within(args: &[String]) -> Result<String, String> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .arg("serve")
+        .args(args)
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("PEERCACHE_ETCD")
+        .env_remove("PEERCACHE_PEERS")
+        .env_remove("PEERCACHE_WEIGHT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let Ok(out) = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await
+    else {
+        return Err("accepted: still running after 10 s".into());
+    };
+    let out = out.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.success() {
+        true => Err(format!("accepted: {err}")),
+        false => Ok(err),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_configuration_mistakes() {
+    // Each case its own ports, as they run side by side.
+    let [p1, p2, p3, p4, p5, p6, other, etcd] = common::process::free_ports::<8>();
+    let local = |p: u16| format!("127.0.0.1:{p}");
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--group", "g"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let etcd = format!("http://127.0.0.1:{etcd}");
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        // Weights above the ring's cap are refused, not cut down.
+        (
+            args(&["--grpc-addr", &local(p1), "--weight", "1001"]),
+            vec!["--weight", "cap of 1000"],
+        ),
+        (
+            args(&[
+                "--grpc-addr",
+                &local(p2),
+                "--peers",
+                &format!("{}=1001", local(p2)),
+            ]),
+            vec!["--peers", "cap of 1000"],
+        ),
+        // A static membership takes weights from its list, the same on every node.
+        (
+            args(&[
+                "--grpc-addr",
+                &local(p3),
+                "--peers",
+                &format!("{},{}", local(p3), local(other)),
+                "--weight",
+                "2",
+            ]),
+            vec!["--weight", "ADDR=WEIGHT"],
+        ),
+        // A wildcard address is not one peers can dial, nor one to write into etcd.
+        (
+            args(&["--grpc-addr", &format!("0.0.0.0:{p4}"), "--etcd", &etcd]),
+            vec!["0.0.0.0", "--advertise"],
+        ),
+        (
+            args(&["--grpc-addr", &format!("[::]:{p5}"), "--etcd", &etcd]),
+            vec!["[::]", "--advertise"],
+        ),
+        (
+            args(&[
+                "--grpc-addr",
+                &format!("0.0.0.0:{p6}"),
+                "--peers",
+                &format!("0.0.0.0:{p6}"),
+            ]),
+            vec!["0.0.0.0", "--advertise"],
+        ),
+    ];
+    // Concurrently, so that every case's outcome is known within 10 s.
+    let outcomes = futures::future::join_all(cases.iter().map(|(args, _)| refused_within(args)));
+    let failures: Vec<String> = cases
+        .iter()
+        .zip(outcomes.await)
+        .filter_map(|((args, wanted), outcome)| match outcome {
+            Ok(err) if wanted.iter().all(|w| err.contains(w)) => None,
+            Ok(err) => Some(format!("{args:?}: refused without {wanted:?}: {err}")),
+            Err(what) => Some(format!("{args:?}: {what}")),
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_member_weights_from_the_peer_list() {
+    let [grpc, other] = common::process::free_ports::<2>();
+    let me = format!("127.0.0.1:{grpc}");
+    let peers = format!("{me}=3,127.0.0.1:{other}=2");
+    let (_node, url) =
+        common::start_serve(&["--group", "g", "--grpc-addr", &me, "--peers", &peers]).await;
+    let ring = reqwest::get(format!("{url}/v1/ring"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ring: serde_json::Value = serde_json::from_str(&ring).unwrap();
+    let mut weights: Vec<(String, u64)> = ring["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let addr = m["address"].as_str().unwrap().to_owned();
+            (addr, m["weight"].as_u64().unwrap())
+        })
+        .collect();
+    weights.sort();
+    let mut want = [(me, 3), (format!("127.0.0.1:{other}"), 2)];
+    want.sort();
+    assert_eq!(weights, want, "{ring}");
 }

@@ -97,7 +97,7 @@ impl Group {
         // Read before loading: any Set/Remove from here on raises the floor above this.
         let version = store.map_or(0, |s| s.floor(key));
         inner.counters.loads.fetch_add(1, Relaxed);
-        let loaded = AssertUnwindSafe(inner.loader.load(key))
+        let loaded = AssertUnwindSafe(inner.loader.load_within(key, inner.limits.max_value))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(Error::load(panic_message(&*panic))));
@@ -111,6 +111,13 @@ impl Group {
         }
         let value = loaded
             .and_then(|v| inner.limits.check_value(&v).map(|()| v))
+            // The source's fault, not the caller's: a failed load (502), not a 413.
+            .map_err(|e| match e {
+                Error::ValueTooLarge { len, max } => Error::load(format!(
+                    "the source's value is {len} bytes: exceeds the {max}-byte limit"
+                )),
+                e => e,
+            })
             .inspect_err(|_| {
                 inner.counters.local_load_errors.fetch_add(1, Relaxed);
             })?;

@@ -235,3 +235,24 @@ pub fn db_group(db: &Db) -> impl Fn(usize, &Registry) + '_ {
             .unwrap();
     }
 }
+
+/// Starts `peercache serve ARGS` on a free HTTP port, ignoring membership flags from the
+/// environment, and waits until it is healthy: the process and its HTTP base URL.
+pub async fn start_serve(args: &[&str]) -> (process::Proc, String) {
+    let http = process::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .arg("serve")
+        .args(args)
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .env("RUST_LOG", "warn")
+        .env_remove("PEERCACHE_ETCD")
+        .env_remove("PEERCACHE_PEERS")
+        .env_remove("PEERCACHE_WEIGHT")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the peercache binary runs");
+    let mut child = process::Proc::new("peercache serve", child);
+    let url = format!("http://127.0.0.1:{http}");
+    child.until_healthy(&url).await;
+    (child, url)
+}
