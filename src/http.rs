@@ -24,6 +24,7 @@ use crate::peer::PeerPicker;
 
 mod body;
 pub(crate) mod server;
+mod write_stall;
 
 pub use server::HttpLimits;
 

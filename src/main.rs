@@ -130,6 +130,10 @@ struct Serve {
     /// Longest an HTTP request's body may take to arrive; then the answer is 408.
     #[arg(long, env = "PEERCACHE_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     http_body_timeout: Duration,
+    /// Longest a response may wait for an HTTP client to read it (no byte taken); then
+    /// the connection is closed.
+    #[arg(long, env = "PEERCACHE_HTTP_WRITE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_write_timeout: Duration,
     /// Most HTTP client connections open at once; a connection beyond it is closed as
     /// soon as it is accepted. Peer (gRPC) connections do not count.
     #[arg(long, env = "PEERCACHE_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -175,6 +179,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.http = peercache::http::HttpLimits {
         header_timeout: args.http_header_timeout,
         body_timeout: args.http_body_timeout,
+        write_timeout: args.http_write_timeout,
         max_connections: args.http_max_connections as usize,
     };
     config.shutdown_grace = args.shutdown_grace;

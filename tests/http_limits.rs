@@ -365,3 +365,39 @@ async fn a_connection_limit_above_the_open_file_limit_is_warned_about() {
     .expect("a warning within 10 s");
     assert!(warned.contains("512"), "{warned}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    let served = Served::start(&["--http-write-timeout", "500ms"]).await;
+    let value = vec![b'v'; 512 << 10];
+    let put = reqwest::Client::new()
+        .put(served.url("/v1/groups/g/keys/big"))
+        .body(value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let mut watcher = OneConnection::open(&served).await;
+    // Pipelined GETs of 512 KiB each, never read: far more than loopback buffers
+    // hold, so the node's writes stall.
+    let mut reader = served.connect().await;
+    let get = b"GET /v1/groups/g/keys/big HTTP/1.1\r\nHost: x\r\n\r\n";
+    reader.write_all(&get.repeat(64)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = watcher.metric("peercache_http_connections").await;
+        if open == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a stalled reader still holds its connection 5 s after a 500 ms write timeout ({open:?} open)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What the node had written before it gave up, then the end.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection ends (EOF or reset)");
+    assert!(got.len() < 64 * (512 << 10), "{} bytes", got.len());
+}

@@ -7,6 +7,8 @@
 //!   from when the connection starts waiting for one (hyper's header read timeout), so
 //!   idle keep-alive connections close after it too.
 //! - Its body within [`HttpLimits::body_timeout`] ([`TimedBody`]).
+//! - A response write may wait at most [`HttpLimits::write_timeout`] for the client to
+//!   read ([`WriteStall`]).
 //! - On stop the listener is closed, idle connections close, busy ones finish their
 //!   request; whoever runs the server bounds that wait and drops the future, which
 //!   drops every connection still open.
@@ -24,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::body::TimedBody;
+use super::write_stall::WriteStall;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::net::Listener;
@@ -39,6 +42,9 @@ pub struct HttpLimits {
     /// Longest a request's body may take to arrive, counted from its headers; then the
     /// answer is 408.
     pub body_timeout: Duration,
+    /// Longest a response may wait for the client to read any of it; then the
+    /// connection is closed.
+    pub write_timeout: Duration,
     /// Most client connections open at once; a connection beyond it is closed as soon
     /// as it is accepted.
     pub max_connections: usize,
@@ -49,6 +55,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 1024,
         }
     }
@@ -117,7 +124,10 @@ async fn connection<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(
+            TokioIo::new(WriteStall::new(stream, limits.write_timeout)),
+            service,
+        );
     tokio::pin!(conn);
     let ended = tokio::select! {
         ended = conn.as_mut() => ended,
