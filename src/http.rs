@@ -1,6 +1,7 @@
 //! The HTTP API (axum): reads and writes of keys, stats, ring, health and metrics.
 //! Handlers are thin: decode, call the group, encode. Every error is a JSON body with a
-//! 4xx/5xx status; nothing a client sends can panic the node.
+//! 4xx/5xx status; nothing a client sends can panic the node. The server under it, with
+//! its connection limit and timeouts, is in http/server.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,12 @@ use crate::error::Error;
 use crate::group::Registry;
 use crate::metrics::Metrics;
 use crate::peer::PeerPicker;
+
+mod body;
+pub(crate) mod server;
+mod write_stall;
+
+pub use server::HttpLimits;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -149,7 +156,8 @@ struct PutParams {
 
 /// `PUT /v1/groups/{group}/keys/{key}?ttl=30s`: stores the body; answers the version.
 /// A body longer than the group's value limit is refused from its announced length
-/// before it is read, or as soon as it grows past the limit.
+/// before it is read, or as soon as it grows past the limit (413); one that arrives too
+/// slowly is 408, one cut short 400.
 async fn key_put(
     axum::extract::State(s): AppState,
     path: KeyPath,
@@ -174,10 +182,8 @@ async fn key_put(
     let body = axum::body::to_bytes(body, max.saturating_add(1))
         .await
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{e}; values are limited to {max} bytes"),
-            )
+            let (status, msg) = body::read_failure(&e, max);
+            ApiError::new(status, msg)
         })?;
     let version = group.set(&key, body, ttl).await?;
     Ok(Json(json!({ "version": version })))

@@ -116,6 +116,35 @@ struct Serve {
     /// Mozilla roots.
     #[arg(long, env = "PEERCACHE_ORIGIN_CA")]
     origin_ca: Option<PathBuf>,
+    /// Longest an HTTP client may take to send a request's headers, counted from the
+    /// connection's start or the end of its previous response: also the idle timeout of
+    /// keep-alive connections. The connection is closed when it passes.
+    #[arg(long, env = "PEERCACHE_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_header_timeout: Duration,
+    /// Longest an HTTP request's body may take to arrive; then the answer is 408.
+    #[arg(long, env = "PEERCACHE_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_body_timeout: Duration,
+    /// Longest a response may wait for an HTTP client to read it (no byte taken); then
+    /// the connection is closed.
+    #[arg(long, env = "PEERCACHE_HTTP_WRITE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_write_timeout: Duration,
+    /// Most HTTP client connections open at once; a connection beyond it is closed as
+    /// soon as it is accepted. Peer (gRPC) connections do not count.
+    #[arg(long, env = "PEERCACHE_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+    /// On SIGTERM, how long requests in flight may go on before their connections are
+    /// dropped.
+    #[arg(long, env = "PEERCACHE_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+/// A duration above zero (e.g. 500ms, 30s).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,6 +166,14 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.grpc_addr.clone());
     let mut config = NodeConfig::new(advertise.clone());
+    config.http = peercache::http::HttpLimits {
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+        write_timeout: args.http_write_timeout,
+        max_connections: args.http_max_connections as usize,
+    };
+    config.shutdown_grace = args.shutdown_grace;
+    check_descriptors(config.http.max_connections);
     if !args.peers.is_empty() || !args.etcd.is_empty() {
         // Peers dial this address, and etcd records it for them.
         if let Err(e) = flags::dialable(&advertise) {
@@ -223,6 +260,26 @@ fn static_discovery(args: &Serve, advertise: &str) -> anyhow::Result<StaticDisco
     Ok(StaticDiscovery::with_members(
         peers.iter().map(Member::from),
     ))
+}
+
+/// File descriptors kept for what is not a client connection: peer connections, the
+/// origin's, etcd's, listeners, logs.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises the open-file limit to its hard limit (as Go's runtime does), since each client
+/// connection holds a descriptor, and warns if the connection limit would still let
+/// clients take the descriptors that peers and the origin need.
+fn check_descriptors(max_connections: usize) {
+    let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) else {
+        return;
+    };
+    let wanted = (max_connections as u64).saturating_add(RESERVED_DESCRIPTORS);
+    if limit < wanted {
+        tracing::warn!(
+            open_files = limit,
+            "--http-max-connections {max_connections} leaves fewer than {RESERVED_DESCRIPTORS} of the {limit} file descriptors this process may open for peers, the origin and etcd; raise `ulimit -n` to {wanted} or lower --http-max-connections"
+        );
+    }
 }
 
 /// Membership from the etcd cluster at `--etcd`, under `--etcd-prefix`.

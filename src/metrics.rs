@@ -6,9 +6,9 @@ use std::time::Duration;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::group::{GroupStats, Registry};
@@ -36,6 +36,8 @@ pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     peer_rpcs: Family<RpcLabels, Histogram>,
     requests: Family<RequestLabels, Histogram>,
+    http_connections: Gauge,
+    http_refused: Counter,
 }
 
 impl Metrics {
@@ -58,11 +60,25 @@ impl Metrics {
             "Latency of HTTP API requests, by operation and status",
             requests.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP client connections open",
+            http_connections.clone(),
+        );
+        let http_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP client connections closed at once because the connection limit was reached",
+            http_refused.clone(),
+        );
         registry.register_collector(Box::new(GroupCollector(groups)));
         Metrics {
             registry,
             peer_rpcs,
             requests,
+            http_connections,
+            http_refused,
         }
     }
 
@@ -71,6 +87,21 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { op, status })
             .observe(took.as_secs_f64());
+    }
+
+    /// An HTTP client connection was accepted.
+    pub fn http_connection_opened(&self) {
+        self.http_connections.inc();
+    }
+
+    /// An accepted HTTP client connection closed.
+    pub fn http_connection_closed(&self) {
+        self.http_connections.dec();
+    }
+
+    /// An HTTP client connection was closed at once, over the connection limit.
+    pub fn http_connection_refused(&self) {
+        self.http_refused.inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-pub use tokio::time::{Instant, sleep, sleep_until};
+pub use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::error::{Error, Result};
 

@@ -1,6 +1,6 @@
-//! All glue between the [`Net`] seam and the tonic and axum stacks: the incoming stream
+//! All glue between the [`Net`] seam and the tonic and hyper stacks: the incoming stream
 //! and `Connected` newtype a tonic server wants, the connector a tonic channel dials
-//! through, and the listener adapter axum serves from.
+//! through, and the accept loop both servers take connections from.
 
 use std::io;
 use std::net::SocketAddr;
@@ -69,7 +69,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
 
 /// Accepts forever; a failed accept is logged and retried, so one bad connection never
 /// ends the server.
-async fn accept_retrying<L: Listener>(listener: &L) -> (L::Stream, SocketAddr) {
+pub(crate) async fn accept_retrying<L: Listener>(listener: &L) -> (L::Stream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,
@@ -89,22 +89,6 @@ pub(crate) fn incoming<L: Listener>(
         let (stream, _) = accept_retrying(&listener).await;
         Some((Ok(Conn(stream)), listener))
     })
-}
-
-/// One of our listeners, served by axum.
-pub(crate) struct AxumListener<L>(pub(crate) L);
-
-impl<L: Listener> axum::serve::Listener for AxumListener<L> {
-    type Io = L::Stream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        accept_retrying(&self.0).await
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
 }
 
 /// Timeouts of a peer channel.

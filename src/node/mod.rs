@@ -19,6 +19,7 @@ use crate::discovery::Discovery;
 use crate::error::Result;
 use crate::group::Registry;
 use crate::grpc;
+use crate::http::HttpLimits;
 use crate::metrics::Metrics;
 use crate::net::transport::ChannelTimeouts;
 use crate::net::{Listener, Net};
@@ -45,6 +46,11 @@ pub struct NodeConfig {
     pub channel: ChannelTimeouts,
     /// How often expired entries are swept.
     pub sweep_every: Duration,
+    /// Limits of the HTTP server.
+    pub http: HttpLimits,
+    /// How long requests in flight may go on once the node stops; connections still
+    /// open after it are dropped.
+    pub shutdown_grace: Duration,
 }
 
 impl NodeConfig {
@@ -58,6 +64,8 @@ impl NodeConfig {
             vnodes: DEFAULT_VNODES,
             channel: ChannelTimeouts::default(),
             sweep_every: Duration::from_secs(1),
+            http: HttpLimits::default(),
+            shutdown_grace: Duration::from_secs(3),
         }
     }
 }
@@ -110,6 +118,7 @@ impl<N: Net> Node<N> {
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
         log_start(config, &grpc, http.as_ref());
+        let http = http.map(|l| (l, config.http));
         let mut servers = Servers::start(grpc, http, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
@@ -122,7 +131,7 @@ impl<N: Net> Node<N> {
         };
         let Some(Ok(mut members)) = joined else {
             // Shut down before joining, or joining failed: stop serving.
-            let _ = servers.drain().await;
+            let _ = servers.drain(config.shutdown_grace).await;
             return joined.map_or(Ok(()), |failed| failed.map(drop));
         };
         picker.set_members(members.borrow_and_update().clone());
@@ -137,7 +146,7 @@ impl<N: Net> Node<N> {
         if let Some(ended) = failed {
             return ended;
         }
-        servers.drain().await?;
+        servers.drain(config.shutdown_grace).await?;
         drop(background);
         groups.drain().await;
         tracing::info!("stopped");

@@ -1,9 +1,11 @@
 //! The node's two servers, gRPC for peers and HTTP for clients, run as tasks that stop
-//! together: stopping refuses new connections and lets requests in flight finish.
+//! together: stopping refuses new connections and lets requests in flight finish within
+//! a grace period, after which their connections are dropped.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -11,6 +13,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::error::{Error, Result};
 use crate::group::Registry;
 use crate::grpc::{self, PeerService};
+use crate::http::HttpLimits;
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
@@ -26,7 +29,7 @@ impl Servers {
     /// Starts serving `groups` to peers on `grpc` and, with `http`, to clients.
     pub(super) fn start<L: Listener>(
         grpc: L,
-        http: Option<L>,
+        http: Option<(L, HttpLimits)>,
         groups: &Registry,
         picker: &Arc<PeerPicker>,
         metrics: &Arc<Metrics>,
@@ -43,20 +46,21 @@ impl Servers {
                 .await
                 .map_err(|e| Error::Io(format!("gRPC server: {e}")))
         });
-        if let Some(http) = http {
+        if let Some((http, limits)) = http {
             let app = crate::http::router(crate::http::State {
                 groups: groups.clone(),
                 picker: picker.clone(),
                 metrics: metrics.clone(),
                 ready: ready.clone(),
             });
-            let stopped = until_stopped(&stop);
-            tasks.spawn(async move {
-                axum::serve(transport::AxumListener(http), app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                    .map_err(|e| Error::Io(format!("HTTP server: {e}")))
-            });
+            let served = crate::http::server::serve(
+                http,
+                app,
+                limits,
+                metrics.clone(),
+                until_stopped(&stop),
+            );
+            tasks.spawn(served);
         }
         Servers { tasks, stop }
     }
@@ -70,14 +74,27 @@ impl Servers {
         }
     }
 
-    /// Stops accepting and waits for the requests in flight; the first failure.
-    pub(super) async fn drain(mut self) -> Result<()> {
+    /// Stops accepting and waits up to `grace` for the requests in flight, then drops
+    /// the connections still open; the first failure of a server that ended in time.
+    pub(super) async fn drain(mut self, grace: Duration) -> Result<()> {
         let _ = self.stop.send(true);
-        let mut result = Ok(());
-        while let Some(ended) = self.tasks.join_next().await {
-            result = result.and(outcome(ended));
-        }
-        result
+        let tasks = &mut self.tasks;
+        let ended = crate::time::within(grace, async move {
+            let mut result = Ok(());
+            while let Some(ended) = tasks.join_next().await {
+                result = result.and(outcome(ended));
+            }
+            result
+        })
+        .await;
+        ended.unwrap_or_else(|_| {
+            tracing::warn!(
+                ?grace,
+                "requests still in flight after the shutdown grace; dropping their connections"
+            );
+            self.tasks.abort_all();
+            Ok(())
+        })
     }
 }
 
