@@ -315,7 +315,7 @@ async fn connections_beyond_the_limit_are_closed_while_clients_and_peers_are_ser
         .await
         .expect("a peer connects while the HTTP limit is reached");
     let metrics = std::sync::Arc::new(peercache::metrics::Metrics::new(peercache::Registry::new()));
-    let peer = peercache::grpc::GrpcPeer::new("n0", channel, metrics);
+    let peer = peercache::grpc::GrpcPeer::new("n0", channel, 1 << 21, metrics);
     use peercache::peer::PeerClient;
     let fetched = peer
         .get("g", "hello", Duration::from_secs(2))
