@@ -139,8 +139,9 @@ impl Origin {
         }
         if status.is_redirection() {
             let to = resp.headers().get(reqwest::header::LOCATION);
+            let to = to.and_then(|v| v.to_str().ok()).unwrap_or("nowhere");
             return Err(Error::load(format!(
-                "origin answered {status} to {to:?}: redirects are not followed beyond the configured number"
+                "origin answered {status}, a redirect to {to}: redirects are not followed beyond the configured number"
             )));
         }
         if !status.is_success() {
