@@ -243,7 +243,8 @@ impl registry_server::Registry for Service {
             closing: self.shared.closing.clone(),
             shared: self.shared.clone(),
             prefix: req.prefix,
-            next: current + 1,
+            // A start the store has not reached yet holds back the changes before it.
+            next: (current + 1).max(req.start_revision),
             rx,
             replay,
             failed: false,
