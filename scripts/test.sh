@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: format, lints, then every test (unit, integration, doc, the tests
-# against a real etcd, and the simulated scenarios behind the `sim` feature). Installs
-# what it needs when missing: rustfmt and clippy (rustup), protoc and etcd (apt-get).
+# against a real etcd, and the simulated scenarios behind the `sim` feature), and a short
+# run of every fuzz target. Installs what it needs when missing: rustfmt and clippy
+# (rustup), protoc, etcd and g++ (apt-get), cargo-fuzz (cargo install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +44,6 @@ cargo test --all-features -- --skip scenarios::
 # identically; in release they stay far below it.
 echo "== simulated scenarios (release build)"
 cargo test --release --features sim --test sim scenarios::
+# 30 s per fuzz target; the report of the long run (scripts/fuzz.sh 600) stays as it is.
+echo "== fuzzing, 30 s per target (scripts/fuzz.sh)"
+FUZZ_REPORT=target/fuzz-short.md scripts/fuzz.sh 30

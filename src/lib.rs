@@ -37,6 +37,9 @@
 pub mod buggify;
 pub mod discovery;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod grpc;
 pub mod http;

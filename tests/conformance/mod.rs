@@ -39,6 +39,7 @@ macro_rules! for_each_case {
             range_is_sorted_and_has_the_revision,
             watch_replays_from_a_revision_in_order,
             watch_skips_other_prefixes,
+            watch_from_a_later_revision_waits_for_it,
             delete_of_a_missing_key_changes_nothing,
         );
     };
@@ -249,6 +250,23 @@ pub async fn watch_replays_from_a_revision_in_order<C: Coordinator>(c: &C) {
         panic!("a put");
     };
     assert_eq!((kv.value.as_slice(), kv.create_revision), (&b"3"[..], r4));
+}
+
+/// A watch from a revision the store has not reached yet delivers the changes from that
+/// revision on and none before it.
+pub async fn watch_from_a_later_revision_waits_for_it<C: Coordinator>(c: &C) {
+    let p = fresh(c, "watch_from_a_later_revision_waits_for_it").await;
+    let (_, r0) = c.range(&p).await.unwrap();
+    let start = r0 + 3;
+    let mut events = c.watch(&p, start).await.unwrap();
+    let mut written = Vec::new();
+    for k in ["a", "b", "c", "d"] {
+        let r = c.put(&format!("{p}{k}"), vec![], 0).await.unwrap();
+        written.push((format!("put {p}{k}"), r));
+    }
+    // Other writers may move the revision on too: what counts is each put's own.
+    let want: Vec<_> = written.into_iter().filter(|(_, r)| *r >= start).collect();
+    assert_eq!(describe(&next_events(&mut events, want.len()).await), want);
 }
 
 /// A watch delivers nothing for keys outside its prefix, even ones that share its text

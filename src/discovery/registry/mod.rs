@@ -24,6 +24,8 @@ mod server;
 mod store;
 
 pub use client::{RegistryCoordinator, RegistryCoordinatorConfig};
+#[cfg(feature = "fuzzing")]
+pub(crate) use server::handlers;
 pub use server::serve_registry;
 
 /// How a registry server runs.

@@ -35,15 +35,10 @@ pub async fn serve_registry<L: Listener>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let (close, closing) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        store: Mutex::new(Store::new(config.first_lease, config.history)),
-        events: broadcast::Sender::new(WATCH_BUFFER),
-        granted: Notify::new(),
-        closing,
-    });
+    let service = Service::new(&config, closing);
     // Stops with this function, however it ends.
     let mut background = JoinSet::new();
-    background.spawn(expire_leases(shared.clone()));
+    background.spawn(expire_leases(service.shared.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = close.send(true);
@@ -51,7 +46,7 @@ pub async fn serve_registry<L: Listener>(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keep_alive))
         .http2_keepalive_timeout(Some(config.keep_alive))
-        .add_service(registry_server::RegistryServer::new(Service { shared }))
+        .add_service(registry_server::RegistryServer::new(service))
         .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
         .map_err(|e| Error::Io(format!("registry server: {e}")))
@@ -132,6 +127,30 @@ fn compacted(c: Compacted) -> Status {
 
 struct Service {
     shared: Arc<Shared>,
+}
+
+impl Service {
+    /// A fresh registry's handlers; its watches end when `closing` turns true.
+    fn new(config: &RegistryConfig, closing: watch::Receiver<bool>) -> Self {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(config.first_lease, config.history)),
+            events: broadcast::Sender::new(WATCH_BUFFER),
+            granted: Notify::new(),
+            closing,
+        });
+        Service { shared }
+    }
+}
+
+/// A fresh registry's gRPC handlers without a server or expiry task (every call expires
+/// the overdue leases first), for the fuzz target; its watches end when the returned
+/// sender sends `true` or is dropped.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn handlers(
+    config: &RegistryConfig,
+) -> (impl registry_server::Registry, watch::Sender<bool>) {
+    let (close, closing) = watch::channel(false);
+    (Service::new(config, closing), close)
 }
 
 type WatchResponses = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
@@ -224,7 +243,8 @@ impl registry_server::Registry for Service {
             closing: self.shared.closing.clone(),
             shared: self.shared.clone(),
             prefix: req.prefix,
-            next: current + 1,
+            // A start the store has not reached yet holds back the changes before it.
+            next: (current + 1).max(req.start_revision),
             rx,
             replay,
             failed: false,
