@@ -8,8 +8,8 @@
 //! the owner's version, so wherever a fill that started before a write lands, the store
 //! refuses it.
 //!
-//! A version from the network raises one key's floor, never the group counter, and no
-//! floor rises above [`MAX_VERSION`]: whatever a caller sends, the other keys' writes
+//! A version from the network raises the group counter at most to half the range, and
+//! no floor rises above [`MAX_VERSION`]: whatever a caller sends, the other keys' writes
 //! keep versions every peer accepts, and an owner minting above the range for a key
 //! whose floor sits at the top still has its invalidations obeyed (they drop copies
 //! whatever their version).
@@ -47,6 +47,10 @@ const REPLAY_PARALLEL: usize = 16;
 /// near `u64::MAX` would pin a key's floor where no later write could pass it, so floors
 /// stop here and leave 3 × 2^62 versions of headroom above.
 pub(crate) const MAX_VERSION: u64 = 1 << 62;
+
+/// The group counter follows floors up to here: half the range, so a counter pushed
+/// there by a hostile floor still has 2^61 writes below [`MAX_VERSION`].
+const COUNTER_FOLLOWS_TO: u64 = MAX_VERSION / 2;
 
 /// Refuses a version from the network above [`MAX_VERSION`] where it would be kept as
 /// an entry's version (a copy), not just raise a floor.
@@ -101,11 +105,18 @@ struct Recent {
 
 impl Writes {
     /// A version above the key's `floor` and above every version the counter has
-    /// handed out. The floor does not raise the counter: it may come from the network,
-    /// and a key's floor must not move every other key's versions.
+    /// handed out. The counter follows the floors it sees, so an owner new to a key
+    /// mints above what earlier owners handed out for the keys it heard of; but only
+    /// up to [`COUNTER_FOLLOWS_TO`]: a floor may come from the network, and one key's
+    /// floor must not push every other key's versions out of the range peers accept.
     fn next_version(&self, floor: u64) -> u64 {
-        let counted = self.versions.fetch_add(1, Relaxed).saturating_add(1);
-        counted.max(floor.saturating_add(1))
+        let follow = floor.min(COUNTER_FOLLOWS_TO);
+        let next = |c: u64| c.max(follow).saturating_add(1);
+        let prev = self
+            .versions
+            .fetch_update(Relaxed, Relaxed, |c| Some(next(c)))
+            .expect("the update always succeeds");
+        next(prev).max(floor.saturating_add(1))
     }
 
     /// Notes a write applied at `now` (replacing the key's earlier one), forgetting
