@@ -48,6 +48,13 @@ fn pinned_as_first_drawn(s: Scenario, seed: u64) {
     }
 }
 
+/// A regression test: `seed` of `s`, drawn as today's swarms are, once failed a check.
+fn pinned(s: Scenario, seed: u64) {
+    if let Err(report) = judge(Swarm::draw(s, seed), true) {
+        panic!("{report}");
+    }
+}
+
 fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
     let first_drawn = std::env::var_os("SIM_FIRST_DRAWN").is_some();
@@ -378,4 +385,18 @@ fn regression_write_lost_with_its_crashed_owner() {
 #[test]
 fn regression_link_broken_by_loss_stayed_broken() {
     pinned_as_first_drawn(Scenario::MessageLoss, 77);
+}
+
+/// Message loss left the connection from a key's owner to another node silently dead
+/// after the loss ended (turmoil does not retransmit a lost segment). Two seconds later
+/// a write's invalidation on it failed when the HTTP/2 keep-alive gave up on it, the
+/// owner acknowledged the write after its wait, and the other node served its older hot
+/// copy: within the general bound, but the strict rule held it to the write because the
+/// loss had ended 1.5 s before. A bug of the checker, not of the node. Fixed: a fault that
+/// drops messages touches its hosts until the keep-alive has noticed every connection it
+/// broke (two keep-alive periods after it heals). Seeds partition 48 and message_loss 49
+/// at 2cc9eec failed the same way.
+#[test]
+fn regression_connection_broken_by_loss_lost_an_invalidation() {
+    pinned(Scenario::MessageLoss, 21);
 }

@@ -3,11 +3,23 @@
 
 use std::time::Duration;
 
+use peercache::net::ChannelTimeouts;
+
 use crate::harness::{Action, Run};
 
 /// After a fault heals, how long its effects may linger: connections noticed broken or
 /// re-established, held messages delivered.
 const GRACE: Duration = Duration::from_millis(1500);
+
+/// After a fault that dropped messages heals (a partition, message loss, a crash), how
+/// long a connection it broke may still swallow calls. turmoil does not retransmit, so a
+/// TCP connection that lost a segment stays silently dead until its HTTP/2 keep-alive
+/// gives up on it: a ping sent up to one interval after the last answer, unanswered for
+/// one timeout (both `keep_alive`). Until then an owner's invalidation on it fails, and
+/// the write is acknowledged without it.
+fn broken_connections() -> Duration {
+    ChannelTimeouts::default().keep_alive * 2 + GRACE
+}
 /// How often the harness samples the nodes (sim/harness/run.rs).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -47,13 +59,15 @@ impl Faults {
                 _ => {
                     if let Some(p) = open.iter().position(|(_, a)| closes(a)) {
                         let (from, opened) = open.remove(p);
-                        // A restarted node rejoins before it serves.
-                        let extra = if matches!(action, Action::Bounce(_)) {
-                            rejoin
-                        } else {
-                            Duration::ZERO
+                        let linger = match opened {
+                            // A restarted node rejoins before it serves.
+                            Action::Crash(_) => (rejoin + GRACE).max(broken_connections()),
+                            Action::Partition(..)
+                            | Action::PartitionOneway(..)
+                            | Action::Loss(_) => broken_connections(),
+                            _ => GRACE,
                         };
-                        windows.push((from, *at + extra + GRACE, opened.hosts()));
+                        windows.push((from, *at + linger, opened.hosts()));
                     }
                 }
             }
