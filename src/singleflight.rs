@@ -4,8 +4,13 @@
 //! follow and receive a clone of the leader's result. If the leader is cancelled or its
 //! work panics, its flight is withdrawn and the followers start over, so one of them
 //! takes the lead: nobody waits on a flight that will never finish.
+//!
+//! [`SingleFlight::run_detached`] runs the work as a task of its own instead: a leader
+//! that gives up leaves it running for the followers, as a load started by an impatient
+//! caller should finish for the patient ones.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 use parking_lot::Mutex;
@@ -22,34 +27,55 @@ pub enum Role {
 
 /// A set of in-flight calls keyed by string. Lookups only; never iterated.
 pub struct SingleFlight<T> {
-    calls: Mutex<HashMap<Box<str>, watch::Receiver<Option<T>>>>,
+    calls: Arc<Calls<T>>,
 }
+
+type Calls<T> = Mutex<HashMap<Box<str>, watch::Receiver<Option<T>>>>;
 
 impl<T> Default for SingleFlight<T> {
     fn default() -> Self {
         SingleFlight {
-            calls: Mutex::new(HashMap::new()),
+            calls: Arc::default(),
         }
     }
 }
 
 /// Withdraws the leader's flight when the leader finishes, is cancelled, or panics.
 struct Lead<'a, T> {
-    flight: &'a SingleFlight<T>,
+    calls: &'a Calls<T>,
     key: &'a str,
     tx: watch::Sender<Option<T>>,
 }
 
 impl<T> Drop for Lead<'_, T> {
     fn drop(&mut self) {
-        let mut calls = self.flight.calls.lock();
-        if calls
-            .get(self.key)
-            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
-        {
-            calls.remove(self.key);
-        }
-        // Dropping `tx` after this wakes followers of an unfinished flight: they retry.
+        withdraw(self.calls, self.key, &self.tx);
+    }
+}
+
+/// A [`Lead`] that a detached task owns.
+struct OwnedLead<T> {
+    calls: Arc<Calls<T>>,
+    key: Box<str>,
+    tx: watch::Sender<Option<T>>,
+}
+
+impl<T> Drop for OwnedLead<T> {
+    fn drop(&mut self) {
+        withdraw(&self.calls, &self.key, &self.tx);
+    }
+}
+
+/// Removes `key`'s flight if it is still `tx`'s (a write may have detached it, and a
+/// new flight taken its place). Dropping `tx` after this wakes the followers of an
+/// unfinished flight: they retry.
+fn withdraw<T>(calls: &Calls<T>, key: &str, tx: &watch::Sender<Option<T>>) {
+    let mut calls = calls.lock();
+    if calls
+        .get(key)
+        .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+    {
+        calls.remove(key);
     }
 }
 
@@ -67,28 +93,15 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
         Fut: Future<Output = T>,
     {
         loop {
-            let joined = {
-                let mut calls = self.calls.lock();
-                match calls.get(key) {
-                    Some(rx) => Ok(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        calls.insert(key.into(), rx);
-                        Err(tx)
-                    }
-                }
-            };
-            match joined {
-                Ok(mut rx) => {
-                    // Err: the leader went away without a result; start over.
-                    if let Ok(v) = rx.wait_for(Option::is_some).await {
-                        let v = v.clone().expect("wait_for saw Some");
+            match self.join(key) {
+                Ok(rx) => {
+                    if let Some(v) = outcome(rx).await {
                         return (v, Role::Follower);
                     }
                 }
                 Err(tx) => {
                     let lead = Lead {
-                        flight: self,
+                        calls: &self.calls,
                         key,
                         tx,
                     };
@@ -96,6 +109,59 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
                     lead.tx.send_replace(Some(v.clone()));
                     return (v, Role::Leader);
                 }
+            }
+        }
+    }
+
+    /// Like [`run`](Self::run), but the leader spawns `work` as a task of its own (on
+    /// the current tokio runtime; outside one, it runs `work` itself, as `run` does):
+    /// if the leader is cancelled the work goes on, and the callers waiting for it, or
+    /// arriving while it runs, receive its result. Work that panics withdraws the
+    /// flight, and its callers start over (so `work` may be called again).
+    pub async fn run_detached<F, Fut>(&self, key: &str, mut work: F) -> (T, Role)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: 'static,
+    {
+        loop {
+            let (rx, role) = match self.join(key) {
+                Ok(rx) => (rx, Role::Follower),
+                Err(tx) => {
+                    let rx = tx.subscribe();
+                    let lead = OwnedLead {
+                        calls: Arc::clone(&self.calls),
+                        key: key.into(),
+                        tx,
+                    };
+                    let fut = work();
+                    let task = async move {
+                        let v = fut.await;
+                        lead.tx.send_replace(Some(v));
+                    };
+                    // Outside a tokio runtime (another executor) the leader runs it.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => drop(runtime.spawn(task)),
+                        Err(_) => task.await,
+                    }
+                    (rx, Role::Leader)
+                }
+            };
+            if let Some(v) = outcome(rx).await {
+                return (v, role);
+            }
+        }
+    }
+
+    /// Joins `key`'s flight (`Ok`), or starts one and leads it (`Err`).
+    fn join(&self, key: &str) -> Result<watch::Receiver<Option<T>>, watch::Sender<Option<T>>> {
+        let mut calls = self.calls.lock();
+        match calls.get(key) {
+            Some(rx) => Ok(rx.clone()),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                calls.insert(key.into(), rx);
+                Err(tx)
             }
         }
     }
@@ -112,6 +178,12 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
     pub fn in_flight(&self) -> usize {
         self.calls.lock().len()
     }
+}
+
+/// The result of the flight `rx` watches; `None` if its leader went away without one.
+async fn outcome<T: Clone>(mut rx: watch::Receiver<Option<T>>) -> Option<T> {
+    let v = rx.wait_for(Option::is_some).await.ok()?;
+    v.clone()
 }
 
 #[cfg(test)]
@@ -196,6 +268,36 @@ mod tests {
             leads += usize::from(role == Role::Leader);
         }
         assert_eq!(leads, 1, "exactly one follower takes over");
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn detached_work_outlives_its_leader() {
+        let flight = Arc::new(SingleFlight::<&'static str>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let work = {
+            let runs = runs.clone();
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    "done"
+                }
+            }
+        };
+        let leader = tokio::spawn({
+            let (flight, work) = (flight.clone(), work.clone());
+            async move { flight.run_detached("k", work).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leader.abort();
+        let (v, role) = flight.run_detached("k", work).await;
+        assert_eq!((v, role), ("done", Role::Follower));
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the cancelled leader's run went on"
+        );
         assert_eq!(flight.in_flight(), 0);
     }
 

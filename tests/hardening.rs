@@ -1,15 +1,17 @@
 //! What a hostile or careless caller of the peer protocol, or an impatient client, must
-//! not be able to do to a node: poison versions, exhaust memory, flood the source.
+//! not be able to do to a node: poison versions, exhaust memory, make a load start over.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, Db, db_group};
 use peercache::proto::peer_client::PeerClient;
 use peercache::proto::{InvalidateRequest, SetRequest};
-use peercache::{Error, Group, Registry};
+use peercache::{Error, Group, Loader, Registry};
 
 /// A raw gRPC client of node `i`, as anyone who can reach its port could make.
 async fn raw_peer(cluster: &Cluster, i: usize) -> PeerClient<tonic::transport::Channel> {
@@ -66,6 +68,92 @@ async fn a_hostile_version_does_not_stop_invalidations() {
         "new x",
         "the poisoned key's write"
     );
+}
+
+/// Counts its loads and how many are running; each takes `took`.
+struct Slow {
+    took: Duration,
+    loads: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+}
+
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Loader for Slow {
+    async fn load(&self, key: &str) -> peercache::Result<Bytes> {
+        self.loads.fetch_add(1, SeqCst);
+        self.running.fetch_add(1, SeqCst);
+        let _running = Running(self.running.clone());
+        tokio::time::sleep(self.took).await;
+        Ok(Bytes::from(format!("v:{key}")))
+    }
+}
+
+/// A group with a 300 ms timeout over a loader that takes `took`.
+fn slow_group(took: Duration) -> (Group, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (loads, running) = (Arc::default(), Arc::default());
+    let loader = Slow {
+        took,
+        loads: Arc::clone(&loads),
+        running: Arc::clone(&running),
+    };
+    let group = Registry::with_seed(1)
+        .group("g")
+        .capacity(1 << 20)
+        .timeout(Duration::from_millis(300))
+        .loader(loader)
+        .build()
+        .unwrap();
+    (group, loads, running)
+}
+
+/// A load once lived only as long as the caller that started it: when that caller gave
+/// up, the load was dropped and the next caller started it again from zero, so with a
+/// slow source and impatient clients the value was never cached.
+#[tokio::test(start_paused = true)]
+async fn a_load_outlives_the_caller_that_started_it() {
+    let (group, loads, _) = slow_group(Duration::from_millis(280));
+    let a = tokio::spawn({
+        let group = group.clone();
+        async move { tokio::time::timeout(Duration::from_millis(100), group.get("k")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = tokio::spawn({
+        let group = group.clone();
+        async move { group.get("k").await }
+    });
+    assert!(a.await.unwrap().is_err(), "A gave up at 100 ms");
+    assert_eq!(b.await.unwrap().unwrap(), "v:k", "B got the load A started");
+    assert_eq!(loads.load(SeqCst), 1);
+    assert_eq!(group.get("k").await.unwrap(), "v:k", "and it was cached");
+    assert_eq!(loads.load(SeqCst), 1);
+}
+
+/// ... but not beyond the group's own deadline.
+#[tokio::test(start_paused = true)]
+async fn a_load_ends_at_the_groups_deadline() {
+    let (group, loads, running) = slow_group(Duration::from_secs(10));
+    let a = tokio::spawn({
+        let group = group.clone();
+        async move { tokio::time::timeout(Duration::from_millis(100), group.get("k")).await }
+    });
+    assert!(a.await.unwrap().is_err());
+    assert_eq!(
+        running.load(SeqCst),
+        1,
+        "the load goes on without its caller"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(running.load(SeqCst), 0, "and stops at the group's 300 ms");
+    assert!(matches!(group.get("k").await, Err(Error::Timeout)));
+    assert_eq!(loads.load(SeqCst), 2);
 }
 
 /// A message far above any group's value limit was decoded in full (up to 64 MiB)

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::peer::Fetched;
 use crate::singleflight::Role;
 use crate::store::{Entry, Hit, Store};
+use crate::time;
 
 /// A group's entry lifetimes: the default TTL and its jitter.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +52,10 @@ impl Ttl {
 impl Group {
     /// Loads `key` from this node's loader into the main cache when this node owns the
     /// key (`owned`), into the hot cache briefly otherwise, sharing the load with every
-    /// concurrent asker on this node, client or peer.
+    /// concurrent asker on this node, client or peer. The load is a task of its own,
+    /// bounded by the group's timeout, not by the caller that started it: a caller that
+    /// gives up (a client, a peer whose deadline passed) leaves it to finish for the
+    /// others, and the value is cached.
     pub(super) async fn load(&self, key: &str, owned: bool) -> Result<Fetched> {
         let inner = &*self.inner;
         if buggify::planted(Bug::LoadPerGet) {
@@ -65,7 +69,14 @@ impl Group {
                 "{key:?} is not in the source (remembered for the negative TTL)"
             )));
         }
-        let (result, role) = inner.loads.run(key, || self.load_into(key, owned)).await;
+        let work = || {
+            let (group, key, deadline) = (self.clone(), key.to_owned(), self.deadline());
+            async move {
+                let loaded = time::until(deadline, group.load_into(&key, owned)).await;
+                loaded.and_then(|fetched| fetched)
+            }
+        };
+        let (result, role) = inner.loads.run_detached(key, work).await;
         if role == Role::Follower {
             inner.counters.loads_deduped.fetch_add(1, Relaxed);
         }
