@@ -23,6 +23,8 @@
 # (1 if none), unless FIRST_SEED is given. The commit is `git rev-parse --short HEAD`,
 # with "+dirty" when tracked files outside reports/ have uncommitted changes.
 #   SOAK_CHUNK=<seeds>, SOAK_JOBS=<jobs>  chunk size and parallelism
+#   SOAK_LAST=<seed>                     stop each scenario once it has run this seed
+#                                        (the soak ends early when all have)
 #   SOAK_BIN=<test binary>               soak that binary instead of building (it is
 #                                        taken to be of the commit checked out)
 set -euo pipefail
@@ -138,13 +140,22 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     continue
   fi
   s=${scenarios[k % ${#scenarios[@]}]}
+  if [ -n "${SOAK_LAST:-}" ] && [ "${next[$s]}" -gt "$SOAK_LAST" ]; then
+    k=$((k + 1))
+    left=0
+    for t in "${scenarios[@]}"; do [ "${next[$t]}" -le "$SOAK_LAST" ] && left=1; done
+    [ "$left" = 1 ] || break
+    continue
+  fi
   replayed=first
   [ $((k % 10)) -eq 9 ] && replayed=all
-  run_chunk "$s" "${next[$s]}" "$chunk" "$replayed" &
-  next[$s]=$((next[$s] + chunk))
+  n=$chunk
+  [ -z "${SOAK_LAST:-}" ] || [ $((next[$s] + n - 1)) -le "$SOAK_LAST" ] || n=$((SOAK_LAST - next[$s] + 1))
+  run_chunk "$s" "${next[$s]}" "$n" "$replayed" &
+  next[$s]=$((next[$s] + n))
   k=$((k + 1)) running=$((running + 1))
 done
-echo "== deadline reached; waiting for $running running chunk(s)"
+echo "== no more chunks to start (deadline or SOAK_LAST); waiting for $running running chunk(s)"
 wait
 rm -f "$ledger.lock"
 
