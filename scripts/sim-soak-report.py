@@ -24,7 +24,8 @@ def chunk(path, scenario, first, seeds, status):
     lines = open(path, errors="replace").read().splitlines()
     traced, failed = set(), []
     for i, line in enumerate(lines):
-        m = TRACE.match(line)
+        # search, not match: the first seed's line follows "test scenarios::X ... ".
+        m = TRACE.search(line)
         if not m or m.group(1) != scenario:
             continue
         seed = int(m.group(2))
