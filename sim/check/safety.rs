@@ -16,6 +16,9 @@
 //! read that starts a few network latencies after the write's acknowledgement returns
 //! the written version or a newer one. The owner acknowledges a write only after every
 //! other member confirmed its invalidation (or a second passed), so no copy may survive.
+//! A fault touches its hosts for a while after it heals (sim/check/faults.rs): a
+//! connection a partition or message loss broke swallows calls until the keep-alive
+//! gives up on it, and an invalidation lost there is the general rule's case.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

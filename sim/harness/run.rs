@@ -39,8 +39,36 @@ pub fn run(swarm: Swarm) -> Run {
     run_within(swarm, wall_budget())
 }
 
+/// Runs in this process take turns: see [`align_task_ids`].
+static TURN: Mutex<()> = Mutex::new(());
+/// Each run's tokio task numbers start at a multiple of this (of tokio's 4 shards).
+const TASK_ID_ALIGN: u64 = 64;
+
+/// tokio numbers tasks from one counter for the whole process, and a runtime that is
+/// dropped, as a crashed host's is, shuts its `tokio::spawn`ed tasks down shard by shard,
+/// a task's shard being its number modulo 4. So the order in which a crash drops a host's
+/// connections, and so what its peers see, depended on how many tasks the process had
+/// made before: a seed replayed in the same process, or run after others in a chunk,
+/// could run differently from `SIM_SEED=<seed>` alone. Each run takes its turn (no other
+/// run takes numbers meanwhile) and starts at the next multiple of [`TASK_ID_ALIGN`].
+fn align_task_ids() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime to number tasks on");
+    loop {
+        let id = rt.spawn(async {}).id().to_string();
+        let id: u64 = id.parse().expect("a tokio task id displays as its number");
+        if id % TASK_ID_ALIGN == TASK_ID_ALIGN - 1 {
+            break;
+        }
+    }
+}
+
 /// Runs what a seed drew, stopping it if it takes more than `budget` of wall-clock time.
 pub fn run_within(swarm: Swarm, budget: Duration) -> Run {
+    // A run that panicked left nothing behind that the next one shares.
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    align_task_ids();
     let seed = swarm.seed;
     let started = Instant::now();
     let world = World {
