@@ -409,3 +409,15 @@ fn regression_connection_broken_by_loss_lost_an_invalidation() {
 fn regression_crash_order_depended_on_earlier_tasks() {
     pinned(Scenario::CrashBounce, 101);
 }
+
+/// A crashed node, restarted while cut off from the registry, answered the gets of a
+/// peer whose stale view still named it as the owner of a key, and kept the loaded value
+/// in its main cache. A write to the key then went to the owner in the other nodes'
+/// view, which could not invalidate a node outside it, and crashed before replaying the
+/// write. Once joined, the restarted node owned the key and served its copy, older than
+/// the write, well past the bound. Fixed: a node that knows no members owns nothing, so
+/// what it loads for a peer before it joins lives only in its hot cache.
+#[test]
+fn regression_node_kept_what_it_loaded_before_joining() {
+    pinned(Scenario::Swarm, 187);
+}

@@ -232,3 +232,27 @@ async fn after_a_view_change_a_node_drops_the_keys_it_no_longer_owns() {
     assert_eq!(c.registry("b").drop_unowned(), 1);
     assert!(!c.group("b").holds(&key));
 }
+
+/// A node that has not joined yet (it knows no members) can still be asked by a peer
+/// whose view names it. It answers, but keeps nothing in its main cache: the owners in
+/// the other nodes' views do not send it invalidations, so a copy kept there would be
+/// served, however stale, once it joins and owns the key. (Soak: swarm seed 187.)
+#[tokio::test]
+async fn a_node_that_has_not_joined_keeps_nothing_it_loads_for_a_peer() {
+    let c = cluster();
+    let key = c.key_owned_by("b", &["a"]);
+    c.view("b", &[]);
+    assert_eq!(c.group("a").get(&key).await.unwrap(), format!("v:{key}"));
+    assert_eq!(
+        c.loads("b", &key),
+        1,
+        "b answered a's get by loading the key"
+    );
+    assert!(
+        !c.group("b").holds(&key),
+        "b kept it in its main cache before joining"
+    );
+    c.view("b", &NODES);
+    assert_eq!(c.registry("b").drop_unowned(), 0);
+    assert!(!c.group("b").holds(&key));
+}
