@@ -40,27 +40,25 @@ impl<T> Default for SingleFlight<T> {
     }
 }
 
-/// Withdraws the leader's flight when the leader finishes, is cancelled, or panics.
-struct Lead<'a, T> {
-    calls: &'a Calls<T>,
-    key: &'a str,
-    tx: watch::Sender<Option<T>>,
-}
-
-impl<T> Drop for Lead<'_, T> {
-    fn drop(&mut self) {
-        withdraw(self.calls, self.key, &self.tx);
-    }
-}
-
-/// A [`Lead`] that a detached task owns.
-struct OwnedLead<T> {
+/// Withdraws the leader's flight when the leader (or the task it detached) finishes, is
+/// cancelled, or panics.
+struct Lead<T> {
     calls: Arc<Calls<T>>,
     key: Box<str>,
     tx: watch::Sender<Option<T>>,
 }
 
-impl<T> Drop for OwnedLead<T> {
+impl<T> Lead<T> {
+    fn new(calls: &Arc<Calls<T>>, key: &str, tx: watch::Sender<Option<T>>) -> Self {
+        Lead {
+            calls: Arc::clone(calls),
+            key: key.into(),
+            tx,
+        }
+    }
+}
+
+impl<T> Drop for Lead<T> {
     fn drop(&mut self) {
         withdraw(&self.calls, &self.key, &self.tx);
     }
@@ -100,11 +98,7 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
                     }
                 }
                 Err(tx) => {
-                    let lead = Lead {
-                        calls: &self.calls,
-                        key,
-                        tx,
-                    };
+                    let lead = Lead::new(&self.calls, key, tx);
                     let v = work().await;
                     lead.tx.send_replace(Some(v.clone()));
                     return (v, Role::Leader);
@@ -129,11 +123,7 @@ impl<T: Clone + Send + Sync> SingleFlight<T> {
                 Ok(rx) => (rx, Role::Follower),
                 Err(tx) => {
                     let rx = tx.subscribe();
-                    let lead = OwnedLead {
-                        calls: Arc::clone(&self.calls),
-                        key: key.into(),
-                        tx,
-                    };
+                    let lead = Lead::new(&self.calls, key, tx);
                     let fut = work();
                     let task = async move {
                         let v = fut.await;

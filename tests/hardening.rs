@@ -114,16 +114,23 @@ fn slow_group(took: Duration) -> (Group, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     (group, loads, running)
 }
 
+/// A get of "k" that gives up after 100 ms.
+fn impatient_get(
+    group: &Group,
+) -> tokio::task::JoinHandle<Result<peercache::Result<Bytes>, tokio::time::error::Elapsed>> {
+    let group = group.clone();
+    tokio::spawn(
+        async move { tokio::time::timeout(Duration::from_millis(100), group.get("k")).await },
+    )
+}
+
 /// A load once lived only as long as the caller that started it: when that caller gave
 /// up, the load was dropped and the next caller started it again from zero, so with a
 /// slow source and impatient clients the value was never cached.
 #[tokio::test(start_paused = true)]
 async fn a_load_outlives_the_caller_that_started_it() {
     let (group, loads, _) = slow_group(Duration::from_millis(280));
-    let a = tokio::spawn({
-        let group = group.clone();
-        async move { tokio::time::timeout(Duration::from_millis(100), group.get("k")).await }
-    });
+    let a = impatient_get(&group);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let b = tokio::spawn({
         let group = group.clone();
@@ -140,10 +147,7 @@ async fn a_load_outlives_the_caller_that_started_it() {
 #[tokio::test(start_paused = true)]
 async fn a_load_ends_at_the_groups_deadline() {
     let (group, loads, running) = slow_group(Duration::from_secs(10));
-    let a = tokio::spawn({
-        let group = group.clone();
-        async move { tokio::time::timeout(Duration::from_millis(100), group.get("k")).await }
-    });
+    let a = impatient_get(&group);
     assert!(a.await.unwrap().is_err());
     assert_eq!(
         running.load(SeqCst),

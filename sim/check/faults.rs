@@ -20,6 +20,7 @@ const GRACE: Duration = Duration::from_millis(1500);
 fn broken_connections() -> Duration {
     ChannelTimeouts::default().keep_alive * 2 + GRACE
 }
+
 /// How often the harness samples the nodes (sim/harness/run.rs).
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
