@@ -55,6 +55,7 @@ pub mod source;
 mod status;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ use peercache::{
 use tracing_subscriber::EnvFilter;
 
 mod flags;
+mod tls_flags;
 
 use flags::{GroupSpec, PeerSpec};
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Runs a node: gRPC for peers, HTTP for clients.
     Serve(Serve),
+    /// Makes a CA and node certificates for mutual TLS between peers (a demo cluster).
+    Certs(tls_flags::Certs),
 }
 
 #[derive(Args)]
@@ -136,6 +139,8 @@ struct Serve {
     /// dropped.
     #[arg(long, env = "PEERCACHE_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    tls: tls_flags::TlsArgs,
 }
 
 /// A duration above zero (e.g. 500ms, 30s).
@@ -157,6 +162,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Certs(certs) => certs.run(),
     }
 }
 
@@ -173,6 +179,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_connections: args.http_max_connections as usize,
     };
     config.shutdown_grace = args.shutdown_grace;
+    let tls = args.tls.load()?;
+    tls.warn_if_open(&args.grpc_addr, &args.http_addr);
+    config.peer_tls = tls.peer.clone();
+    config.http_tls = tls.http.clone();
+    tokio::spawn(tls.reload_on_hangup());
     check_descriptors(config.http.max_connections);
     if !args.peers.is_empty() || !args.etcd.is_empty() {
         // Peers dial this address, and etcd records it for them.

@@ -1,6 +1,7 @@
 //! Prometheus metrics of a node (prometheus-client): request and peer-RPC latency
 //! histograms, and the groups' counters and cache sizes read at scrape time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -13,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::group::{GroupStats, Registry};
 use crate::peer::{CallObserver, Outcome};
+use crate::tls::Tls;
 
 /// Latency buckets from 50 µs to about 26 s, doubling.
 fn latency_histogram() -> Histogram {
@@ -80,6 +82,13 @@ impl Metrics {
             http_connections,
             http_refused,
         }
+    }
+
+    /// Also reports the handshake counts of the TLS of `port` ("grpc" or "http").
+    pub fn with_tls(mut self, port: &'static str, tls: Arc<Tls>) -> Self {
+        self.registry
+            .register_collector(Box::new(TlsCollector { port, tls }));
+        self
     }
 
     /// Records one HTTP API request.
@@ -186,6 +195,55 @@ impl Collector for GroupCollector {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// Reads a port's TLS handshake counts at scrape time.
+#[derive(Debug)]
+struct TlsCollector {
+    port: &'static str,
+    tls: Arc<Tls>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsLabels {
+    port: &'static str,
+    side: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: &'static str,
+}
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counts = self.tls.counters();
+        let mut refused = encoder.encode_descriptor(
+            "tls_handshakes_refused",
+            "TLS handshakes that failed, by port and side: accept (a client or peer without a valid certificate, or not speaking TLS) and connect (a peer whose certificate is not the member's it was dialled as)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (side, n) in [
+            ("accept", counts.refused_incoming()),
+            ("connect", counts.refused_outgoing()),
+        ] {
+            let labels = TlsLabels {
+                port: self.port,
+                side,
+            };
+            ConstCounter::new(n).encode(refused.encode_family(&labels)?)?;
+        }
+        let mut reloads = encoder.encode_descriptor(
+            "tls_reloads",
+            "Successful reloads of the TLS certificate, key and CA (SIGHUP)",
+            None,
+            MetricType::Counter,
+        )?;
+        let labels = PortLabel { port: self.port };
+        ConstCounter::new(counts.reloads()).encode(reloads.encode_family(&labels)?)?;
         Ok(())
     }
 }

@@ -142,6 +142,7 @@ async fn a_call_after_the_owner_closed_the_connection_goes_out_on_a_new_one() {
     let connect = peercache::grpc::connector(
         net.clone(),
         ChannelTimeouts::default(),
+        None,
         peercache::grpc::message_limit(&owner.nodes[0].groups),
         Arc::new(Unobserved),
     );

@@ -225,7 +225,7 @@ mod tests {
             connect: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
         };
-        let channel = transport::channel(Silent, "silent:7000", timeouts).unwrap();
+        let channel = transport::channel(Silent, "silent", "silent:7000", timeouts, None).unwrap();
         let peer = GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved));
         let started = time::now();
         let (get, remove) = tokio::join!(

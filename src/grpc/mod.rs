@@ -16,6 +16,7 @@ use crate::net::transport::{self, ChannelTimeouts};
 use crate::peer::{CallObserver, Connect, PeerRef};
 use crate::proto::peer_server::PeerServer;
 use crate::ring::Member;
+use crate::tls::Tls;
 
 mod client;
 mod convert;
@@ -49,16 +50,19 @@ pub fn server(service: PeerService) -> PeerServer<PeerService> {
         .max_encoding_message_size(limit)
 }
 
-/// Makes gRPC peers that dial through `net`, accept messages up to `limit` bytes (see
+/// Makes gRPC peers that dial through `net` (with `tls`, over mutual TLS that checks the
+/// peer's certificate names its member id), accept messages up to `limit` bytes (see
 /// [`message_limit`]) and report their calls to `observer`.
 pub fn connector<N: Net>(
     net: N,
     timeouts: ChannelTimeouts,
+    tls: Option<Arc<Tls>>,
     limit: usize,
     observer: Arc<dyn CallObserver>,
 ) -> Connect {
     Box::new(move |member: &Member| {
-        let channel = transport::channel(net.clone(), &member.addr, timeouts)?;
+        let channel =
+            transport::channel(net.clone(), &member.id, &member.addr, timeouts, tls.clone())?;
         let peer = GrpcPeer::new(member.id.as_str(), channel, limit, observer.clone());
         Ok(Arc::new(peer) as PeerRef)
     })

@@ -31,6 +31,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport::accept_retrying;
+use crate::tls::Tls;
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +68,7 @@ pub(crate) async fn serve<L: Listener>(
     listener: L,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<Tls>>,
     metrics: Arc<Metrics>,
     stopped: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -88,7 +90,7 @@ pub(crate) async fn serve<L: Listener>(
             continue;
         };
         let open = Open::new(place, metrics.clone());
-        let served = connection(stream, app.clone(), limits, draining.clone(), open);
+        let served = secured(stream, tls.clone(), app.clone(), limits, draining.clone(), open);
         let dropped = dropped.clone();
         connections.spawn(async move {
             tokio::select! {
@@ -102,6 +104,27 @@ pub(crate) async fn serve<L: Listener>(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Serves one connection, after its TLS handshake when `tls` is set (a failed one
+/// closes it).
+async fn secured<S>(
+    stream: S,
+    tls: Option<Arc<Tls>>,
+    app: Router,
+    limits: HttpLimits,
+    draining: CancellationToken,
+    open: Open,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let Some(tls) = tls else {
+        return connection(stream, app, limits, draining, open).await;
+    };
+    match tls.accept(stream).await {
+        Ok(stream) => connection(stream, app, limits, draining, open).await,
+        Err(e) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+    }
 }
 
 /// Serves one connection until it closes, or, once `draining` is cancelled, until its

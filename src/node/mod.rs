@@ -25,6 +25,7 @@ use crate::net::transport::ChannelTimeouts;
 use crate::net::{Listener, Net};
 use crate::peer::PeerPicker;
 use crate::ring::{DEFAULT_VNODES, Member};
+use crate::tls::Tls;
 
 mod membership;
 mod servers;
@@ -51,6 +52,10 @@ pub struct NodeConfig {
     /// How long requests in flight may go on once the node stops; connections still
     /// open after it are dropped.
     pub shutdown_grace: Duration,
+    /// Mutual TLS between peers ([`Tls::mutual`]); plaintext without it.
+    pub peer_tls: Option<Arc<Tls>>,
+    /// TLS of the HTTP API (HTTPS); plaintext without it.
+    pub http_tls: Option<Arc<Tls>>,
 }
 
 impl NodeConfig {
@@ -66,6 +71,8 @@ impl NodeConfig {
             sweep_every: Duration::from_secs(1),
             http: HttpLimits::default(),
             shutdown_grace: Duration::from_secs(3),
+            peer_tls: None,
+            http_tls: None,
         }
     }
 }
@@ -87,7 +94,13 @@ impl<N: Net> Node<N> {
         discovery: Arc<dyn Discovery>,
         config: NodeConfig,
     ) -> Self {
-        let metrics = Arc::new(Metrics::new(groups.clone()));
+        let mut metrics = Metrics::new(groups.clone());
+        for (port, tls) in [("grpc", &config.peer_tls), ("http", &config.http_tls)] {
+            if let Some(tls) = tls {
+                metrics = metrics.with_tls(port, tls.clone());
+            }
+        }
+        let metrics = Arc::new(metrics);
         Node {
             net,
             groups,
@@ -111,6 +124,7 @@ impl<N: Net> Node<N> {
         let connect = grpc::connector(
             self.net.clone(),
             config.channel,
+            config.peer_tls.clone(),
             limit,
             self.metrics.clone(),
         );
@@ -119,7 +133,7 @@ impl<N: Net> Node<N> {
         let ready = Arc::new(AtomicBool::new(false));
         log_start(config, &grpc, http.as_ref());
         let http = http.map(|l| (l, config.http));
-        let mut servers = Servers::start(grpc, http, groups, &picker, &self.metrics, &ready);
+        let mut servers = Servers::start(grpc, http, config, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
         let me = Member::new(&config.id, &config.advertise).with_weight(config.weight);

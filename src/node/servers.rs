@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
 use crate::peer::PeerPicker;
+use super::NodeConfig;
 
 /// The running servers.
 pub(super) struct Servers {
@@ -30,6 +31,7 @@ impl Servers {
     pub(super) fn start<L: Listener>(
         grpc: L,
         http: Option<(L, HttpLimits)>,
+        config: &NodeConfig,
         groups: &Registry,
         picker: &Arc<PeerPicker>,
         metrics: &Arc<Metrics>,
@@ -39,10 +41,11 @@ impl Servers {
         let mut tasks = JoinSet::new();
         let service = grpc::server(PeerService::new(groups.clone()));
         let stopped = until_stopped(&stop);
+        let peer_tls = config.peer_tls.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(transport::incoming(grpc), stopped)
+                .serve_with_incoming_shutdown(transport::incoming(grpc, peer_tls), stopped)
                 .await
                 .map_err(|e| Error::Io(format!("gRPC server: {e}")))
         });
@@ -57,6 +60,7 @@ impl Servers {
                 http,
                 app,
                 limits,
+                config.http_tls.clone(),
                 metrics.clone(),
                 until_stopped(&stop),
             );

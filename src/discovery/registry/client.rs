@@ -50,7 +50,7 @@ pub struct RegistryCoordinator {
 impl RegistryCoordinator {
     /// A client of the registry at `addr` (`host:port`), dialling through `net`.
     pub fn new<N: Net>(net: N, addr: &str, config: RegistryCoordinatorConfig) -> Result<Self> {
-        let channel = transport::channel(net, addr, config.channel)?;
+        let channel = transport::channel(net, addr, addr, config.channel, None)?;
         Ok(RegistryCoordinator {
             rpc: Rpc::new(channel),
             call_timeout: config.call_timeout,

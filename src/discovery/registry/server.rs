@@ -47,7 +47,7 @@ pub async fn serve_registry<L: Listener>(
         .http2_keepalive_interval(Some(config.keep_alive))
         .http2_keepalive_timeout(Some(config.keep_alive))
         .add_service(registry_server::RegistryServer::new(service))
-        .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(transport::incoming(listener, None), shutdown)
         .await
         .map_err(|e| Error::Io(format!("registry server: {e}")))
 }
