@@ -99,7 +99,9 @@ impl Ports {
                     let Some(tls) = tls else { continue };
                     match tls.reload() {
                         Ok(()) => tracing::info!(port, "reloaded the TLS certificate, key and CA"),
-                        Err(e) => tracing::error!(port, error = %e, "reloading TLS failed; the old certificate stays in use"),
+                        Err(e) => {
+                            tracing::error!(port, error = %e, "reloading TLS failed; the old certificate stays in use")
+                        }
                     }
                 }
             }

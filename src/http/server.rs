@@ -90,7 +90,14 @@ pub(crate) async fn serve<L: Listener>(
             continue;
         };
         let open = Open::new(place, metrics.clone());
-        let served = secured(stream, tls.clone(), app.clone(), limits, draining.clone(), open);
+        let served = secured(
+            stream,
+            tls.clone(),
+            app.clone(),
+            limits,
+            draining.clone(),
+            open,
+        );
         let dropped = dropped.clone();
         connections.spawn(async move {
             tokio::select! {

@@ -143,7 +143,9 @@ async fn accept_tls<L: Listener>(
                 Ok(conn) => {
                     let _ = tx.send(conn).await;
                 }
-                Err(e) => tracing::warn!(%from, error = %e, "refused a peer connection: TLS handshake failed"),
+                Err(e) => {
+                    tracing::warn!(%from, error = %e, "refused a peer connection: TLS handshake failed")
+                }
             }
         });
     }

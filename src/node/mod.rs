@@ -133,7 +133,8 @@ impl<N: Net> Node<N> {
         let ready = Arc::new(AtomicBool::new(false));
         log_start(config, &grpc, http.as_ref());
         let http = http.map(|l| (l, config.http));
-        let mut servers = Servers::start(grpc, http, config, groups, &picker, &self.metrics, &ready);
+        let mut servers =
+            Servers::start(grpc, http, config, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
         let me = Member::new(&config.id, &config.advertise).with_weight(config.weight);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
+use super::NodeConfig;
 use crate::error::{Error, Result};
 use crate::group::Registry;
 use crate::grpc::{self, PeerService};
@@ -18,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
 use crate::peer::PeerPicker;
-use super::NodeConfig;
 
 /// The running servers.
 pub(super) struct Servers {

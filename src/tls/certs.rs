@@ -6,8 +6,8 @@
 //! certificate and as its client certificate towards peers.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 use crate::error::{Error, Result};
@@ -85,7 +85,9 @@ impl Ca {
         let mut params = CertificateParams::new(names.clone()).map_err(failed("the names"))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(first) = names.first() {
-            params.distinguished_name.push(DnType::CommonName, first.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

@@ -267,7 +267,9 @@ fn build(mutual: bool, pem: &TlsPem) -> Result<Built> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad("the certificate", &e))?;
     if chain.is_empty() {
-        return Err(Error::Config("the certificate file holds no certificate".into()));
+        return Err(Error::Config(
+            "the certificate file holds no certificate".into(),
+        ));
     }
     let key = || {
         PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).map_err(|e| bad("the private key", &e))
