@@ -14,6 +14,7 @@ use peercache::{
 };
 use tracing_subscriber::EnvFilter;
 
+mod auth_flags;
 mod flags;
 
 use flags::{GroupSpec, PeerSpec};
@@ -136,6 +137,8 @@ struct Serve {
     /// dropped.
     #[arg(long, env = "PEERCACHE_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    auth: auth_flags::AuthArgs,
 }
 
 /// A duration above zero (e.g. 500ms, 30s).
@@ -173,6 +176,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_connections: args.http_max_connections as usize,
     };
     config.shutdown_grace = args.shutdown_grace;
+    config.auth = args.auth.client_auth()?;
     check_descriptors(config.http.max_connections);
     if !args.peers.is_empty() || !args.etcd.is_empty() {
         // Peers dial this address, and etcd records it for them.

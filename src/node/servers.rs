@@ -13,7 +13,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::error::{Error, Result};
 use crate::group::Registry;
 use crate::grpc::{self, PeerService};
-use crate::http::HttpLimits;
+use crate::http::{ClientAuth, HttpLimits};
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
@@ -29,7 +29,7 @@ impl Servers {
     /// Starts serving `groups` to peers on `grpc` and, with `http`, to clients.
     pub(super) fn start<L: Listener>(
         grpc: L,
-        http: Option<(L, HttpLimits)>,
+        http: Option<(L, HttpLimits, Option<ClientAuth>)>,
         groups: &Registry,
         picker: &Arc<PeerPicker>,
         metrics: &Arc<Metrics>,
@@ -46,12 +46,13 @@ impl Servers {
                 .await
                 .map_err(|e| Error::Io(format!("gRPC server: {e}")))
         });
-        if let Some((http, limits)) = http {
+        if let Some((http, limits, auth)) = http {
             let app = crate::http::router(crate::http::State {
                 groups: groups.clone(),
                 picker: picker.clone(),
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                auth,
             });
             let served = crate::http::server::serve(
                 http,
