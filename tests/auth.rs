@@ -21,6 +21,8 @@ fn token_file(dir: &TempDir) -> String {
     let text =
         format!("# test clients\nread {READ}\n\nwrite {WRITE}\n  # the operator\nadmin {ADMIN}\n");
     std::fs::write(&path, text).unwrap();
+    // Private, as serve warns otherwise.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     path.display().to_string()
 }
 
@@ -263,4 +265,11 @@ async fn a_bad_token_file_stops_serve_naming_the_line() {
         assert!(err.contains(wanted), "{text:?}: {err}");
         assert!(!err.contains(READ), "the error shows a token: {err}");
     }
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let args = ["--group", "g", "--grpc-addr", &grpc, "--auth-metrics"].map(String::from);
+    let alone = common::serve_refused(&args).await.unwrap();
+    assert!(
+        alone.contains("--auth-metrics needs --auth-file"),
+        "{alone}"
+    );
 }
