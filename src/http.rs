@@ -1,7 +1,8 @@
 //! The HTTP API (axum): reads and writes of keys, stats, ring, health and metrics.
 //! Handlers are thin: decode, call the group, encode. Every error is a JSON body with a
 //! 4xx/5xx status; nothing a client sends can panic the node. The server under it, with
-//! its connection limit and timeouts, is in http/server.rs.
+//! its connection limit and timeouts, is in http/server.rs; client authentication, which
+//! runs before any handler, in http/auth.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,10 +23,12 @@ use crate::group::Registry;
 use crate::metrics::Metrics;
 use crate::peer::PeerPicker;
 
+mod auth;
 mod body;
 pub(crate) mod server;
 mod write_stall;
 
+pub use auth::ClientAuth;
 pub use server::HttpLimits;
 
 /// What the handlers share.
@@ -40,6 +43,8 @@ pub struct State {
     /// False until the node has joined the membership: until then reads, writes and
     /// `/healthz` answer 503, so a load balancer or client tries another node.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Client authentication; without it the API is open.
+    pub auth: Option<ClientAuth>,
 }
 
 type AppState = axum::extract::State<State>;
@@ -63,6 +68,10 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         // PUT reads its body with the group's own limit instead.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
@@ -214,7 +223,8 @@ fn parse_ttl(text: &str) -> ApiResult<Duration> {
     }
 }
 
-/// `GET /v1/stats`: every group's counters.
+/// `GET /v1/stats`: every group's counters, and the requests refused for their token
+/// (by reason) when clients authenticate.
 async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
     let groups: BTreeMap<String, Value> = s
         .groups
@@ -222,7 +232,11 @@ async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
         .iter()
         .map(|g| (g.name().to_owned(), json!(g.stats())))
         .collect();
-    Json(json!({ "node": s.picker.self_id(), "groups": groups }))
+    let mut body = json!({ "node": s.picker.self_id(), "groups": groups });
+    if s.auth.is_some() {
+        body["auth_refusals"] = json!(s.metrics.auth_refusals());
+    }
+    Json(body)
 }
 
 /// `GET /v1/ring`: the members this node sees, with their vnode counts.

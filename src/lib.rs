@@ -16,8 +16,9 @@
 //!  grpc ──► group, peer                       (tonic client and service)
 //!  http, metrics ──► group, peer
 //!  group ──► store, ring, singleflight, time, loader, peer (the trait and picker)
-//!  store, ring, singleflight, time, net, discovery, peer, buggify (ground floor;
-//!  buggify: the simulator's hooks, empty without the `sim` feature)
+//!  store, ring, singleflight, time, net, discovery, peer, auth, buggify (ground floor;
+//!  auth: client tokens and roles, for any front; buggify: the simulator's hooks, empty
+//!  without the `sim` feature)
 //! ```
 //!
 //! ```
@@ -34,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod buggify;
 pub mod discovery;
 mod error;

@@ -14,6 +14,7 @@ use peercache::{
 };
 use tracing_subscriber::EnvFilter;
 
+mod auth_flags;
 mod flags;
 mod tls_flags;
 
@@ -141,6 +142,8 @@ struct Serve {
     shutdown_grace: Duration,
     #[command(flatten)]
     tls: tls_flags::TlsArgs,
+    #[command(flatten)]
+    auth: auth_flags::AuthArgs,
 }
 
 /// A duration above zero (e.g. 500ms, 30s).
@@ -184,6 +187,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.peer_tls = tls.peer.clone();
     config.http_tls = tls.http.clone();
     tokio::spawn(tls.reload_on_hangup());
+    config.auth = args.auth.client_auth()?;
     check_descriptors(config.http.max_connections);
     if !args.peers.is_empty() || !args.etcd.is_empty() {
         // Peers dial this address, and etcd records it for them.

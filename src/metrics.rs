@@ -1,6 +1,8 @@
 //! Prometheus metrics of a node (prometheus-client): request and peer-RPC latency
-//! histograms, and the groups' counters and cache sizes read at scrape time.
+//! histograms, HTTP connections and refusals, and the groups' counters and cache sizes
+//! read at scrape time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use crate::auth::Refusal;
 use crate::group::{GroupStats, Registry};
 use crate::peer::{CallObserver, Outcome};
 use crate::tls::Tls;
@@ -33,6 +36,14 @@ struct RequestLabels {
     status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// The reasons of [`Metrics::auth_refusals`].
+const REFUSAL_REASONS: [&str; 2] = ["unauthorized", "forbidden"];
+
 /// A node's metrics.
 pub struct Metrics {
     registry: prometheus_client::registry::Registry,
@@ -40,6 +51,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Histogram>,
     http_connections: Gauge,
     http_refused: Counter,
+    auth_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -74,6 +86,15 @@ impl Metrics {
             "HTTP client connections closed at once because the connection limit was reached",
             http_refused.clone(),
         );
+        let auth_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "http_auth_refusals",
+            "HTTP API requests refused before their handler: unauthorized (no or an unknown bearer token, 401), forbidden (the token's role does not permit it, 403)",
+            auth_refusals.clone(),
+        );
+        for reason in REFUSAL_REASONS {
+            let _ = auth_refusals.get_or_create(&RefusalLabels { reason });
+        }
         registry.register_collector(Box::new(GroupCollector(groups)));
         Metrics {
             registry,
@@ -81,6 +102,7 @@ impl Metrics {
             requests,
             http_connections,
             http_refused,
+            auth_refusals,
         }
     }
 
@@ -111,6 +133,32 @@ impl Metrics {
     /// An HTTP client connection was closed at once, over the connection limit.
     pub fn http_connection_refused(&self) {
         self.http_refused.inc();
+    }
+
+    /// A request was refused for its credentials.
+    pub fn auth_refused(&self, refusal: Refusal) {
+        let reason = match refusal.is_unauthorized() {
+            true => "unauthorized",
+            false => "forbidden",
+        };
+        self.auth_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// Requests refused for their credentials so far, by reason (`unauthorized`,
+    /// `forbidden`).
+    pub fn auth_refusals(&self) -> BTreeMap<&'static str, u64> {
+        REFUSAL_REASONS
+            .into_iter()
+            .map(|reason| {
+                let n = self
+                    .auth_refusals
+                    .get_or_create(&RefusalLabels { reason })
+                    .get();
+                (reason, n)
+            })
+            .collect()
     }
 
     /// The Prometheus text exposition of every metric.

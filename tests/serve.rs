@@ -156,33 +156,6 @@ fn serve_refuses_bad_membership_flags() {
     );
 }
 
-/// Runs `peercache serve ARGS`: its stderr if it exits with a failure within 10 s, else
-/// what it did instead.
-async fn refused_within(args: &[String]) -> Result<String, String> {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .arg("serve")
-        .args(args)
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .env_remove("PEERCACHE_ETCD")
-        .env_remove("PEERCACHE_PEERS")
-        .env_remove("PEERCACHE_WEIGHT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let Ok(out) = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await
-    else {
-        return Err("accepted: still running after 10 s".into());
-    };
-    let out = out.unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    match out.status.success() {
-        true => Err(format!("accepted: {err}")),
-        false => Ok(err),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_configuration_mistakes() {
     // Each case its own ports, as they run side by side.
@@ -243,7 +216,8 @@ async fn serve_refuses_configuration_mistakes() {
         ),
     ];
     // Concurrently, so that every case's outcome is known within 10 s.
-    let outcomes = futures::future::join_all(cases.iter().map(|(args, _)| refused_within(args)));
+    let outcomes =
+        futures::future::join_all(cases.iter().map(|(args, _)| common::serve_refused(args)));
     let failures: Vec<String> = cases
         .iter()
         .zip(outcomes.await)

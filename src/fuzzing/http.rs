@@ -182,6 +182,7 @@ pub fn http(data: &[u8]) {
         groups,
         picker,
         ready: Arc::new(AtomicBool::new(ready)),
+        auth: None,
     });
     block_on(async move {
         let resp = app.oneshot(req).await.expect("the router is infallible");

@@ -19,7 +19,7 @@ use crate::discovery::Discovery;
 use crate::error::Result;
 use crate::group::Registry;
 use crate::grpc;
-use crate::http::HttpLimits;
+use crate::http::{ClientAuth, HttpLimits};
 use crate::metrics::Metrics;
 use crate::net::transport::ChannelTimeouts;
 use crate::net::{Listener, Net};
@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub sweep_every: Duration,
     /// Limits of the HTTP server.
     pub http: HttpLimits,
+    /// Client authentication of the HTTP API (open without it).
+    pub auth: Option<ClientAuth>,
     /// How long requests in flight may go on once the node stops; connections still
     /// open after it are dropped.
     pub shutdown_grace: Duration,
@@ -70,6 +72,7 @@ impl NodeConfig {
             channel: ChannelTimeouts::default(),
             sweep_every: Duration::from_secs(1),
             http: HttpLimits::default(),
+            auth: None,
             shutdown_grace: Duration::from_secs(3),
             peer_tls: None,
             http_tls: None,
@@ -132,7 +135,6 @@ impl<N: Net> Node<N> {
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
         log_start(config, &grpc, http.as_ref());
-        let http = http.map(|l| (l, config.http));
         let mut servers =
             Servers::start(grpc, http, config, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so

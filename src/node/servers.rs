@@ -14,7 +14,7 @@ use super::NodeConfig;
 use crate::error::{Error, Result};
 use crate::group::Registry;
 use crate::grpc::{self, PeerService};
-use crate::http::HttpLimits;
+
 use crate::metrics::Metrics;
 use crate::net::Listener;
 use crate::net::transport;
@@ -30,7 +30,7 @@ impl Servers {
     /// Starts serving `groups` to peers on `grpc` and, with `http`, to clients.
     pub(super) fn start<L: Listener>(
         grpc: L,
-        http: Option<(L, HttpLimits)>,
+        http: Option<L>,
         config: &NodeConfig,
         groups: &Registry,
         picker: &Arc<PeerPicker>,
@@ -49,17 +49,18 @@ impl Servers {
                 .await
                 .map_err(|e| Error::Io(format!("gRPC server: {e}")))
         });
-        if let Some((http, limits)) = http {
+        if let Some(http) = http {
             let app = crate::http::router(crate::http::State {
                 groups: groups.clone(),
                 picker: picker.clone(),
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                auth: config.auth.clone(),
             });
             let served = crate::http::server::serve(
                 http,
                 app,
-                limits,
+                config.http,
                 config.http_tls.clone(),
                 metrics.clone(),
                 until_stopped(&stop),

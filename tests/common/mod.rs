@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -255,4 +257,34 @@ pub async fn start_serve(args: &[&str]) -> (process::Proc, String) {
     let url = format!("http://127.0.0.1:{http}");
     child.until_healthy(&url).await;
     (child, url)
+}
+
+/// Runs `peercache serve ARGS`: its stderr if it exits with a failure within 10 s, else
+/// what it did instead.
+pub async fn serve_refused(args: &[String]) -> Result<String, String> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .arg("serve")
+        .args(args)
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{}", process::free_port()),
+        ])
+        .env_remove("PEERCACHE_ETCD")
+        .env_remove("PEERCACHE_PEERS")
+        .env_remove("PEERCACHE_WEIGHT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let Ok(out) = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await
+    else {
+        return Err("accepted: still running after 10 s".into());
+    };
+    let out = out.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.success() {
+        true => Err(format!("accepted: {err}")),
+        false => Ok(err),
+    }
 }
