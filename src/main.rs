@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
+use peercache::discovery::{EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
 use peercache::source::{OriginConfig, SourceSpec};
 use peercache::{
@@ -14,6 +14,7 @@ use peercache::{
 };
 use tracing_subscriber::EnvFilter;
 
+mod etcd_flags;
 mod flags;
 
 use flags::{GroupSpec, PeerSpec};
@@ -49,10 +50,12 @@ struct Serve {
         conflicts_with = "etcd"
     )]
     peers: Vec<PeerSpec>,
-    /// etcd endpoints, http://HOST:PORT (comma separated): membership from etcd, each
-    /// node registered under a lease it keeps alive.
+    /// etcd endpoints, http://HOST:PORT or https://HOST:PORT (comma separated):
+    /// membership from etcd, each node registered under a lease it keeps alive.
     #[arg(long, env = "PEERCACHE_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_access: etcd_flags::EtcdArgs,
     /// Key prefix of this cluster's member records in etcd.
     #[arg(
         long,
@@ -291,7 +294,7 @@ async fn etcd_discovery(args: &Serve, id: &str) -> anyhow::Result<EtcdDiscovery>
     if !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let etcd = EtcdCoordinator::connect(&args.etcd, EtcdConfig::default()).await?;
+    let etcd = EtcdCoordinator::connect(&args.etcd, args.etcd_access.config(&args.etcd)?).await?;
     // Tells this process's record from an earlier one's with the same id.
     let incarnation = peercache::time::incarnation();
     let config = LeasedConfig {
