@@ -100,7 +100,7 @@ impl EtcdCoordinator {
         let options = etcd_access::with_tls(options, config.tls.as_ref());
         let client = Client::connect(&endpoints, Some(options))
             .await
-            .map_err(|e| Error::Config(format!("etcd endpoints {endpoints:?}: {e}")))?;
+            .map_err(|e| etcd_access::connect_error(&endpoints, e))?;
         Ok(EtcdCoordinator {
             client,
             call_timeout: config.call_timeout,

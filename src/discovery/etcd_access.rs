@@ -126,6 +126,25 @@ pub(super) fn with_tls(options: ConnectOptions, tls: Option<&EtcdTls>) -> Connec
     }
 }
 
+/// The error of setting up a client of `endpoints`: bad TLS material is found here.
+/// tonic's transport error shows its cause only as its source, so the causes are
+/// spelt out.
+pub(super) fn connect_error(endpoints: &[&str], e: etcd_client::Error) -> Error {
+    let why = match e {
+        etcd_client::Error::TransportError(e) => {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            why
+        }
+        other => other.to_string(),
+    };
+    Error::Config(format!("etcd endpoints {endpoints:?}: {why}"))
+}
+
 /// The error of authenticating as `user`: etcd's refusal (a wrong password, auth not
 /// enabled) is a configuration error, which ends a start-up; failing to reach etcd is
 /// `Unavailable`, waited out.
@@ -174,6 +193,20 @@ mod tests {
             "expected https://",
         );
         fails(&["a:1"], None, "expected http://");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_client_key_fails_the_connect_with_its_cause() {
+        let key = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+        let config = crate::discovery::EtcdConfig {
+            tls: Some(EtcdTls::new("").with_identity("", key)),
+            ..Default::default()
+        };
+        let failed = crate::discovery::EtcdCoordinator::connect(&["https://127.0.0.1:1"], config);
+        match failed.await {
+            Err(Error::Config(why)) => assert!(why.contains("private key"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
