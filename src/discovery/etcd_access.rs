@@ -209,6 +209,24 @@ mod tests {
         }
     }
 
+    /// The user authenticates on first use, so an etcd not up yet is `Unavailable`
+    /// (waited for by a joining node), not a refusal that ends its start-up.
+    #[tokio::test]
+    async fn a_user_for_an_etcd_out_of_reach_is_waited_for() {
+        use crate::discovery::Coordinator;
+        let config = crate::discovery::EtcdConfig {
+            user: Some(EtcdUser::new("cache", "pw")),
+            ..Default::default()
+        };
+        let c = crate::discovery::EtcdCoordinator::connect(&["http://127.0.0.1:1"], config)
+            .await
+            .expect("nothing is dialled yet");
+        match c.range("/k").await {
+            Err(Error::Unavailable(_) | Error::Timeout) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn debug_output_shows_no_secret() {
         let user = format!("{:?}", EtcdUser::new("cache", "s3cret"));
