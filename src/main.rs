@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use peercache::discovery::{EtcdConfig, EtcdCoordinator, LeasedConfig};
+use peercache::discovery::{EtcdCoordinator, LeasedConfig};
 use peercache::net::Net;
 use peercache::source::{OriginConfig, SourceSpec};
 use peercache::{
@@ -15,6 +15,7 @@ use peercache::{
 use tracing_subscriber::EnvFilter;
 
 mod auth_flags;
+mod etcd_flags;
 mod flags;
 mod tls_flags;
 
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a node: gRPC for peers, HTTP for clients.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Makes a CA and node certificates for mutual TLS between peers (a demo cluster).
     Certs(tls_flags::Certs),
 }
@@ -53,10 +54,12 @@ struct Serve {
         conflicts_with = "etcd"
     )]
     peers: Vec<PeerSpec>,
-    /// etcd endpoints, http://HOST:PORT (comma separated): membership from etcd, each
-    /// node registered under a lease it keeps alive.
+    /// etcd endpoints, http://HOST:PORT or https://HOST:PORT (comma separated):
+    /// membership from etcd, each node registered under a lease it keeps alive.
     #[arg(long, env = "PEERCACHE_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_access: etcd_flags::EtcdArgs,
     /// Key prefix of this cluster's member records in etcd.
     #[arg(
         long,
@@ -164,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Certs(certs) => certs.run(),
     }
 }
@@ -306,7 +309,7 @@ async fn etcd_discovery(args: &Serve, id: &str) -> anyhow::Result<EtcdDiscovery>
     if !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let etcd = EtcdCoordinator::connect(&args.etcd, EtcdConfig::default()).await?;
+    let etcd = EtcdCoordinator::connect(&args.etcd, args.etcd_access.config(&args.etcd)?).await?;
     // Tells this process's record from an earlier one's with the same id.
     let incarnation = peercache::time::incarnation();
     let config = LeasedConfig {

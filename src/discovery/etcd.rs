@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tonic::Code;
 
 use super::LeasedDiscovery;
+use super::etcd_access::{self, EtcdTls, EtcdUser};
 use crate::discovery::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
 use crate::error::{Error, Result};
 
@@ -19,8 +20,8 @@ use crate::error::{Error, Result};
 /// lease it keeps alive, followed by a prefix watch.
 pub type EtcdDiscovery = LeasedDiscovery<EtcdCoordinator>;
 
-/// Timeouts of an [`EtcdCoordinator`].
-#[derive(Debug, Clone, Copy)]
+/// Timeouts of an [`EtcdCoordinator`], and how it proves itself to etcd.
+#[derive(Debug, Clone)]
 pub struct EtcdConfig {
     /// Longest wait for each call (and for a watch to be established).
     pub call_timeout: Duration,
@@ -34,6 +35,10 @@ pub struct EtcdConfig {
     pub keep_alive: Duration,
     /// How long a ping may go unanswered before the connection counts as dead.
     pub keep_alive_timeout: Duration,
+    /// TLS, for `https` endpoints (which need it).
+    pub tls: Option<EtcdTls>,
+    /// The user to authenticate as, for an etcd with authentication enabled.
+    pub user: Option<EtcdUser>,
 }
 
 impl Default for EtcdConfig {
@@ -43,6 +48,8 @@ impl Default for EtcdConfig {
             connect_timeout: Duration::from_secs(1),
             keep_alive: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
+            tls: None,
+            user: None,
         }
     }
 }
@@ -59,6 +66,10 @@ struct Keeper {
 pub struct EtcdCoordinator {
     client: Client,
     call_timeout: Duration,
+    /// Authenticated as on first use (a token etcd forgets, when it restarts, is
+    /// renewed by etcd-client from then on).
+    user: Option<EtcdUser>,
+    authenticated: tokio::sync::OnceCell<()>,
     /// The keep-alive stream of the lease last kept alive, reused by its next
     /// keep-alive (a node keeps one lease at a time). Taken out while in use, so a call
     /// given up halfway cannot leave an answer behind for the next one.
@@ -69,35 +80,52 @@ impl std::fmt::Debug for EtcdCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdCoordinator")
             .field("call_timeout", &self.call_timeout)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
 
 impl EtcdCoordinator {
-    /// A client of the etcd cluster at `endpoints` (`http://host:port`). Nothing is
-    /// dialled yet: an etcd that is down is waited for by the calls, not here.
+    /// A client of the etcd cluster at `endpoints` (`http://host:port`, or
+    /// `https://host:port` with [`EtcdConfig::tls`]). Nothing is dialled yet, nor the
+    /// user authenticated: an etcd that is down is waited for by the calls, not here.
     pub async fn connect<S: AsRef<str>>(endpoints: &[S], config: EtcdConfig) -> Result<Self> {
         let endpoints: Vec<&str> = endpoints.iter().map(AsRef::as_ref).collect();
-        if endpoints.is_empty() {
-            return Err(Error::Config("no etcd endpoint given".into()));
-        }
-        if let Some(bad) = endpoints.iter().find(|e| !e.starts_with("http://")) {
-            return Err(Error::Config(format!(
-                "etcd endpoint {bad:?}: expected http://HOST:PORT"
-            )));
-        }
+        etcd_access::check_endpoints(&endpoints, config.tls.as_ref())?;
         let options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(config.keep_alive, config.keep_alive_timeout)
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            .with_auto_token_refresh(true);
+        let options = etcd_access::with_tls(options, config.tls.as_ref());
         let client = Client::connect(&endpoints, Some(options))
             .await
-            .map_err(|e| Error::Config(format!("etcd endpoints {endpoints:?}: {e}")))?;
+            .map_err(|e| etcd_access::connect_error(&endpoints, e))?;
         Ok(EtcdCoordinator {
             client,
             call_timeout: config.call_timeout,
+            user: config.user,
+            authenticated: tokio::sync::OnceCell::new(),
             keeper: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// The client, authenticated as the user if one is set. The first call to get
+    /// through authenticates; a refusal is [`Error::Config`].
+    async fn client(&self) -> Result<Client> {
+        if let Some(user) = &self.user {
+            let authenticate = async {
+                let mut c = self.client.clone();
+                // Credentials set here serve every clone of the client.
+                (c.update_user(Some(user.credentials())).await)
+                    .map_err(|e| etcd_access::authentication_error(user, e))
+            };
+            let once = self.authenticated.get_or_try_init(|| async {
+                crate::time::within(self.call_timeout, authenticate).await?
+            });
+            once.await?;
+        }
+        Ok(self.client.clone())
     }
 
     /// An etcd-client call, given up after the call timeout.
@@ -124,7 +152,7 @@ impl EtcdCoordinator {
 
     /// A keep-alive stream of `lease`; `None` if etcd does not know the lease.
     async fn open_keeper(&self, lease: LeaseId) -> Result<Option<Keeper>> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         match c.lease_keep_alive(lease).await {
             Ok((keeper, stream)) => Ok(Some(Keeper {
                 lease,
@@ -141,11 +169,20 @@ impl EtcdCoordinator {
 }
 
 /// The error an etcd-client error means: etcd's refusals keep their meaning; anything
-/// about reaching etcd is `Unavailable`.
-fn error(e: etcd_client::Error) -> Error {
+/// about reaching etcd is `Unavailable`. Refusals of this client's rights (no user
+/// given to an etcd that wants one, a user without rights to a key) are
+/// [`Error::Config`]: waiting does not mend them.
+pub(super) fn error(e: etcd_client::Error) -> Error {
     match e {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::NotFound => Error::NotFound(status.message().to_owned()),
+            Code::PermissionDenied => Error::Config(format!("etcd: {}", status.message())),
+            Code::InvalidArgument if status.message().contains("user name is empty") => {
+                Error::Config(format!(
+                    "etcd: {}: its authentication is enabled, so a user is needed",
+                    status.message()
+                ))
+            }
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 Error::Invalid(format!("etcd: {}", status.message()))
             }
@@ -186,7 +223,7 @@ fn revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
 #[async_trait]
 impl Coordinator for EtcdCoordinator {
     async fn grant(&self, ttl: Duration) -> Result<Lease> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let resp = self.call(c.lease_grant(ttl_secs(ttl), None)).await?;
         Ok(Lease {
             id: resp.id(),
@@ -239,7 +276,7 @@ impl Coordinator for EtcdCoordinator {
                 *keeper = None;
             }
         }
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         match self.call(c.lease_revoke(lease)).await {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
@@ -254,27 +291,27 @@ impl Coordinator for EtcdCoordinator {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let resp = self.call(c.txn(txn)).await?;
         let revision = revision(resp.header())?;
         Ok(resp.succeeded().then_some(revision))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<i64> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let options = PutOptions::new().with_lease(lease);
         let resp = self.call(c.put(key, value, Some(options))).await?;
         revision(resp.header())
     }
 
     async fn delete(&self, key: &str) -> Result<i64> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let resp = self.call(c.delete(key, None)).await?;
         revision(resp.header())
     }
 
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let options = GetOptions::new().with_prefix();
         let resp = self.call(c.get(prefix, Some(options))).await?;
         let revision = revision(resp.header())?;
@@ -282,7 +319,7 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        let mut c = self.client.clone();
+        let mut c = self.client().await?;
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision);

@@ -14,11 +14,13 @@ use crate::ring::Member;
 
 mod coordinator;
 mod etcd;
+mod etcd_access;
 mod leased;
 pub mod registry;
 
 pub use coordinator::{Coordinator, KeyValue, Lease, LeaseId, WatchEvent, WatchStream};
 pub use etcd::{EtcdConfig, EtcdCoordinator, EtcdDiscovery};
+pub use etcd_access::{EtcdTls, EtcdUser};
 pub use leased::{LeasedConfig, LeasedDiscovery};
 pub use registry::{
     RegistryConfig, RegistryCoordinator, RegistryCoordinatorConfig, serve_registry,

@@ -1,7 +1,8 @@
 //! Discovery through a real etcd (Debian's etcd-server, started by each test on free
 //! loopback ports with its own data directory): the coordinator conformance suite that
 //! the simulator's registry also passes, then `peercache serve` processes joining,
-//! leaving, crashing, and riding out an etcd outage.
+//! leaving, crashing, and riding out an etcd outage; and etcd secured by TLS and by a
+//! password (secure.rs).
 //!
 //! A missing etcd binary fails the tests with a message saying how to install it.
 
@@ -15,11 +16,13 @@ use peercache::discovery::Coordinator;
 use peercache::source::demo_value;
 use tokio::time::Instant;
 
+mod certs;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../conformance/mod.rs"]
 mod conformance;
 mod nodes;
+mod secure;
 mod server;
 
 use nodes::{LEASE_TTL, ServeNode, ring_of, rings_become};

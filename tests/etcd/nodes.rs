@@ -27,6 +27,18 @@ pub struct ServeNode {
 impl ServeNode {
     /// Starts node `id` (not waiting for it) in the cluster under `prefix`.
     pub fn spawn(etcd: &str, prefix: &str, id: &str, weight: u32) -> Self {
+        Self::spawn_with(etcd, prefix, id, weight, &[], &[])
+    }
+
+    /// [`spawn`](Self::spawn), with more flags and environment variables.
+    pub fn spawn_with(
+        etcd: &str,
+        prefix: &str,
+        id: &str,
+        weight: u32,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
         let [grpc, http] = free_ports();
         let logs = TempDir::new("node-log");
         let log = std::fs::File::create(logs.path().join("stderr")).unwrap();
@@ -40,6 +52,8 @@ impl ServeNode {
             .args(["--node-id", id, "--weight", &weight.to_string()])
             .args(["--group", "g:16MiB", "--source", "demo"])
             .env("RUST_LOG", "warn")
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

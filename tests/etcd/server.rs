@@ -1,5 +1,6 @@
 //! A real etcd for one test: Debian's etcd-server binary on free loopback ports, with a
-//! data directory of its own, killed and removed when the test ends.
+//! data directory of its own, killed and removed when the test ends. It serves clients
+//! over plain HTTP/2, or over TLS requiring a client certificate.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use peercache::discovery::{Coordinator, EtcdConfig, EtcdCoordinator};
 use tokio::time::Instant;
 
+use crate::certs::{CertFiles, Pki};
 use crate::common::process::{Proc, TempDir, free_ports};
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH. Missing, the test fails with
@@ -40,11 +42,38 @@ pub struct EtcdServer {
     data: TempDir,
     logs: TempDir,
     starts: u32,
+    tls: Option<Tls>,
+}
+
+/// The certificates of an etcd serving over TLS.
+pub struct Tls {
+    /// The CA that signed them all.
+    pub pki: Pki,
+    /// etcd's own.
+    server: CertFiles,
+    /// One it lets in.
+    pub client: CertFiles,
 }
 
 impl EtcdServer {
     /// A fresh etcd, healthy.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A fresh etcd serving clients over TLS only (https), with a certificate signed by
+    /// a new CA, and letting in only clients with a certificate of that CA; healthy.
+    pub async fn start_tls() -> Self {
+        let pki = Pki::new("etcd");
+        let tls = Tls {
+            server: pki.server(),
+            client: pki.client("peercache"),
+            pki,
+        };
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<Tls>) -> Self {
         let [client_port, peer_port] = free_ports();
         let mut etcd = EtcdServer {
             client_port,
@@ -53,6 +82,7 @@ impl EtcdServer {
             data: TempDir::new("etcd-data"),
             logs: TempDir::new("etcd-logs"),
             starts: 0,
+            tls,
         };
         etcd.run().await;
         etcd
@@ -60,12 +90,26 @@ impl EtcdServer {
 
     /// Its client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Its certificates, if it serves over TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// A client configuration it lets in (over TLS, with the client certificate).
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig {
+            tls: (self.tls.as_ref()).map(|tls| tls.client.tls(&tls.pki)),
+            ..EtcdConfig::default()
+        }
     }
 
     /// A client of it.
     pub async fn coordinator(&self) -> EtcdCoordinator {
-        EtcdCoordinator::connect(&[self.endpoint()], EtcdConfig::default())
+        EtcdCoordinator::connect(&[self.endpoint()], self.config())
             .await
             .unwrap()
     }
@@ -92,7 +136,18 @@ impl EtcdServer {
         let log = std::fs::File::create(&log_path).unwrap();
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server.cert)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--trusted-ca-file")
+                .arg(tls.pki.ca_file())
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "test", "--data-dir"])
             .arg(self.data.path())
             .args(["--listen-client-urls", &client])
