@@ -21,6 +21,7 @@ mod certs;
 mod common;
 #[path = "../conformance/mod.rs"]
 mod conformance;
+mod forged;
 mod nodes;
 mod secure;
 mod server;
