@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -44,6 +45,27 @@ impl fmt::Display for Route {
             Route::Owner => "owner",
             Route::Remote => "remote",
         })
+    }
+}
+
+/// A CA the HTTP clients trust besides the built-in roots: the one that signed the
+/// nodes' HTTPS certificates. Set once, before any client is built.
+static TRUSTED_CA: OnceLock<reqwest::Certificate> = OnceLock::new();
+
+/// Makes the HTTP clients built from now on trust the CA certificate `pem`. One CA per
+/// process: calls after the first change nothing.
+pub fn trust_ca(pem: &[u8]) -> anyhow::Result<()> {
+    let ca = reqwest::Certificate::from_pem(pem).context("the CA certificate")?;
+    let _ = TRUSTED_CA.set(ca);
+    Ok(())
+}
+
+/// A `reqwest` client builder trusting [`trust_ca`]'s CA, if one was given.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match TRUSTED_CA.get() {
+        Some(ca) => builder.add_root_certificate(ca.clone()),
+        None => builder,
     }
 }
 
@@ -189,7 +211,7 @@ impl Client {
     ) -> anyhow::Result<Client> {
         Ok(match protocol {
             Protocol::Http => Client::Http {
-                http: reqwest::Client::builder()
+                http: http_builder()
                     .timeout(timeout)
                     .connect_timeout(timeout.min(Duration::from_secs(2)))
                     .pool_max_idle_per_host(pool)

@@ -61,9 +61,12 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Nodes' HTTP base URLs, comma separated (http://127.0.0.1:8001,...).
+    /// Nodes' HTTP base URLs, comma separated (http://127.0.0.1:8001,... or https://).
     #[arg(long, value_delimiter = ',', required = true)]
     target: Vec<String>,
+    /// A PEM CA certificate to trust for https targets, besides the built-in roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// http: the client API, spread over the targets; grpc: the peer protocol, each
     /// request sent to its key's owner (the targets' rings say who that is).
     #[arg(long, value_enum, default_value = "http")]
@@ -168,6 +171,12 @@ struct ClusterArgs {
     /// Seed of the key choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Mutual TLS between the nodes (certificates made with `peercache certs`).
+    #[arg(long)]
+    peer_tls: bool,
+    /// HTTPS on the nodes' client API, with the same certificates.
+    #[arg(long)]
+    client_tls: bool,
 }
 
 #[tokio::main]
@@ -185,7 +194,7 @@ impl RunArgs {
     /// The targets' base URLs.
     fn urls(&self) -> anyhow::Result<Vec<String>> {
         for t in &self.target {
-            if !t.starts_with("http://") {
+            if !t.starts_with("http://") && !t.starts_with("https://") {
                 bail!("--target {t:?}: give the node's HTTP base URL, like http://127.0.0.1:8001");
             }
         }
@@ -227,7 +236,11 @@ impl RunArgs {
 async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let (urls, route, load) = (a.urls()?, a.route()?, a.load()?);
     raise_open_files(load.workers() * 2 + 256)?;
-    let http = reqwest::Client::builder()
+    if let Some(ca) = &a.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("--ca {}", ca.display()))?;
+        client::trust_ca(&pem)?;
+    }
+    let http = crate::client::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let targets = if route == Route::Any && a.protocol == Protocol::Http {
@@ -323,6 +336,8 @@ impl ClusterArgs {
             peercache_bin,
             etcd_bin: self.etcd_bin,
             seed: self.seed,
+            peer_tls: self.peer_tls,
+            client_tls: self.client_tls,
         })
     }
 }

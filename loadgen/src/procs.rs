@@ -196,6 +196,13 @@ pub struct NodeSetup {
     pub hot: bool,
     /// Membership.
     pub membership: Membership,
+    /// Certificates, for either TLS below: a directory made by `peercache certs`, with
+    /// `ca.pem` and `NAME.pem`, `NAME-key.pem` for each node name.
+    pub certs: Option<PathBuf>,
+    /// Mutual TLS between peers.
+    pub peer_tls: bool,
+    /// HTTPS on the client API.
+    pub https: bool,
 }
 
 /// A running `peercache serve`.
@@ -248,12 +255,28 @@ impl Node {
                 name.to_owned()
             }
         };
+        if let Some(certs) = &setup.certs {
+            let (cert, key) = (
+                certs.join(format!("{name}.pem")),
+                certs.join(format!("{name}-key.pem")),
+            );
+            if setup.peer_tls {
+                cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+                cmd.arg("--tls-ca").arg(certs.join("ca.pem"));
+            }
+            if setup.https {
+                cmd.arg("--http-tls-cert")
+                    .arg(&cert)
+                    .arg("--http-tls-key")
+                    .arg(&key);
+            }
+        }
         let proc = Proc::spawn(name, cmd, &setup.dir).with_context(|| {
             format!("the peercache binary {} (build it with `cargo build --release --bins`, or set --peercache-bin)", setup.bin.display())
         })?;
         Ok(Node {
             id,
-            url: format!("http://{http}"),
+            url: format!("{}://{http}", if setup.https { "https" } else { "http" }),
             proc,
         })
     }

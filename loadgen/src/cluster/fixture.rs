@@ -92,6 +92,34 @@ pub async fn add_node(
     until_rings_agree(http, nodes, Duration::from_secs(10)).await
 }
 
+/// With TLS on (between peers or for clients), makes the nodes' certificates under
+/// `dir` with `peercache certs` and returns their directory: one per node name (`node1`,
+/// ...; a few spare for nodes added later), each naming its node and 127.0.0.1 (static
+/// members are checked by their address's host, clients dial 127.0.0.1). With HTTPS, the
+/// HTTP clients built afterwards trust their CA.
+pub fn make_certs(s: &Settings, dir: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+    if !s.peer_tls && !s.client_tls {
+        return Ok(None);
+    }
+    let certs = dir.join("certs");
+    let mut cmd = std::process::Command::new(&s.peercache_bin);
+    cmd.arg("certs").arg("--out").arg(&certs);
+    for i in 1..=s.nodes + 4 {
+        cmd.args(["--node", &format!("node{i}+127.0.0.1")]);
+    }
+    let made =
+        (cmd.output()).with_context(|| format!("running {} certs", s.peercache_bin.display()))?;
+    anyhow::ensure!(
+        made.status.success(),
+        "peercache certs failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    if s.client_tls {
+        crate::client::trust_ca(&std::fs::read(certs.join("ca.pem"))?)?;
+    }
+    Ok(Some(certs))
+}
+
 /// What every scenario shares.
 pub struct Ctx {
     /// The run's settings.
@@ -102,17 +130,26 @@ pub struct Ctx {
     pub dir: PathBuf,
     /// The etcd the nodes find each other through, if membership is not static.
     pub etcd: Option<Etcd>,
+    /// The nodes' certificates, with TLS on ([`make_certs`]).
+    pub certs: Option<PathBuf>,
     clusters: usize,
 }
 
 impl Ctx {
     /// The context of a run with `s`, logging under `dir`.
-    pub fn new(s: Settings, http: reqwest::Client, dir: PathBuf, etcd: Option<Etcd>) -> Ctx {
+    pub fn new(
+        s: Settings,
+        http: reqwest::Client,
+        dir: PathBuf,
+        etcd: Option<Etcd>,
+        certs: Option<PathBuf>,
+    ) -> Ctx {
         Ctx {
             s,
             http,
             dir,
             etcd,
+            certs,
             clusters: 0,
         }
     }
@@ -136,6 +173,9 @@ impl Ctx {
             source: origin.template(),
             hot,
             membership,
+            certs: self.certs.clone(),
+            peer_tls: self.s.peer_tls,
+            https: self.s.client_tls,
         };
         std::fs::create_dir_all(&setup.dir)?;
         let mut addrs = Vec::new();

@@ -71,15 +71,25 @@ pub struct Settings {
     pub etcd_bin: PathBuf,
     /// Seed of the key choices.
     pub seed: u64,
+    /// Mutual TLS between the nodes.
+    pub peer_tls: bool,
+    /// HTTPS on the client API.
+    pub client_tls: bool,
 }
 
 impl Settings {
     /// The settings in one line, for the report and the terminal.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, membership {}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn and scale-out twice as long), {} keys (zipf-mixed {})",
+            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn and scale-out twice as long), {} keys (zipf-mixed {})",
             self.nodes,
             if self.etcd { "etcd" } else { "static" },
+            match (self.peer_tls, self.client_tls) {
+                (false, false) => "",
+                (true, false) => ", mutual TLS between peers",
+                (false, true) => ", HTTPS for clients",
+                (true, true) => ", mutual TLS between peers and HTTPS for clients",
+            },
             self.source_latency,
             self.stampede_latency,
             self.concurrency,
@@ -113,7 +123,9 @@ pub fn select(list: &str) -> anyhow::Result<Vec<String>> {
 
 /// Runs the selected scenarios; returns their outcomes in order.
 pub async fn run_all(s: Settings, dir: PathBuf) -> anyhow::Result<Vec<Outcome>> {
-    let http = reqwest::Client::builder()
+    std::fs::create_dir_all(&dir)?;
+    let certs = fixture::make_certs(&s, &dir)?;
+    let http = crate::client::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let etcd = if s.etcd {
@@ -123,7 +135,7 @@ pub async fn run_all(s: Settings, dir: PathBuf) -> anyhow::Result<Vec<Outcome>> 
     } else {
         None
     };
-    let mut ctx = Ctx::new(s, http, dir, etcd);
+    let mut ctx = Ctx::new(s, http, dir, etcd, certs);
     let mut outcomes: Vec<Outcome> = Vec::new();
     let names = ctx.s.scenarios.clone();
     let mut result = Ok(());

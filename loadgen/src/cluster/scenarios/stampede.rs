@@ -77,7 +77,7 @@ pub async fn stampede(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 /// (i / K) mod N so that every key reaches every node; returns their latencies and the
 /// time from the first send to the last answer.
 async fn burst(urls: &[String], keys: u64, clients: usize) -> anyhow::Result<(Recorder, Duration)> {
-    let http = reqwest::Client::builder()
+    let http = crate::client::http_builder()
         .timeout(Duration::from_secs(20))
         .build()?;
     let total = keys as usize * clients;
