@@ -223,8 +223,8 @@ fn parse_ttl(text: &str) -> ApiResult<Duration> {
     }
 }
 
-/// `GET /v1/stats`: every group's counters, and the requests refused for their token
-/// (by reason) when clients authenticate.
+/// `GET /v1/stats`: every group's counters, the requests refused for their token (by
+/// reason) when clients authenticate, and the TLS handshake counts of each port with TLS.
 async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
     let groups: BTreeMap<String, Value> = s
         .groups
@@ -235,6 +235,10 @@ async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
     let mut body = json!({ "node": s.picker.self_id(), "groups": groups });
     if s.auth.is_some() {
         body["auth_refusals"] = json!(s.metrics.auth_refusals());
+    }
+    let tls = s.metrics.tls_counts();
+    if !tls.is_empty() {
+        body["tls"] = json!(tls);
     }
     Json(body)
 }

@@ -52,6 +52,8 @@ pub struct Metrics {
     http_connections: Gauge,
     http_refused: Counter,
     auth_refusals: Family<RefusalLabels, Counter>,
+    /// The TLS of each port that has it, for `/v1/stats`.
+    tls: Vec<(&'static str, Arc<Tls>)>,
 }
 
 impl Metrics {
@@ -103,14 +105,32 @@ impl Metrics {
             http_connections,
             http_refused,
             auth_refusals,
+            tls: Vec::new(),
         }
     }
 
     /// Also reports the handshake counts of the TLS of `port` ("grpc" or "http").
     pub fn with_tls(mut self, port: &'static str, tls: Arc<Tls>) -> Self {
+        self.tls.push((port, tls.clone()));
         self.registry
             .register_collector(Box::new(TlsCollector { port, tls }));
         self
+    }
+
+    /// The handshake counts of each port with TLS, by port: refused (`accept`,
+    /// `connect`) and `reloads`.
+    pub fn tls_counts(&self) -> BTreeMap<&'static str, BTreeMap<&'static str, u64>> {
+        (self.tls.iter())
+            .map(|(port, tls)| {
+                let c = tls.counters();
+                let counts = [
+                    ("refused_accept", c.refused_incoming()),
+                    ("refused_connect", c.refused_outgoing()),
+                    ("reloads", c.reloads()),
+                ];
+                (*port, counts.into_iter().collect())
+            })
+            .collect()
     }
 
     /// Records one HTTP API request.

@@ -301,6 +301,8 @@ async fn the_peer_port_refuses_clients_without_a_valid_certificate() {
         Err(_) => panic!("plaintext got no answer nor a close within 5 s"),
     }
     assert_eq!(metric(&node.http, REFUSED_ACCEPT).await, Some(4));
+    let stats = json(&format!("{}/v1/stats", node.http)).await;
+    assert_eq!(stats["tls"]["grpc"]["refused_accept"], 4, "{stats}");
 
     // The control: a valid certificate, shaking hands and calling through the client
     // peers use.
