@@ -71,18 +71,27 @@ impl TlsArgs {
 impl Ports {
     /// Warns once for each port bound beyond loopback without TLS.
     pub fn warn_if_open(&self, grpc_addr: &str, http_addr: &str) {
+        for (addr, warning) in self.open(grpc_addr, http_addr) {
+            tracing::warn!(addr, "{warning}");
+        }
+    }
+
+    /// The ports bound beyond loopback without TLS, with what to say of each.
+    fn open<'a>(&self, grpc_addr: &'a str, http_addr: &'a str) -> Vec<(&'a str, &'static str)> {
+        let mut open = Vec::new();
         if self.peer.is_none() && !loopback(grpc_addr) {
-            tracing::warn!(
-                addr = grpc_addr,
-                "the peer (gRPC) port is bound beyond loopback without TLS: anyone who reaches it can read, write and invalidate every key; set --tls-cert, --tls-key and --tls-ca"
-            );
+            open.push((
+                grpc_addr,
+                "the peer (gRPC) port is bound beyond loopback without TLS: anyone who reaches it can read, write and invalidate every key; set --tls-cert, --tls-key and --tls-ca",
+            ));
         }
         if self.http.is_none() && !loopback(http_addr) {
-            tracing::warn!(
-                addr = http_addr,
-                "the HTTP API is bound beyond loopback without TLS; set --http-tls-cert and --http-tls-key (and --auth-file for tokens)"
-            );
+            open.push((
+                http_addr,
+                "the HTTP API is bound beyond loopback without TLS; set --http-tls-cert and --http-tls-key (and --auth-file for tokens)",
+            ));
         }
+        open
     }
 
     /// Reads the material of every port again on each SIGHUP, for ever.
@@ -191,5 +200,56 @@ impl Certs {
             .open(&path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use peercache::tls::TlsPem;
+
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_told_apart_from_the_rest() {
+        for addr in [
+            "127.0.0.1:7001",
+            "127.9.9.9:1",
+            "[::1]:7001",
+            "localhost:80",
+        ] {
+            assert!(loopback(addr), "{addr}");
+        }
+        for addr in ["0.0.0.0:7001", "10.0.0.5:7001", "[::]:7001", "node1:7001"] {
+            assert!(!loopback(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn only_ports_beyond_loopback_without_tls_are_warned_of() {
+        let plain = Ports {
+            peer: None,
+            http: None,
+        };
+        assert!(plain.open("127.0.0.1:7001", "127.0.0.1:8001").is_empty());
+        let open = plain.open("0.0.0.0:7001", "10.0.0.5:8001");
+        assert_eq!(open.len(), 2);
+        assert!(open[0].0 == "0.0.0.0:7001" && open[0].1.contains("--tls-cert"));
+        assert!(open[1].0 == "10.0.0.5:8001" && open[1].1.contains("--http-tls-cert"));
+        let secured = Ports {
+            peer: Some(Arc::new(Tls::mutual_pem(pem()).unwrap())),
+            http: Some(Arc::new(Tls::mutual_pem(pem()).unwrap())),
+        };
+        assert!(secured.open("0.0.0.0:7001", "0.0.0.0:8001").is_empty());
+    }
+
+    /// A node's certificate, key and CA.
+    fn pem() -> TlsPem {
+        let ca = Ca::new("test CA").unwrap();
+        let node = ca.issue(&["127.0.0.1"]).unwrap();
+        TlsPem {
+            cert: node.cert,
+            key: node.key,
+            ca: Some(ca.cert_pem()),
+        }
     }
 }
