@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
+use arc_swap::ArcSwap;
 use clap::Args;
 use peercache::auth::Tokens;
 use peercache::http::ClientAuth;
 
 /// Client authentication of the HTTP API.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct AuthArgs {
     /// A file of client tokens, one `ROLE TOKEN` a line (roles read, write, admin; `#`
     /// starts a comment line; tokens at least 16 bytes): HTTP requests then need
@@ -37,9 +38,25 @@ impl AuthArgs {
         warn_if_others_read(path);
         tracing::info!(tokens = tokens.len(), file = %path.display(), metrics = self.auth_metrics, "clients authenticate with bearer tokens");
         Ok(Some(ClientAuth {
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
             protect_metrics: self.auth_metrics,
         }))
+    }
+
+    /// Reads --auth-file again into `auth` (SIGHUP): the new tokens replace the old at
+    /// once; a file that no longer reads or parses leaves the old ones in force.
+    pub fn reload(&self, auth: &ClientAuth) {
+        let Some(path) = &self.auth_file else { return };
+        match Tokens::load(path) {
+            Ok(tokens) => {
+                warn_if_others_read(path);
+                tracing::info!(tokens = tokens.len(), file = %path.display(), "reloaded the client tokens");
+                auth.tokens.store(Arc::new(tokens));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the client tokens failed; the old tokens stay in force")
+            }
+        }
     }
 }
 

@@ -149,6 +149,34 @@ struct Serve {
     auth: auth_flags::AuthArgs,
 }
 
+/// Reads the TLS material and the client tokens again on each SIGHUP, for ever, so
+/// certificates and tokens rotate without a restart.
+async fn reload_on_hangup(
+    tls: tls_flags::Ports,
+    auth_args: auth_flags::AuthArgs,
+    auth: Option<peercache::http::ClientAuth>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!(
+                "cannot listen for SIGHUP: certificates and tokens will not be reloaded"
+            );
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            tls.reload();
+            if let Some(auth) = &auth {
+                auth_args.reload(auth);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, auth_args, auth);
+    std::future::pending().await
+}
+
 /// A duration above zero (e.g. 500ms, 30s).
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -189,8 +217,12 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     tls.warn_if_open(&args.grpc_addr, &args.http_addr);
     config.peer_tls = tls.peer.clone();
     config.http_tls = tls.http.clone();
-    tokio::spawn(tls.reload_on_hangup());
     config.auth = args.auth.client_auth()?;
+    tokio::spawn(reload_on_hangup(
+        tls,
+        args.auth.clone(),
+        config.auth.clone(),
+    ));
     check_descriptors(config.http.max_connections);
     if !args.peers.is_empty() || !args.etcd.is_empty() {
         // Peers dial this address, and etcd records it for them.

@@ -94,28 +94,18 @@ impl Ports {
         open
     }
 
-    /// Reads the material of every port again on each SIGHUP, for ever.
-    pub async fn reload_on_hangup(self) {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP: certificates will not be reloaded");
-                return std::future::pending().await;
-            };
-            while hangups.recv().await.is_some() {
-                for (port, tls) in [("peer", &self.peer), ("HTTP", &self.http)] {
-                    let Some(tls) = tls else { continue };
-                    match tls.reload() {
-                        Ok(()) => tracing::info!(port, "reloaded the TLS certificate, key and CA"),
-                        Err(e) => {
-                            tracing::error!(port, error = %e, "reloading TLS failed; the old certificate stays in use")
-                        }
-                    }
+    /// Reads the material of every port again (SIGHUP); a port whose files no longer
+    /// read or fit keeps its old material.
+    pub fn reload(&self) {
+        for (port, tls) in [("peer", &self.peer), ("HTTP", &self.http)] {
+            let Some(tls) = tls else { continue };
+            match tls.reload() {
+                Ok(()) => tracing::info!(port, "reloaded the TLS certificate, key and CA"),
+                Err(e) => {
+                    tracing::error!(port, error = %e, "reloading TLS failed; the old certificate stays in use")
                 }
             }
         }
-        std::future::pending().await
     }
 }
 

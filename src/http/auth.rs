@@ -23,14 +23,16 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use arc_swap::ArcSwap;
+
 use super::{ApiError, AppState};
 use crate::auth::{Action, Refusal, Tokens};
 
 /// Client authentication of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
-    /// The tokens and their roles.
-    pub tokens: Arc<Tokens>,
+    /// The tokens and their roles; replaced whole when the token file is read again.
+    pub tokens: Arc<ArcSwap<Tokens>>,
     /// Whether `/metrics` needs an admin token; it is open otherwise, like `/healthz`.
     pub protect_metrics: bool,
 }
@@ -49,7 +51,7 @@ pub(super) async fn authorize(
     let Some(action) = required(req.method(), route, auth.protect_metrics) else {
         return next.run(req).await;
     };
-    match auth.tokens.authorize(bearer(req.headers()), action) {
+    match auth.tokens.load().authorize(bearer(req.headers()), action) {
         Ok(_) => next.run(req).await,
         Err(refusal) => {
             s.metrics.auth_refused(refusal);
