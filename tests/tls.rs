@@ -24,6 +24,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 
 mod common;
 
+use common::metric;
 use common::process::{Proc, TempDir, free_ports};
 
 /// A node's TLS files, written into a test's directory.
@@ -85,20 +86,6 @@ fn serve(grpc: &str, http: u16, peers: &str, files: &Files, extra: &[&str]) -> S
 async fn json(url: &str) -> serde_json::Value {
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// The value of the metric line starting with `prefix` in `url`/metrics.
-async fn metric(url: &str, prefix: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 const REFUSED_ACCEPT: &str = r#"peercache_tls_handshakes_refused_total{port="grpc",side="accept"}"#;

@@ -288,3 +288,17 @@ pub async fn serve_refused(args: &[String]) -> Result<String, String> {
         false => Ok(err),
     }
 }
+
+/// The value of the first line of `url`/metrics starting with `prefix` (a metric's
+/// name and labels); `None` if there is none.
+pub async fn metric(url: &str, prefix: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics has a body");
+    (text.lines().find(|l| l.starts_with(prefix)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -18,6 +18,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ONE_AT_A_TIME;
+use crate::common::metric;
 use crate::common::process::TempDir;
 use crate::nodes::{ServeNode, json};
 use crate::server::EtcdServer;
@@ -71,20 +72,6 @@ async fn listen(cert: &NodeCert) -> (String, Arc<Seen>) {
         }
     });
     (addr, seen)
-}
-
-/// A node's metric line starting with `prefix`.
-async fn metric(url: &str, prefix: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    (text.lines().find(|l| l.starts_with(prefix)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in {url}/metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +181,8 @@ async fn a_forged_member_record_is_not_routed_to() {
             &n.url,
             r#"peercache_tls_handshakes_refused_total{port="grpc",side="connect"}"#,
         )
-        .await;
+        .await
+        .unwrap_or_default();
         assert!(refused > 0, "{} counted no refused dial", n.id);
         // The keys the forged members own were loaded here, not elsewhere.
         assert!(n.stat("loads").await >= forged_owned, "{}", n.id);
