@@ -12,9 +12,10 @@
 //! Layers, each importing only those below it:
 //!
 //! ```text
-//!  node ──► grpc, http, group, discovery      (servers, membership, shutdown)
+//!  node ──► grpc, http, resp, group, discovery (servers, membership, shutdown)
 //!  grpc ──► group, peer                       (tonic client and service)
 //!  http, metrics ──► group, peer
+//!  resp ──► group, peer, auth                 (the Redis protocol)
 //!  group ──► store, ring, singleflight, time, loader, peer (the trait and picker)
 //!  store, ring, singleflight, time, net, discovery, peer, auth, buggify (ground floor;
 //!  auth: client tokens and roles, for any front; buggify: the simulator's hooks, empty
@@ -51,6 +52,7 @@ pub mod net;
 pub mod node;
 pub mod peer;
 pub mod proto;
+pub mod resp;
 pub mod ring;
 pub mod singleflight;
 pub mod source;

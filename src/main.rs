@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 mod auth_flags;
 mod etcd_flags;
 mod flags;
+mod resp_flags;
 mod tls_flags;
 
 use flags::{GroupSpec, PeerSpec};
@@ -30,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a node: gRPC for peers, HTTP for clients.
+    /// Runs a node: gRPC for peers, HTTP (and with --resp-addr the Redis protocol) for
+    /// clients.
     Serve(Box<Serve>),
     /// Makes a CA and node certificates for mutual TLS between peers (a demo cluster).
     Certs(tls_flags::Certs),
@@ -147,6 +149,8 @@ struct Serve {
     tls: tls_flags::TlsArgs,
     #[command(flatten)]
     auth: auth_flags::AuthArgs,
+    #[command(flatten)]
+    resp: resp_flags::RespArgs,
 }
 
 /// Reads the TLS material and the client tokens again on each SIGHUP, for ever, so
@@ -218,6 +222,9 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.peer_tls = tls.peer.clone();
     config.http_tls = tls.http.clone();
     config.auth = args.auth.client_auth()?;
+    config.resp = args
+        .resp
+        .config(args.groups.iter().map(|g| g.name.clone()).collect())?;
     tokio::spawn(reload_on_hangup(
         tls,
         args.auth.clone(),
@@ -272,7 +279,18 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .bind(&args.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
-    let node = Node::new(TokioNet, groups, discovery, config);
+    let mut node = Node::new(TokioNet, groups, discovery, config);
+    if let Some(addr) = &args.resp.resp_addr {
+        if !tls_flags::loopback(addr) {
+            tracing::warn!(
+                addr,
+                "the Redis-protocol port is bound beyond loopback without TLS; set --auth-file for tokens"
+            );
+        }
+        let resp =
+            (TokioNet.bind(addr).await).with_context(|| format!("binding RESP on {addr}"))?;
+        node = node.with_resp(resp);
+    }
     node.run(grpc, Some(http), shutdown_signal()).await?;
     Ok(())
 }

@@ -110,7 +110,7 @@ impl Ports {
 }
 
 /// Whether `addr` (HOST:PORT) is a loopback address; a host name counts as beyond.
-fn loopback(addr: &str) -> bool {
+pub fn loopback(addr: &str) -> bool {
     addr.parse::<std::net::SocketAddr>()
         .is_ok_and(|a| a.ip().is_loopback())
         || addr.starts_with("localhost:")

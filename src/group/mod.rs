@@ -284,6 +284,15 @@ impl Group {
         self.inner.main.get(key, self.inner.epoch.now()).is_some()
     }
 
+    /// Whether this node's main or hot cache holds `key`, and if so the time the entry
+    /// has left (`None`: it never expires). Never loads and never asks the owner.
+    pub fn cached_ttl(&self, key: &str) -> Option<Option<Duration>> {
+        let inner = &*self.inner;
+        let now = inner.epoch.now();
+        let hit = (inner.main.get(key, now)).or_else(|| inner.hot.get(key, now))?;
+        Some(hit.expires_at().map(|at| at.saturating_sub(now)))
+    }
+
     /// Drops expired entries now (a bounded amount of work); returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.inner.epoch.now();

@@ -1,4 +1,5 @@
-//! A node: the groups of one process served to peers (gRPC) and clients (HTTP), with
+//! A node: the groups of one process served to peers (gRPC) and clients (HTTP, and
+//! RESP when given a listener), with
 //! membership from a [`Discovery`] and the network from a [`Net`].
 //!
 //! [`Node::run`] reads top-down: make the picker, start both servers (servers.rs), join
@@ -24,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::net::transport::ChannelTimeouts;
 use crate::net::{Listener, Net};
 use crate::peer::PeerPicker;
+use crate::resp::RespConfig;
 use crate::ring::{DEFAULT_VNODES, Member};
 use crate::tls::Tls;
 
@@ -58,6 +60,9 @@ pub struct NodeConfig {
     pub peer_tls: Option<Arc<Tls>>,
     /// TLS of the HTTP API (HTTPS); plaintext without it.
     pub http_tls: Option<Arc<Tls>>,
+    /// The RESP server's groups and limits (it runs when [`Node::with_resp`] gives it a
+    /// listener); it authenticates clients with [`NodeConfig::auth`]'s tokens.
+    pub resp: RespConfig,
 }
 
 impl NodeConfig {
@@ -76,6 +81,7 @@ impl NodeConfig {
             shutdown_grace: Duration::from_secs(3),
             peer_tls: None,
             http_tls: None,
+            resp: RespConfig::default(),
         }
     }
 }
@@ -87,6 +93,7 @@ pub struct Node<N: Net> {
     discovery: Arc<dyn Discovery>,
     config: NodeConfig,
     metrics: Arc<Metrics>,
+    resp: Option<N::Listener>,
 }
 
 impl<N: Net> Node<N> {
@@ -110,14 +117,21 @@ impl<N: Net> Node<N> {
             discovery,
             config,
             metrics,
+            resp: None,
         }
+    }
+
+    /// Serves Redis clients (RESP) on `listener` too, as [`NodeConfig::resp`] says.
+    pub fn with_resp(mut self, listener: N::Listener) -> Self {
+        self.resp = Some(listener);
+        self
     }
 
     /// Serves peers on `grpc` and clients on `http` until `shutdown` completes, then
     /// leaves the membership and drains: requests in flight finish, new ones are refused,
     /// invalidations under way are delivered or time out.
     pub async fn run(
-        self,
+        mut self,
         grpc: N::Listener,
         http: Option<N::Listener>,
         shutdown: impl Future<Output = ()>,
@@ -134,9 +148,13 @@ impl<N: Net> Node<N> {
         let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
-        log_start(config, &grpc, http.as_ref());
-        let mut servers =
-            Servers::start(grpc, http, config, groups, &picker, &self.metrics, &ready);
+        log_start(config, &grpc, http.as_ref(), self.resp.as_ref());
+        let listeners = servers::Listeners {
+            grpc,
+            http,
+            resp: self.resp.take(),
+        };
+        let mut servers = Servers::start(listeners, config, groups, &picker, &self.metrics, &ready);
         // Serving starts at once; client requests get 503 until the node has joined, so
         // none waits unanswered in the accept queue while the registry is out of reach.
         let me = Member::new(&config.id, &config.advertise).with_weight(config.weight);
@@ -199,11 +217,12 @@ fn background(
     tasks
 }
 
-fn log_start<L: Listener>(config: &NodeConfig, grpc: &L, http: Option<&L>) {
+fn log_start<L: Listener>(config: &NodeConfig, grpc: &L, http: Option<&L>, resp: Option<&L>) {
     tracing::info!(
         node = %config.id,
         grpc = ?grpc.local_addr().ok(),
         http = ?http.and_then(|l| l.local_addr().ok()),
+        resp = ?resp.and_then(|l| l.local_addr().ok()),
         "node serving"
     );
 }

@@ -1,4 +1,4 @@
-//! The node's two servers, gRPC for peers and HTTP for clients, run as tasks that stop
+//! The node's servers, gRPC for peers, HTTP and RESP for clients, run as tasks that stop
 //! together: stopping refuses new connections and lets requests in flight finish within
 //! a grace period, after which their connections are dropped.
 
@@ -20,6 +20,13 @@ use crate::net::Listener;
 use crate::net::transport;
 use crate::peer::PeerPicker;
 
+/// What the servers listen on: gRPC always, HTTP and RESP when given.
+pub(super) struct Listeners<L> {
+    pub grpc: L,
+    pub http: Option<L>,
+    pub resp: Option<L>,
+}
+
 /// The running servers.
 pub(super) struct Servers {
     tasks: JoinSet<Result<()>>,
@@ -27,16 +34,16 @@ pub(super) struct Servers {
 }
 
 impl Servers {
-    /// Starts serving `groups` to peers on `grpc` and, with `http`, to clients.
+    /// Starts serving `groups` to peers on `grpc` and, with `http` and `resp`, to clients.
     pub(super) fn start<L: Listener>(
-        grpc: L,
-        http: Option<L>,
+        listeners: Listeners<L>,
         config: &NodeConfig,
         groups: &Registry,
         picker: &Arc<PeerPicker>,
         metrics: &Arc<Metrics>,
         ready: &Arc<AtomicBool>,
     ) -> Self {
+        let Listeners { grpc, http, resp } = listeners;
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let service = grpc::server(PeerService::new(groups.clone()));
@@ -66,6 +73,21 @@ impl Servers {
                 until_stopped(&stop),
             );
             tasks.spawn(served);
+        }
+        if let Some(resp) = resp {
+            let setup = crate::resp::server::Setup {
+                groups: groups.clone(),
+                config: config.resp.clone(),
+                auth: config.auth.clone(),
+                ready: ready.clone(),
+                picker: picker.clone(),
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(crate::resp::server::serve(
+                resp,
+                setup,
+                until_stopped(&stop),
+            ));
         }
         Servers { tasks, stop }
     }

@@ -1,0 +1,143 @@
+//! One client connection: read what the client sent, run every complete command in
+//! order, and write their replies together once the input runs dry (pipelining: a
+//! batch of commands costs one write, not one each), or sooner when the replies grow
+//! past [`FLUSH_AT`], so output stays bounded as input does.
+//!
+//! Input is bounded by [`Shared::max_buffer`]: a command larger than that, or bytes
+//! that break the protocol, get `-ERR Protocol error: …` and the connection closes;
+//! other connections never notice.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{self, Flow};
+use super::frame::{Frame, ParseError};
+use super::request;
+use super::server::Shared;
+use super::session::Session;
+
+/// Replies are written out once they pass this many bytes, even mid-batch.
+const FLUSH_AT: usize = 64 << 10;
+/// Bytes read at a time, at most.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Serves `stream` until the client leaves, breaks the protocol, idles past the
+/// timeout, does not read its replies in time, or `draining` is cancelled (then what
+/// was read is answered first).
+pub(super) async fn serve<S>(mut stream: S, shared: &Shared, id: u64, draining: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session::new(id, shared.default_db);
+    let mut input = BytesMut::with_capacity(4096);
+    let mut output = BytesMut::with_capacity(4096);
+    loop {
+        let flow = run_buffered(shared, &mut session, &mut input, &mut output, &mut stream).await;
+        let flow = match flow {
+            Ok(flow) => flow,
+            Err(Broken::Io) => return,
+            Err(Broken::Protocol(why)) => {
+                Frame::error(format!("ERR Protocol error: {why}"))
+                    .encode(session.proto, &mut output);
+                Flow::Close
+            }
+        };
+        if flush(shared, &mut stream, &mut output).await.is_err() {
+            return;
+        }
+        if flow == Flow::Close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if input.len() >= shared.max_buffer {
+            let why = format!("a command of more than {} bytes", shared.max_buffer);
+            Frame::error(format!("ERR Protocol error: {why}")).encode(session.proto, &mut output);
+            let _ = flush(shared, &mut stream, &mut output).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        let room = (shared.max_buffer - input.len()).min(READ_CHUNK);
+        input.reserve(room);
+        let mut limited = (&mut stream).take(room as u64);
+        let read = limited.read_buf(&mut input);
+        let idle = async {
+            match shared.config.idle_timeout {
+                Some(limit) => crate::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = read => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = idle => return,
+            () = draining.cancelled() => return,
+        }
+    }
+}
+
+/// Why a connection cannot go on.
+enum Broken {
+    /// The client broke the protocol; the message says how.
+    Protocol(String),
+    /// Writing failed or timed out: the client is gone or does not read.
+    Io,
+}
+
+/// Runs every complete command in `input`, replies into `output` (written out early
+/// when it grows past [`FLUSH_AT`]).
+async fn run_buffered<S>(
+    shared: &Shared,
+    session: &mut Session,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    stream: &mut S,
+) -> Result<Flow, Broken>
+where
+    S: AsyncWrite + Unpin,
+{
+    loop {
+        let (args, used) = match request::parse(input, &shared.limits) {
+            Ok(parsed) => parsed,
+            Err(ParseError::Incomplete) => return Ok(Flow::Continue),
+            Err(ParseError::Invalid(why)) => return Err(Broken::Protocol(why)),
+        };
+        input.advance(used);
+        if args.is_empty() {
+            continue;
+        }
+        shared.counts.commands.fetch_add(1, Relaxed);
+        let (reply, flow) = commands::execute(shared, session, args).await;
+        // A HELLO's reply is in the protocol it switched to.
+        reply.encode(session.proto, output);
+        if flow == Flow::Close {
+            return Ok(Flow::Close);
+        }
+        if output.len() >= FLUSH_AT {
+            flush(shared, stream, output)
+                .await
+                .map_err(|()| Broken::Io)?;
+        }
+    }
+}
+
+/// Writes out `output` within the write timeout.
+async fn flush<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    stream: &mut S,
+    output: &mut BytesMut,
+) -> Result<(), ()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    let written = crate::time::within(shared.config.write_timeout, stream.write_all(output)).await;
+    output.clear();
+    match written {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
