@@ -31,3 +31,25 @@ need_etcd() {
     need etcd etcd-server "or put an etcd 3.4+ binary on the PATH or in ETCD_BIN"
   fi
 }
+
+# The Redis tools tests/resp runs: redis-cli and redis-benchmark (Debian's redis-tools),
+# and redis-py in a virtualenv at target/redis-py (python3-venv), made when missing.
+need_redis_clients() {
+  need redis-cli redis-tools
+  need redis-benchmark redis-tools
+  if [ -z "${REDIS_PY_PYTHON:-}" ] && ! target/redis-py/bin/python -c 'import redis' >/dev/null 2>&1; then
+    need python3 python3
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      local sudo=""
+      [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      echo "== installing python3-venv (apt-get), for redis-py's virtualenv"
+      $sudo apt-get install -y -qq python3-venv >/dev/null 2>&1 ||
+        { $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-venv >/dev/null; } ||
+        { echo "error: python3-venv is missing; install it (apt-get install python3-venv)" >&2; exit 1; }
+    fi
+    echo "== installing redis-py in target/redis-py (python3 -m venv, pip)"
+    rm -rf target/redis-py
+    python3 -m venv target/redis-py
+    target/redis-py/bin/pip install -q redis
+  fi
+}

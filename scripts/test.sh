@@ -2,7 +2,8 @@
 # The test command: format, lints, then every test (unit, integration, doc, the tests
 # against a real etcd, and the simulated scenarios behind the `sim` feature), and a short
 # run of every fuzz target. Installs what it needs when missing: rustfmt and clippy
-# (rustup), protoc, etcd and g++ (apt-get), cargo-fuzz (cargo install).
+# (rustup), protoc, etcd, g++ and redis-tools (apt-get), redis-py (a virtualenv in
+# target/redis-py), cargo-fuzz (cargo install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ need_component clippy clippy
 need_build_deps
 # tests/etcd runs a real etcd server; it fails (saying how to install it) without one.
 need_etcd
+# tests/resp runs redis-cli, redis-benchmark and redis-py against real nodes.
+need_redis_clients
 
 # .cargo/config.toml sets `--cfg tokio_unstable` (turmoil seeds the simulated hosts'
 # runtimes only with it); a RUSTFLAGS from the environment would replace that, so add it.

@@ -53,6 +53,8 @@ pub const COMMANDS: &[Command] = &[
     command("ttl", 2, READ),
     command("pttl", 2, READ),
     command("set", -3, WRITE),
+    command("setex", 4, WRITE),
+    command("psetex", 4, WRITE),
     command("del", -2, WRITE),
     command("dbsize", 1, ADMIN),
     command("info", -1, ADMIN),
@@ -123,6 +125,17 @@ pub(super) async fn execute(
         "ttl" => ttl(group, &args[0], Duration::from_secs(1)),
         "pttl" => ttl(group, &args[0], Duration::from_millis(1)),
         "set" => set(group, args).await,
+        // SETEX key seconds value: SET key value EX seconds.
+        "setex" | "psetex" => {
+            let unit = if cmd.name == "setex" { "EX" } else { "PX" };
+            let as_set = [
+                args[0].clone(),
+                args[2].clone(),
+                Bytes::from(unit),
+                args[1].clone(),
+            ];
+            set(group, &as_set).await
+        }
         "del" => del(group, args).await,
         "dbsize" => Frame::Integer(group.stats().store.items as i64),
         "info" => super::info::info(shared, args),

@@ -49,15 +49,13 @@ where
             return;
         }
         if flow == Flow::Close {
-            let _ = stream.shutdown().await;
-            return;
+            return close(&mut stream).await;
         }
         if input.len() >= shared.max_buffer {
             let why = format!("a command of more than {} bytes", shared.max_buffer);
             Frame::error(format!("ERR Protocol error: {why}")).encode(session.proto, &mut output);
             let _ = flush(shared, &mut stream, &mut output).await;
-            let _ = stream.shutdown().await;
-            return;
+            return close(&mut stream).await;
         }
         let room = (shared.max_buffer - input.len()).min(READ_CHUNK);
         input.reserve(room);
@@ -78,6 +76,19 @@ where
             () = draining.cancelled() => return,
         }
     }
+}
+
+/// Most input read and dropped after the last reply, and the longest wait for it.
+const LINGER_BYTES: u64 = 1 << 20;
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes the connection cleanly: ends the output, then reads what the client still
+/// sends (a bounded amount, for a bounded time) and drops it, so that the kernel does
+/// not answer unread input with a reset that could destroy the last reply in flight.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+    let mut rest = stream.take(LINGER_BYTES);
+    let _ = crate::time::within(LINGER, tokio::io::copy(&mut rest, &mut tokio::io::sink())).await;
 }
 
 /// Why a connection cannot go on.
