@@ -26,7 +26,7 @@ fi
 
 seconds="${1:-30}"
 report="${FUZZ_REPORT:-reports/fuzz.md}"
-targets=(http peer registry)
+targets=(http peer registry resp)
 # libFuzzer's limits per run: memory, input size, and the time one input may take.
 libfuzzer_args=(-max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -timeout=10
   -print_final_stats=1)
@@ -98,7 +98,9 @@ mkdir -p "$(dirname "$report")"
   echo "prost-decoded) on one node, no Internal but failed loads, every write's version"
   echo "accepted by its own invalidation; **registry**, up to 32 registry calls with time"
   echo "advancing between them, revisions never going back, ranges and watches in order"
-  echo "and under their prefix. No panic anywhere."
+  echo "and under their prefix; **resp**, raw bytes or pipelined commands (inline or arrays)"
+  echo "through one RESP connection of a fresh node, every reply a whole RESP frame and one"
+  echo "per command. No panic anywhere."
   echo
   echo "Executions are libFuzzer's final \`stat::number_of_executed_units\`; crashes are the"
   echo "failing inputs this run found (each kept in fuzz/regressions/TARGET/ and replayed by"

@@ -9,10 +9,11 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("http", peercache::fuzzing::http),
     ("peer", peercache::fuzzing::peer),
     ("registry", peercache::fuzzing::registry),
+    ("resp", peercache::fuzzing::resp),
 ];
 
 #[test]

@@ -22,10 +22,12 @@ use crate::ring::Member;
 mod http;
 mod peer;
 mod registry;
+mod resp;
 
 pub use http::http;
 pub use peer::peer;
 pub use registry::registry;
+pub use resp::resp;
 
 /// Values of group "g" are limited to this, so the loader can exceed it.
 const MAX_VALUE: usize = 1024;

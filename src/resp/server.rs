@@ -117,6 +117,18 @@ impl Shared {
     }
 }
 
+/// Serves one connection on `stream` as the server would, then returns; for the fuzz
+/// target, which drives a connection over an in-memory stream.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn serve_one<S>(stream: S, setup: Setup) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let shared = Shared::new(setup)?;
+    connection::serve(stream, &shared, 1, CancellationToken::new()).await;
+    Ok(())
+}
+
 /// Serves clients on `listener` until `stopped` completes, then closes the listener
 /// and waits for the connections to answer what they have read. Dropping the future
 /// drops every connection.
