@@ -30,6 +30,8 @@ BIN=target/release/peercache
 
 GRPC=(127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003)
 HTTP=(127.0.0.1:8001 127.0.0.1:8002 127.0.0.1:8003)
+# Redis clients: redis-cli -p 6381 GET user:42
+RESP=(127.0.0.1:6381 127.0.0.1:6382 127.0.0.1:6383)
 PEERS=$(IFS=,; echo "${GRPC[*]}")
 LOGS=$(mktemp -d)
 PIDS=()
@@ -62,7 +64,7 @@ start_node() {
   else
     membership=(--peers "$PEERS")
   fi
-  RUST_LOG=${RUST_LOG:-info} "$BIN" serve --grpc-addr "${GRPC[$i]}" --http-addr "${HTTP[$i]}" \
+  RUST_LOG=${RUST_LOG:-info} "$BIN" serve --grpc-addr "${GRPC[$i]}" --http-addr "${HTTP[$i]}" --resp-addr "${RESP[$i]}" \
     "${membership[@]}" --group demo:64MiB --ttl 300s --source demo:20 >>"$LOGS/node$((i + 1)).log" 2>&1 &
   PIDS[$((i + 1))]=$!
 }
@@ -74,7 +76,7 @@ until_up() {
 }
 for i in 0 1 2; do start_node "$i"; done
 for port in 8001 8002 8003; do until_up "$port"; done
-echo "== 3 nodes up: HTTP on ${HTTP[*]}, gRPC on ${GRPC[*]}; logs in $LOGS"
+echo "== 3 nodes up: HTTP on ${HTTP[*]}, gRPC on ${GRPC[*]}, Redis protocol on ${RESP[*]}; logs in $LOGS"
 
 # The member records in etcd, through etcd's JSON gateway (keys are base64).
 etcdctl_get() {
