@@ -1,5 +1,5 @@
-//! Talking to the nodes: HTTP (the client API) or gRPC (the peer protocol, sent to each
-//! key's owner), and choosing which node gets a request.
+//! Talking to the nodes: HTTP (the client API), RESP (resp.rs) or gRPC (the peer
+//! protocol, sent to each key's owner), and choosing which node gets a request.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +24,8 @@ pub enum Protocol {
     Http,
     /// The peers' gRPC protocol, each request sent to its key's owner.
     Grpc,
+    /// The Redis protocol (GET/SET/DEL) to the targets' `redis://HOST:PORT` in turn.
+    Resp,
 }
 
 /// Which node a request goes to.
@@ -198,6 +200,8 @@ pub enum Client {
         /// Deadline sent with each call.
         timeout: Duration,
     },
+    /// Redis protocol.
+    Resp(crate::resp::RespClient),
 }
 
 impl Client {
@@ -223,6 +227,12 @@ impl Client {
                     .map(|u| format!("{u}/v1/groups/{group}/keys/"))
                     .collect(),
             },
+            Protocol::Resp => {
+                let addrs: Vec<String> = (targets.urls.iter())
+                    .map(|u| u.trim_start_matches("redis://").to_owned())
+                    .collect();
+                Client::Resp(crate::resp::RespClient::new(&addrs, group, timeout))
+            }
             Protocol::Grpc => {
                 let mut rpcs = Vec::new();
                 for (url, addr) in targets.urls.iter().zip(&targets.grpc_addr) {
@@ -303,6 +313,19 @@ impl Client {
                         .map(drop),
                 };
                 result.map_err(|s| format!("grpc {:?}", s.code()).to_lowercase())
+            }
+            Client::Resp(resp) => {
+                let key = key.as_bytes();
+                let reply = match op {
+                    Op::Get => resp.call(to, &[b"GET", key]).await?,
+                    Op::Set => resp.call(to, &[b"SET", key, value]).await?,
+                    Op::Remove => resp.call(to, &[b"DEL", key]).await?,
+                };
+                // A key the source lacks: as HTTP's 404, a failed request.
+                match reply {
+                    peercache::resp::Frame::Null => Err("resp nil".into()),
+                    _ => Ok(()),
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ mod keys;
 mod origin;
 mod procs;
 mod report;
+mod resp;
 mod run;
 mod stats;
 #[allow(dead_code)]
@@ -61,14 +62,16 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Nodes' HTTP base URLs, comma separated (http://127.0.0.1:8001,... or https://).
+    /// Nodes' HTTP base URLs, comma separated (http://127.0.0.1:8001,... or https://);
+    /// with --protocol resp their Redis addresses, redis://127.0.0.1:6381,...
     #[arg(long, value_delimiter = ',', required = true)]
     target: Vec<String>,
     /// A PEM CA certificate to trust for https targets, besides the built-in roots.
     #[arg(long)]
     ca: Option<PathBuf>,
     /// http: the client API, spread over the targets; grpc: the peer protocol, each
-    /// request sent to its key's owner (the targets' rings say who that is).
+    /// request sent to its key's owner (the targets' rings say who that is); resp: the
+    /// Redis protocol (GET/SET/DEL) spread over the targets, on --group's database.
     #[arg(long, value_enum, default_value = "http")]
     protocol: Protocol,
     /// Group the keys are in.
@@ -194,6 +197,14 @@ impl RunArgs {
     /// The targets' base URLs.
     fn urls(&self) -> anyhow::Result<Vec<String>> {
         for t in &self.target {
+            if self.protocol == Protocol::Resp {
+                if !t.starts_with("redis://") {
+                    bail!(
+                        "--target {t:?}: with --protocol resp give the node's Redis address, like redis://127.0.0.1:6381"
+                    );
+                }
+                continue;
+            }
             if !t.starts_with("http://") && !t.starts_with("https://") {
                 bail!("--target {t:?}: give the node's HTTP base URL, like http://127.0.0.1:8001");
             }
@@ -212,6 +223,12 @@ impl RunArgs {
                 bail!("--protocol grpc sends each request to its owner; --route remote needs http")
             }
             (Protocol::Grpc, _) => Route::Owner,
+            (Protocol::Resp, Route::Any) => Route::Any,
+            (Protocol::Resp, _) => {
+                bail!(
+                    "--protocol resp spreads requests over the targets; --route owner and remote need http"
+                )
+            }
             (Protocol::Http, r) => r,
         })
     }
@@ -243,7 +260,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let http = crate::client::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let targets = if route == Route::Any && a.protocol == Protocol::Http {
+    let targets = if route == Route::Any && a.protocol != Protocol::Grpc {
         Targets::plain(urls)
     } else {
         Targets::discover(&http, urls)
