@@ -231,7 +231,7 @@ impl Client {
                 let addrs: Vec<String> = (targets.urls.iter())
                     .map(|u| u.trim_start_matches("redis://").to_owned())
                     .collect();
-                Client::Resp(crate::resp::RespClient::new(&addrs, group, timeout))
+                Client::resp(&addrs, group, timeout)
             }
             Protocol::Grpc => {
                 let mut rpcs = Vec::new();
@@ -253,6 +253,11 @@ impl Client {
                 }
             }
         })
+    }
+
+    /// A Redis-protocol client of `addrs`, target by target as in `targets`.
+    pub fn resp(addrs: &[String], group: &str, timeout: Duration) -> Client {
+        Client::Resp(crate::resp::RespClient::new(addrs, group, timeout))
     }
 
     /// Sends `op` on `key` to target `to`. `Err` is the failure's kind.

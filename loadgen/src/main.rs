@@ -136,8 +136,8 @@ struct ClusterArgs {
     /// Latency of the origin in the stampede.
     #[arg(long, default_value = "500ms", value_parser = duration)]
     stampede_latency: Duration,
-    /// all, or a comma-separated list of: local-hit, remote-hit (runs remote-hit-hot
-    /// too), remote-hit-hot, miss, zipf-mixed, stampede, churn, scale-out, ceiling.
+    /// all, or a comma-separated list of: local-hit, local-hit-resp, remote-hit (runs
+    /// remote-hit-hot too), remote-hit-hot, miss, zipf-mixed, stampede, churn, scale-out, ceiling.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Directory for cluster.md and cluster/.

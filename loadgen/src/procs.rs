@@ -211,6 +211,8 @@ pub struct Node {
     pub id: String,
     /// HTTP base URL.
     pub url: String,
+    /// Redis-protocol address, `host:port`.
+    pub resp: String,
     /// The process.
     pub proc: Proc,
 }
@@ -224,9 +226,17 @@ impl Node {
         http: &str,
         peers: &[String],
     ) -> anyhow::Result<Node> {
+        let resp = free_addr()?;
         let mut cmd = Command::new(&setup.bin);
         cmd.arg("serve")
-            .args(["--grpc-addr", grpc, "--http-addr", http])
+            .args([
+                "--grpc-addr",
+                grpc,
+                "--http-addr",
+                http,
+                "--resp-addr",
+                &resp,
+            ])
             .args(["--group", &setup.group, "--source", &setup.source])
             .args([
                 "--hot-fill",
@@ -277,6 +287,7 @@ impl Node {
         Ok(Node {
             id,
             url: format!("{}://{http}", if setup.https { "https" } else { "http" }),
+            resp,
             proc,
         })
     }

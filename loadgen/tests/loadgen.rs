@@ -55,6 +55,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     let dir = out.join("cluster");
     for name in [
         "local-hit",
+        "local-hit-resp",
         "remote-hit",
         "remote-hit-hot",
         "miss",

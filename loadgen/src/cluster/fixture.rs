@@ -56,6 +56,27 @@ impl Cluster {
         })
     }
 
+    /// Redis-protocol addresses of nodes `which`.
+    pub fn resp_addrs(&self, which: Range<usize>) -> Vec<String> {
+        self.nodes[which].iter().map(|n| n.resp.clone()).collect()
+    }
+
+    /// Runs `cfg` over all nodes through the Redis protocol, with the counts around it
+    /// in `o`.
+    pub async fn measure_resp(
+        &self,
+        ctx: &Ctx,
+        cfg: &RunConfig,
+        o: &mut Outcome,
+    ) -> anyhow::Result<RunReport> {
+        let all = 0..self.nodes.len();
+        let before = self.tally(ctx, all.clone()).await?;
+        let resp = self.resp_addrs(all.clone());
+        let report = ctx.load_resp(cfg, self.urls(all.clone()), &resp).await?;
+        o.counted(before, self.tally(ctx, all).await?);
+        Ok(report)
+    }
+
     /// Runs `cfg` over all nodes, with the counts around it in `o`.
     pub async fn measure(
         &self,
@@ -236,6 +257,19 @@ impl Ctx {
     pub async fn load_on(&self, cfg: &RunConfig, targets: Targets) -> anyhow::Result<RunReport> {
         let timeout = Duration::from_secs(5);
         let client = Client::new(Protocol::Http, &targets, GROUP, timeout, cfg.load.workers())?;
+        Ok(run_client(cfg, Arc::new(targets), Arc::new(client)).await)
+    }
+
+    /// Runs `cfg` over the Redis protocol against nodes `urls` (whose rings route it),
+    /// reached at `resp`, node by node as `urls`.
+    pub async fn load_resp(
+        &self,
+        cfg: &RunConfig,
+        urls: Vec<String>,
+        resp: &[String],
+    ) -> anyhow::Result<RunReport> {
+        let targets = Targets::discover(&self.http, urls).await?;
+        let client = Client::resp(resp, GROUP, Duration::from_secs(5));
         Ok(run_client(cfg, Arc::new(targets), Arc::new(client)).await)
     }
 

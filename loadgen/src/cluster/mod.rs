@@ -20,8 +20,9 @@ use crate::client::Route;
 use crate::procs::Etcd;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "local-hit",
+    "local-hit-resp",
     "remote-hit",
     "remote-hit-hot",
     "miss",
@@ -165,6 +166,7 @@ async fn run_one(ctx: &mut Ctx, name: &str, done: &[Outcome]) -> anyhow::Result<
     use scenarios::*;
     match name {
         "local-hit" => hits(ctx, Route::Owner, false).await,
+        "local-hit-resp" => local_hit_resp(ctx).await,
         "remote-hit" => hits(ctx, Route::Remote, false).await,
         "remote-hit-hot" => hits(ctx, Route::Remote, true).await,
         "miss" => miss(ctx).await,

@@ -1,10 +1,30 @@
-//! local-hit, remote-hit, remote-hit-hot: warmed keys, each get sent to the owner or to
-//! another node.
+//! local-hit, local-hit-resp, remote-hit, remote-hit-hot: warmed keys, each get sent to
+//! the owner (over HTTP or the Redis protocol) or to another node.
 
 use crate::client::Route;
 use crate::cluster::fixture::Ctx;
 use crate::cluster::outcome::Outcome;
 use crate::keys::{Mix, Workload};
+
+/// local-hit-resp: local-hit's load through the Redis protocol (GET on each key's
+/// owner), so the two front ends compare on one cluster shape.
+pub async fn local_hit_resp(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    let name = "local-hit-resp";
+    let mut o = Outcome::new(
+        name,
+        "local-hit through the Redis protocol: warmed keys, each GET sent to the key's owner's RESP port",
+    );
+    let c = ctx.cluster(false, ctx.s.source_latency).await?;
+    ctx.warm(c.urls(0..c.nodes.len()), ctx.s.keys, false)
+        .await?;
+    let cfg = ctx.config(name, Workload::Uniform, ctx.s.keys, Mix::GETS, Route::Owner);
+    o.run = Some(c.measure_resp(ctx, &cfg, &mut o).await?);
+    o.check("no errors", o.errors() == 0);
+    o.check("no source loads: every key was warmed", o.source_loads == 0);
+    o.check("no peer hops", o.peer_loads == 0);
+    c.stop().await;
+    Ok(o)
+}
 
 /// local-hit with [`Route::Owner`]; remote-hit with [`Route::Remote`], or remote-hit-hot
 /// with `hot` copies on as well.

@@ -1,4 +1,5 @@
-//! The scenarios, one file each (local-hit, remote-hit and remote-hit-hot share one).
+//! The scenarios, one file each (local-hit, local-hit-resp, remote-hit and remote-hit-hot
+//! share one).
 
 mod ceiling;
 mod churn;
@@ -10,7 +11,7 @@ mod zipf_mixed;
 
 pub use self::ceiling::ceiling;
 pub use self::churn::churn;
-pub use self::hits::hits;
+pub use self::hits::{hits, local_hit_resp};
 pub use self::miss::miss;
 pub use self::scale_out::scale_out;
 pub use self::stampede::stampede;
