@@ -23,6 +23,8 @@ use super::session::Session;
 const FLUSH_AT: usize = 64 << 10;
 /// Bytes read at a time, at most.
 const READ_CHUNK: usize = 64 << 10;
+/// The idle limit of a connection without one: a year.
+const NEVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Serves `stream` until the client leaves, breaks the protocol, idles past the
 /// timeout, does not read its replies in time, or `draining` is cancelled (then what
@@ -34,6 +36,13 @@ where
     let mut session = Session::new(id, shared.default_db);
     let mut input = BytesMut::with_capacity(4096);
     let mut output = BytesMut::with_capacity(4096);
+    // One timer and one cancellation waiter for the whole connection, not one per read:
+    // the idle timer is re-armed only when it fires after some activity.
+    let idle_limit = shared.config.idle_timeout.unwrap_or(NEVER);
+    let mut active = crate::time::now();
+    let idle = crate::time::sleep(idle_limit);
+    let cancelled = draining.cancelled();
+    tokio::pin!(idle, cancelled);
     loop {
         let flow = run_buffered(shared, &mut session, &mut input, &mut output, &mut stream).await;
         let flow = match flow {
@@ -61,19 +70,19 @@ where
         input.reserve(room);
         let mut limited = (&mut stream).take(room as u64);
         let read = limited.read_buf(&mut input);
-        let idle = async {
-            match shared.config.idle_timeout {
-                Some(limit) => crate::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
+            biased;
             read = read => match read {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) => active = crate::time::now(),
             },
-            () = idle => return,
-            () = draining.cancelled() => return,
+            () = &mut cancelled => return,
+            () = &mut idle => {
+                if active.elapsed() >= idle_limit {
+                    return;
+                }
+                idle.as_mut().reset(active + idle_limit);
+            }
         }
     }
 }

@@ -69,12 +69,11 @@ impl Cluster {
         cfg: &RunConfig,
         o: &mut Outcome,
     ) -> anyhow::Result<RunReport> {
-        let all = 0..self.nodes.len();
-        let before = self.tally(ctx, all.clone()).await?;
-        let resp = self.resp_addrs(all.clone());
-        let report = ctx.load_resp(cfg, self.urls(all.clone()), &resp).await?;
-        o.counted(before, self.tally(ctx, all).await?);
-        Ok(report)
+        let (urls, resp) = (
+            self.urls(0..self.nodes.len()),
+            self.resp_addrs(0..self.nodes.len()),
+        );
+        self.counted(ctx, o, ctx.load_resp(cfg, urls, &resp)).await
     }
 
     /// Runs `cfg` over all nodes, with the counts around it in `o`.
@@ -84,9 +83,20 @@ impl Cluster {
         cfg: &RunConfig,
         o: &mut Outcome,
     ) -> anyhow::Result<RunReport> {
+        self.counted(ctx, o, ctx.load(cfg, self.urls(0..self.nodes.len())))
+            .await
+    }
+
+    /// Runs `load`, with the counts of all nodes around it in `o`.
+    async fn counted(
+        &self,
+        ctx: &Ctx,
+        o: &mut Outcome,
+        load: impl std::future::Future<Output = anyhow::Result<RunReport>>,
+    ) -> anyhow::Result<RunReport> {
         let all = 0..self.nodes.len();
         let before = self.tally(ctx, all.clone()).await?;
-        let report = ctx.load(cfg, self.urls(all.clone())).await?;
+        let report = load.await?;
         o.counted(before, self.tally(ctx, all).await?);
         Ok(report)
     }
