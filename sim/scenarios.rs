@@ -55,6 +55,19 @@ fn pinned(s: Scenario, seed: u64) {
     }
 }
 
+/// `s` with clients speaking the Redis protocol instead of HTTP: the same swarms (the
+/// protocol is not drawn), judged by the same checkers. No report row of its own.
+fn scenario_resp(s: Scenario) {
+    for seed in seeds(CI_SEEDS) {
+        let mut swarm = Swarm::draw(s, seed);
+        swarm.resp = true;
+        if let Err(report) = judge(swarm, false) {
+            let test = format!("scenarios::{}", s.name());
+            panic!("{}", report.replace(&test, &format!("{test}_resp")));
+        }
+    }
+}
+
 fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
     let first_drawn = std::env::var_os("SIM_FIRST_DRAWN").is_some();
@@ -273,6 +286,16 @@ fn steady_state() {
 #[test]
 fn partition() {
     scenario(Scenario::Partition);
+}
+
+#[test]
+fn steady_state_resp() {
+    scenario_resp(Scenario::SteadyState);
+}
+
+#[test]
+fn partition_resp() {
+    scenario_resp(Scenario::Partition);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `client<i>` hosts: workers that issue Gets, Sets and Removes over HTTP to the nodes
-//! and record every operation. Writers follow cache-aside: the source first, then the
+//! `client<i>` hosts: workers that issue Gets, Sets and Removes over HTTP (or the Redis
+//! protocol, when the swarm says so) to the nodes and record every operation. Writers follow cache-aside: the source first, then the
 //! cache. Each key has exactly one writer, so writes to a key are serialized as
 //! cache-aside requires.
 
@@ -15,6 +15,7 @@ use rand_distr::{Distribution, Zipf};
 use super::db::{SharedDb, value_of};
 use super::http::{call, key_path};
 use super::node::host_name;
+use super::resp;
 use super::world::now;
 use super::{BoxError, Swarm};
 use crate::history::{Kind, Op, Outcome};
@@ -96,19 +97,26 @@ async fn work(
         };
         let path = key_path(&key);
         let start = now();
-        let result = match tokio::time::timeout(
-            swarm.client_timeout(),
-            call(&host_name(node), method, &path, body),
-        )
-        .await
-        {
-            Ok(Ok((StatusCode::OK, body))) if kind == Kind::Get => Outcome::Ok(body),
-            Ok(Ok((StatusCode::OK, _))) => Outcome::Ok(Bytes::new()),
-            Ok(Ok((status, body))) => {
-                Outcome::Status(status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+        let host = host_name(node);
+        let result = if swarm.resp {
+            let command = resp::command(kind, &key, &body);
+            match tokio::time::timeout(swarm.client_timeout(), resp::call(&host, &command)).await {
+                Ok(Ok(reply)) => resp::outcome(kind, reply),
+                Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                Err(_) => Outcome::NoReply,
             }
-            Ok(Err(e)) => Outcome::Failed(e.to_string()),
-            Err(_) => Outcome::NoReply,
+        } else {
+            match tokio::time::timeout(swarm.client_timeout(), call(&host, method, &path, body))
+                .await
+            {
+                Ok(Ok((StatusCode::OK, body))) if kind == Kind::Get => Outcome::Ok(body),
+                Ok(Ok((StatusCode::OK, _))) => Outcome::Ok(Bytes::new()),
+                Ok(Ok((status, body))) => {
+                    Outcome::Status(status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+                }
+                Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                Err(_) => Outcome::NoReply,
+            }
         };
         ops.lock().unwrap().push(Op {
             worker,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod membership;
 pub mod node;
 mod plan;
+pub mod resp;
 mod run;
 mod scenario;
 mod swarm;

@@ -17,6 +17,8 @@ use super::world::{Software, now};
 
 pub const GRPC_PORT: u16 = 7000;
 pub const HTTP_PORT: u16 = 8080;
+/// Where nodes serve the Redis protocol.
+pub const RESP_PORT: u16 = 6379;
 
 pub fn host_name(i: usize) -> String {
     format!("node{i}")
@@ -112,6 +114,7 @@ impl NodeSpec {
 
         let grpc = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
         let http = SimNet.bind(&format!("0.0.0.0:{HTTP_PORT}")).await?;
+        let resp = SimNet.bind(&format!("0.0.0.0:{RESP_PORT}")).await?;
         let discovery: Arc<dyn Discovery> = match &self.peers {
             Peers::Static(n) => Arc::new(StaticDiscovery::new((0..*n).map(advertise))),
             Peers::Leased(lease) => lease.discovery(
@@ -131,6 +134,7 @@ impl NodeSpec {
             let _ = stopped.wait_for(|s| *s).await;
         };
         Node::new(SimNet, registry, discovery, config)
+            .with_resp(resp)
             .run(grpc, Some(http), shutdown)
             .await?;
         Ok(())

@@ -62,6 +62,9 @@ pub struct Swarm {
     pub hot_writes: f64,
     /// A bug planted in the node for this run (`SIM_BUG=<name>`).
     pub bug: Option<Bug>,
+    /// Clients speak the Redis protocol instead of HTTP (set by the `_resp` tests, never
+    /// drawn, so every seed's draw stays as it was).
+    pub resp: bool,
 }
 
 impl Swarm {
@@ -128,6 +131,7 @@ impl Swarm {
             delays: None,
             hot_writes: 0.0,
             bug: planted_bug(),
+            resp: false,
         };
         let n = swarm.nodes;
         swarm.plan = plan(&mut rng, &mut swarm, scenario, n);
