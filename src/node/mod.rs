@@ -1,8 +1,8 @@
 //! A node: the groups of one process served to peers (gRPC) and clients (HTTP, and
-//! RESP when given a listener), with
-//! membership from a [`Discovery`] and the network from a [`Net`].
+//! RESP when given a listener), with membership from a [`Discovery`] and the network
+//! from a [`Net`].
 //!
-//! [`Node::run`] reads top-down: make the picker, start both servers (servers.rs), join
+//! [`Node::run`] reads top-down: make the picker, start the servers (servers.rs), join
 //! the membership, follow it (membership.rs) and sweep expired entries until shutdown.
 //! Shutdown follows mini-redis: `run` takes a future; when it completes the node leaves
 //! the membership, stops accepting, lets requests in flight finish, waits for the
