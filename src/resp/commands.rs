@@ -85,38 +85,11 @@ pub(super) async fn execute(
     session: &mut Session,
     args: Vec<Bytes>,
 ) -> (Frame, Flow) {
-    let Some(cmd) = COMMANDS
-        .iter()
-        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(&args[0]))
-    else {
-        return (unknown(&args), Flow::Continue);
+    let cmd = match admit(shared, session, &args) {
+        Ok(cmd) => cmd,
+        Err(refused) => return (refused, Flow::Continue),
     };
-    let arity_ok = match usize::try_from(cmd.arity) {
-        Ok(n) => args.len() == n,
-        Err(_) => args.len() >= cmd.arity.unsigned_abs() as usize,
-    };
-    if !arity_ok {
-        let msg = format!("ERR wrong number of arguments for '{}' command", cmd.name);
-        return (Frame::error(msg), Flow::Continue);
-    }
-    if let (Some(auth), Need::Login | Need::Role(_)) = (&shared.auth, cmd.needs) {
-        let action = match cmd.needs {
-            Need::Role(action) => Some(action),
-            _ => None,
-        };
-        if let Err(refused) = session.authorize(auth, action) {
-            shared.metrics.auth_refused(refused);
-            return (session::refusal(refused, action), Flow::Continue);
-        }
-    }
     let group = &shared.dbs[session.db];
-    let keyed = matches!(cmd.needs, Need::Role(Action::Read | Action::Write));
-    if keyed && !shared.ready.load(std::sync::atomic::Ordering::Acquire) {
-        return (
-            Frame::error("LOADING the node is joining the cluster"),
-            Flow::Continue,
-        );
-    }
     let args = &args[1..];
     let reply = match cmd.name {
         "get" => get(group, &args[0]).await,
@@ -143,6 +116,72 @@ pub(super) async fn execute(
         _ => admin::execute(shared, session, cmd.name, args),
     };
     (reply, Flow::Continue)
+}
+
+/// The command `args` names, if the connection may run it now: known, with its
+/// arity, permitted to the session's token, and, for key commands, on a node that has
+/// joined. Otherwise the error to answer.
+fn admit(
+    shared: &Shared,
+    session: &mut Session,
+    args: &[Bytes],
+) -> Result<&'static Command, Frame> {
+    let Some(cmd) = COMMANDS
+        .iter()
+        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(&args[0]))
+    else {
+        return Err(unknown(args));
+    };
+    let arity_ok = match usize::try_from(cmd.arity) {
+        Ok(n) => args.len() == n,
+        Err(_) => args.len() >= cmd.arity.unsigned_abs() as usize,
+    };
+    if !arity_ok {
+        let msg = format!("ERR wrong number of arguments for '{}' command", cmd.name);
+        return Err(Frame::error(msg));
+    }
+    if let (Some(auth), Need::Login | Need::Role(_)) = (&shared.auth, cmd.needs) {
+        let action = match cmd.needs {
+            Need::Role(action) => Some(action),
+            _ => None,
+        };
+        if let Err(refused) = session.authorize(auth, action) {
+            shared.metrics.auth_refused(refused);
+            return Err(session::refusal(refused, action));
+        }
+    }
+    let keyed = matches!(cmd.needs, Need::Role(Action::Read | Action::Write));
+    if keyed && !shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Frame::error("LOADING the node is joining the cluster"));
+    }
+    Ok(cmd)
+}
+
+/// Whether `args` is a GET, which [`gets`] may run beside its neighbours.
+pub(super) fn is_get(args: &[Bytes]) -> bool {
+    args[0].eq_ignore_ascii_case(b"get")
+}
+
+/// Runs consecutive pipelined GETs at once, so that keys of other owners wait for one
+/// peer round trip together rather than one each; their replies in order. Reads have
+/// no effects, so running them together answers what running them in turn would.
+pub(super) async fn gets(
+    shared: &Shared,
+    session: &mut Session,
+    batch: &[Vec<Bytes>],
+) -> Vec<Frame> {
+    let group = &shared.dbs[session.db];
+    let admitted: Vec<Result<&Bytes, Frame>> = (batch.iter())
+        .map(|args| admit(shared, session, args).map(|_| &args[1]))
+        .collect();
+    futures::future::join_all(admitted.into_iter().map(|a| get_admitted(group, a))).await
+}
+
+async fn get_admitted(group: &Group, admitted: Result<&Bytes, Frame>) -> Frame {
+    match admitted {
+        Ok(key) => get(group, key).await,
+        Err(refused) => refused,
+    }
 }
 
 fn unknown(args: &[Bytes]) -> Frame {

@@ -108,8 +108,12 @@ enum Broken {
     Io,
 }
 
+/// Most commands parsed ahead of running them.
+const BATCH: usize = 128;
+
 /// Runs every complete command in `input`, replies into `output` (written out early
-/// when it grows past [`FLUSH_AT`]).
+/// when it grows past [`FLUSH_AT`]). Commands run in order, but a run of consecutive
+/// GETs runs at once ([`commands::gets`]).
 async fn run_buffered<S>(
     shared: &Shared,
     session: &mut Session,
@@ -121,26 +125,60 @@ where
     S: AsyncWrite + Unpin,
 {
     loop {
-        let (args, used) = match request::parse(input, &shared.limits) {
-            Ok(parsed) => parsed,
-            Err(ParseError::Incomplete) => return Ok(Flow::Continue),
-            Err(ParseError::Invalid(why)) => return Err(Broken::Protocol(why)),
-        };
-        input.advance(used);
-        if args.is_empty() {
-            continue;
+        let mut batch = Vec::new();
+        let mut broken = None;
+        while batch.len() < BATCH {
+            match request::parse(input, &shared.limits) {
+                Ok((args, used)) => {
+                    input.advance(used);
+                    if !args.is_empty() {
+                        batch.push(args);
+                    }
+                }
+                Err(ParseError::Incomplete) => break,
+                // The commands before it are answered first.
+                Err(ParseError::Invalid(why)) => {
+                    broken = Some(Broken::Protocol(why));
+                    break;
+                }
+            }
         }
-        shared.counts.commands.fetch_add(1, Relaxed);
-        let (reply, flow) = commands::execute(shared, session, args).await;
-        // A HELLO's reply is in the protocol it switched to.
-        reply.encode(session.proto, output);
-        if flow == Flow::Close {
-            return Ok(Flow::Close);
+        if batch.is_empty() {
+            return broken.map_or(Ok(Flow::Continue), Err);
         }
-        if output.len() >= FLUSH_AT {
-            flush(shared, stream, output)
-                .await
-                .map_err(|()| Broken::Io)?;
+        shared
+            .counts
+            .commands
+            .fetch_add(batch.len() as u64, Relaxed);
+        let mut rest = &mut batch[..];
+        while !rest.is_empty() {
+            let reads = rest
+                .iter()
+                .take_while(|args| commands::is_get(args))
+                .count();
+            if reads > 1 {
+                for reply in commands::gets(shared, session, &rest[..reads]).await {
+                    reply.encode(session.proto, output);
+                }
+                rest = &mut rest[reads..];
+            } else {
+                let args = std::mem::take(&mut rest[0]);
+                rest = &mut rest[1..];
+                let (reply, flow) = commands::execute(shared, session, args).await;
+                // A HELLO's reply is in the protocol it switched to.
+                reply.encode(session.proto, output);
+                if flow == Flow::Close {
+                    return Ok(Flow::Close);
+                }
+            }
+            if output.len() >= FLUSH_AT {
+                flush(shared, stream, output)
+                    .await
+                    .map_err(|()| Broken::Io)?;
+            }
+        }
+        if let Some(broken) = broken {
+            return Err(broken);
         }
     }
 }

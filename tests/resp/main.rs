@@ -104,6 +104,29 @@ async fn one_node_reads_through_writes_and_pipelines_in_both_protocols() {
             ("OK", "written", 1, 1, -2)
         );
         assert_eq!(echoed, "hi");
+        // Writes split the runs of reads a pipeline answers together: each read sees
+        // the writes before it, and none after it.
+        let seen: (String, String, String, String, String, String) = redis::pipe()
+            .set("order", "1")
+            .get("order")
+            .get("order")
+            .set("order", "2")
+            .get("order")
+            .get("order")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            (
+                "OK".into(),
+                "1".into(),
+                "1".into(),
+                "OK".into(),
+                "2".into(),
+                "2".into()
+            )
+        );
         // Removed from the cache: read through to the source again.
         let again: String = c.get("p").await.unwrap();
         assert!(again.starts_with("value of p"), "{again}");
@@ -277,6 +300,13 @@ async fn a_cluster_serves_every_key_on_every_node() {
             let v: String = c.get(key).await.unwrap();
             assert_eq!(v, format!("v{i}"));
         }
+        // A pipeline of GETs of all three owners' keys: answered in order.
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.get(key);
+        }
+        let got: Vec<String> = pipe.query_async(c).await.unwrap();
+        assert_eq!(got, (0..30).map(|i| format!("v{i}")).collect::<Vec<_>>());
         // MGET of keys of all three owners in one command.
         let all: Vec<String> = c.mget(&keys).await.unwrap();
         assert_eq!(all, (0..30).map(|i| format!("v{i}")).collect::<Vec<_>>());
