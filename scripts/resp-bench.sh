@@ -12,6 +12,8 @@
 #   scripts/resp-bench.sh              # N=500000, REPS=3
 #   N=100000 REPS=1 scripts/resp-bench.sh
 #
+# With perf on the PATH it also records where one node's time goes under the -c 50
+# load (perf record -e cpu-clock -g, 5 s) and adds the split and the busiest functions.
 # Installs redis-server and redis-tools (apt-get) when missing; builds peercache in
 # release mode.
 set -euo pipefail
@@ -31,6 +33,7 @@ echo "== building peercache (release)"
 cargo build --release --quiet --bin peercache
 BIN="$target/release/peercache"
 
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 work="$(mktemp -d)"
 PIDS=()
 stop() {
@@ -145,6 +148,19 @@ for rep in $(seq "$REPS"); do
   done
 done
 
+# Where the single node's time goes under the -c 50 load.
+profiled=""
+if command -v perf >/dev/null 2>&1; then
+  redis-benchmark -p "$single_port" -t get -n "$N" -r 10000 -d 100 -c 50 -q >/dev/null 2>&1 &
+  load_pid=$!
+  sleep 0.5
+  if perf record -e cpu-clock -F 999 -g -p "${PIDS[1]}" -o "$work/perf.data" -- sleep 5 >/dev/null 2>&1; then
+    profiled=1
+  fi
+  wait "$load_pid" || true
+fi
+load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+
 # median FIELD "a b c;a b c;...": the median of field FIELD (1: qps, 2: p50, 3: p99).
 median() {
   tr ';' '\n' <<<"$2" | awk -v f="$1" 'NF { print $f }' | sort -g |
@@ -167,7 +183,8 @@ mkdir -p "$(dirname "$report")"
   echo "third of the connections and requests (QPS summed; P50/P99 the worst of the three)."
   echo "Latencies in ms; ratios are to redis-server in the same load (QPS: higher is better;"
   echo "P99: lower is better). The client and every server share the machine's cores, so"
-  echo "these are ratios on one loaded box, not capacities."
+  echo "these are ratios on one loaded box, not capacities. Load average (1, 5, 15 min) at the"
+  echo "start: $load_start; at the end: $load_end (other work shares the machine)."
   echo
   for load in "${loads[@]}"; do
     echo "## GET, ${load/-/ }" | sed 's/c50/-c 50/; s/c8/-c 8/; s/P16/-P 16/'
@@ -186,6 +203,20 @@ mkdir -p "$(dirname "$report")"
     done
     echo
   done
+  if [ -n "$profiled" ]; then
+    echo "## Where one node's time goes (GET, -c 50)"
+    echo
+    echo "\`perf record -e cpu-clock -F 999 -g\` on the single node for 5 s of the -c 50 GET"
+    echo "load: the share of samples by where they ran, then the busiest functions (self time)."
+    echo
+    echo '```text'
+    perf report -i "$work/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
+      grep '%' | grep -v '^#' | head -6
+    echo
+    perf report -i "$work/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null |
+      grep '%' | grep -v '^#' | head -20
+    echo '```'
+  fi
 } >"$report"
 echo "== wrote $report"
 cat "$report"
