@@ -76,9 +76,10 @@ PIDS+=($!)
 until_pong "$redis_port"
 preload "$redis_port"
 
-# One node, a pure cache (every key set by the preload).
+# One node, a pure cache (every key set by the preload; a TTL longer than the run, so
+# every GET is a hit).
 single_port=$(port)
-"$BIN" serve --group bench --source none --grpc-addr "127.0.0.1:$(port)" \
+"$BIN" serve --group bench --source none --ttl 24h --grpc-addr "127.0.0.1:$(port)" \
   --http-addr "127.0.0.1:$(port)" --resp-addr "127.0.0.1:$single_port" >"$work/single.log" 2>&1 &
 PIDS+=($!)
 until_pong "$single_port"
@@ -91,7 +92,7 @@ cluster_ports=()
 for i in 0 1 2; do
   p=$(port)
   cluster_ports+=("$p")
-  "$BIN" serve --group bench --source none --grpc-addr "${grpc[$i]}" --peers "$peers" \
+  "$BIN" serve --group bench --source none --ttl 24h --grpc-addr "${grpc[$i]}" --peers "$peers" \
     --http-addr "127.0.0.1:$(port)" --resp-addr "127.0.0.1:$p" \
     --hot-fill 0 --hot-second-fetch false >"$work/node$i.log" 2>&1 &
   PIDS+=($!)
@@ -160,6 +161,13 @@ if command -v perf >/dev/null 2>&1; then
   wait "$load_pid" || true
 fi
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+# Every value is still there: the GETs measured hits, not misses.
+for p in "$redis_port" "$single_port"; do
+  [ "$(redis-cli -p "$p" DBSIZE)" -eq 10000 ] || { echo "port $p lost keys during the run" >&2; exit 1; }
+done
+held=0
+for p in "${cluster_ports[@]}"; do held=$((held + $(redis-cli -p "$p" DBSIZE))); done
+[ "$held" -eq 10000 ] || { echo "the cluster lost keys during the run ($held left)" >&2; exit 1; }
 
 # median FIELD "a b c;a b c;...": the median of field FIELD (1: qps, 2: p50, 3: p99).
 median() {
@@ -177,7 +185,8 @@ mkdir -p "$(dirname "$report")"
   echo "Each system preloaded with 10,000 100-byte values (\`key:%012d\`, redis-cli --pipe);"
   echo "\`redis-benchmark -t get -n $N -r 10000 -d 100 -c C [-P 16]\`, every system and load"
   echo "taking turns, $REPS repetitions, medians. peercache nodes: release build, pure cache"
-  echo "(\`--source none\`), one group; the cluster: 3 nodes, static peers, hot copies off."
+  echo "(\`--source none\`, \`--ttl 24h\`: every GET a hit, checked by DBSIZE after the run),"
+  echo "one group; the cluster: 3 nodes, static peers, hot copies off."
   echo "*cluster-one* sends everything to one node (2 keys in 3 are a peer hop over gRPC);"
   echo "*cluster-all* runs three redis-benchmark processes at once, one per node, each with a"
   echo "third of the connections and requests (QPS summed; P50/P99 the worst of the three)."
@@ -211,10 +220,10 @@ mkdir -p "$(dirname "$report")"
     echo
     echo '```text'
     perf report -i "$work/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
-      grep '%' | grep -v '^#' | head -6
+      grep '%' | grep -v '^#' | sed -n '1,6p' || true
     echo
     perf report -i "$work/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null |
-      grep '%' | grep -v '^#' | head -20
+      grep '%' | grep -v '^#' | sed -n '1,20p' || true
     echo '```'
   fi
 } >"$report"
