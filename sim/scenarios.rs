@@ -122,6 +122,9 @@ fn judge(test: &str, swarm: Swarm, replay: bool) -> Result<Run, String> {
             }),
         }
     }
+    if let Some(summary) = check::rogue::summary(&first) {
+        println!("sim: scenario={test} seed={seed}: {summary}");
+    }
     if violations.is_empty() {
         return Ok(first);
     }

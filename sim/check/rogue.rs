@@ -119,6 +119,47 @@ fn refused(run: &Run, log: &RogueLog, problems: &mut Vec<String>) {
     }
 }
 
+/// Handshakes the nodes refused: (incoming, outgoing).
+fn refusals(run: &Run) -> (u64, u64) {
+    let total = |name: &str| -> u64 {
+        run.history
+            .counters
+            .values()
+            .map(|c| c.get(name).copied().unwrap_or(0))
+            .sum()
+    };
+    (total("tls_refused_incoming"), total("tls_refused_outgoing"))
+}
+
+/// What the rogue tried and how the nodes met it, for the test's output.
+pub fn summary(run: &Run) -> Option<String> {
+    let log = run.history.rogue.as_ref()?;
+    let (incoming, outgoing) = refusals(run);
+    let with_cert = log.calls.iter().filter(|c| c.with_cert).count();
+    let first_error = |with_cert: bool| {
+        log.calls
+            .iter()
+            .find(|c| c.with_cert == with_cert)
+            .map_or(String::new(), |c| format!("{:?}", c.answer))
+    };
+    let gets = gets_of_its_keys(run);
+    let ok = gets.iter().filter(|op| op.result.is_ok()).count();
+    Some(format!(
+        "the rogue made {} calls ({with_cert} with its certificate, first {}; {} in plaintext, \
+         first {}); the nodes refused {incoming} incoming and {outgoing} outgoing handshakes; \
+         its server refused {} handshakes, completed {}, received {} requests; {ok} of {} \
+         gets of keys a ring gave it were served",
+        log.calls.len(),
+        first_error(true),
+        log.calls.len() - with_cert,
+        first_error(false),
+        log.refused_handshakes,
+        log.handshakes,
+        log.requests,
+        gets.len()
+    ))
+}
+
 /// The node's view at `at`: its latest sample at or before it.
 fn view_at<'a>(samples: &'a [Sample], node: usize, at: std::time::Duration) -> Option<&'a Sample> {
     samples
@@ -127,7 +168,8 @@ fn view_at<'a>(samples: &'a [Sample], node: usize, at: std::time::Duration) -> O
         .next_back()
 }
 
-fn answered_without_it(run: &Run, problems: &mut Vec<String>) {
+/// The Gets of keys that the ring of the node they went to gave to the rogue.
+fn gets_of_its_keys(run: &Run) -> Vec<&Op> {
     let samples = &run.history.samples;
     let mut rings: BTreeMap<&[String], Ring> = BTreeMap::new();
     let mut owned_by_rogue = |op: &Op| {
@@ -146,12 +188,15 @@ fn answered_without_it(run: &Run, problems: &mut Vec<String>) {
         });
         ring.owner(&op.key).is_some_and(|m| m.id == rogue_id())
     };
-    let gets: Vec<&Op> = run
-        .history
+    run.history
         .ops
         .iter()
         .filter(|op| op.kind == Kind::Get && owned_by_rogue(op))
-        .collect();
+        .collect()
+}
+
+fn answered_without_it(run: &Run, problems: &mut Vec<String>) {
+    let gets = gets_of_its_keys(run);
     if gets.is_empty() {
         problems.push("no client read a key while a ring gave it to the rogue".into());
     }
