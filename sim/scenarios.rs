@@ -105,6 +105,9 @@ fn judge(test: &str, swarm: Swarm, replay: bool) -> Result<Run, String> {
     let first = run(swarm);
     let trace = first.history.trace();
     println!("sim: scenario={test} seed={seed} trace={trace:016x}");
+    if s == Scenario::Swarm && first.swarm.tls == PeerTls::Mutual {
+        println!("sim: scenario={test} seed={seed}: drew mutual TLS between the nodes");
+    }
     let mut violations = check::all(&first);
     if replay && first.aborted.is_none() {
         violations.extend(determinism::check(&first));

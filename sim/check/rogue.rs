@@ -161,11 +161,8 @@ pub fn summary(run: &Run) -> Option<String> {
 }
 
 /// The node's view at `at`: its latest sample at or before it.
-fn view_at<'a>(samples: &'a [Sample], node: usize, at: std::time::Duration) -> Option<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| s.node == node && s.at <= at)
-        .next_back()
+fn view_at(samples: &[Sample], node: usize, at: std::time::Duration) -> Option<&Sample> {
+    samples.iter().rfind(|s| s.node == node && s.at <= at)
 }
 
 /// The Gets of keys that the ring of the node they went to gave to the rogue.
