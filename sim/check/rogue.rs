@@ -2,8 +2,9 @@
 //! nothing, while the nodes go on serving the keys their rings gave it.
 //!
 //! - It did take part as far as the registry lets anyone: its record was in every
-//!   node's ring, and it made each call of the peer protocol to the nodes, with its
-//!   certificate and in plaintext (else the run tested nothing).
+//!   node's ring, and it made each call of the peer protocol to the nodes with each
+//!   credential: its certificate, TLS without one, plaintext (else the run tested
+//!   nothing).
 //! - Every call it made failed in the transport, none was answered by a node's service,
 //!   and the nodes refused at least one handshake per call.
 //! - Its own server completed no handshake and received no request: nodes dialling it
@@ -20,7 +21,7 @@ use peercache::{Member, Ring};
 
 use super::Violation;
 use crate::harness::Run;
-use crate::harness::rogue::{Answer, RogueLog, rogue_id};
+use crate::harness::rogue::{Answer, Credential, RogueLog, rogue_id};
 use crate::history::{Kind, Op, Outcome, Sample};
 
 pub fn check(run: &Run) -> Vec<Violation> {
@@ -58,21 +59,11 @@ fn took_part(run: &Run, log: &RogueLog, problems: &mut Vec<String>) {
             "only nodes {saw:?} ever had the rogue in their rings, want all of {nodes:?}"
         ));
     }
-    for with_cert in [true, false] {
+    for how in Credential::ALL {
         for rpc in ["get", "set", "remove", "invalidate"] {
-            let made = log
-                .calls
-                .iter()
-                .any(|c| c.rpc == rpc && c.with_cert == with_cert);
+            let made = log.calls.iter().any(|c| c.rpc == rpc && c.how == how);
             if !made {
-                problems.push(format!(
-                    "the rogue made no {rpc} call {}",
-                    if with_cert {
-                        "with its certificate"
-                    } else {
-                        "in plaintext"
-                    }
-                ));
+                problems.push(format!("the rogue made no {rpc} call with {how:?}"));
             }
         }
     }
@@ -135,24 +126,24 @@ fn refusals(run: &Run) -> (u64, u64) {
 pub fn summary(run: &Run) -> Option<String> {
     let log = run.history.rogue.as_ref()?;
     let (incoming, outgoing) = refusals(run);
-    let with_cert = log.calls.iter().filter(|c| c.with_cert).count();
-    let first_error = |with_cert: bool| {
-        log.calls
-            .iter()
-            .find(|c| c.with_cert == with_cert)
-            .map_or(String::new(), |c| format!("{:?}", c.answer))
-    };
+    let tried: Vec<String> = Credential::ALL
+        .iter()
+        .map(|how| {
+            let calls: Vec<_> = log.calls.iter().filter(|c| c.how == *how).collect();
+            let first = calls
+                .first()
+                .map_or(String::new(), |c| format!("{:?}", c.answer));
+            format!("{} {how:?} (first {first})", calls.len())
+        })
+        .collect();
     let gets = gets_of_its_keys(run);
     let ok = gets.iter().filter(|op| op.result.is_ok()).count();
     Some(format!(
-        "the rogue made {} calls ({with_cert} with its certificate, first {}; {} in plaintext, \
-         first {}); the nodes refused {incoming} incoming and {outgoing} outgoing handshakes; \
+        "the rogue made {} calls: {}; the nodes refused {incoming} incoming and {outgoing} outgoing handshakes; \
          its server refused {} handshakes, completed {}, received {} requests; {ok} of {} \
          gets of keys a ring gave it were served",
         log.calls.len(),
-        first_error(true),
-        log.calls.len() - with_cert,
-        first_error(false),
+        tried.join(", "),
         log.refused_handshakes,
         log.handshakes,
         log.requests,

@@ -75,6 +75,11 @@ pub fn rogue_tls() -> Arc<Tls> {
     )
 }
 
+/// The cluster CA's certificate, PEM: public, so the rogue may trust it too.
+pub fn cluster_ca_pem() -> String {
+    MATERIAL.cluster.cert_pem()
+}
+
 /// The rogue's certificate and key, PEM, for the server it runs itself.
 pub fn rogue_cert() -> NodeCert {
     cert(ROGUE_HOST, |m| &m.foreign)

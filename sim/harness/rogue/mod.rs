@@ -5,27 +5,30 @@
 //!   any record), so the nodes' rings include it and route some keys to it; its own
 //!   server ([`server`]) counts every handshake and request it gets and answers with
 //!   forged data;
-//! - dials every node it learns of from the registry, once with its certificate and once
-//!   in plaintext, and tries each call of the peer protocol: a Get, a Set and a Remove
-//!   of forged values, an invalidation at a huge version. Each call is recorded.
+//! - dials every node it learns of from the registry, with its certificate, with TLS
+//!   but no certificate, and in plaintext ([`dial`]), and tries each call of the peer
+//!   protocol: a Get, a Set and a Remove of forged values, an invalidation at a huge
+//!   version. Each call is recorded.
 //!
 //! Then it leaves the registry and only listens. [`crate::check::rogue`] judges the log.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peercache::net::{ChannelTimeouts, SimNet};
-use peercache::peer::{PeerFailure, PeerRef, Unobserved};
+use peercache::net::SimNet;
+use peercache::peer::{PeerFailure, PeerRef};
 use peercache::{Member, Net};
 
 use super::db::value_of;
 use super::group::GROUP;
 use super::membership::{self, Lease};
 use super::node::GRPC_PORT;
-use super::tls::rogue_tls;
 use super::world::{Software, now};
 
+mod dial;
 mod server;
+
+pub use dial::Credential;
 
 pub const ROGUE_HOST: &str = "rogue";
 
@@ -72,8 +75,7 @@ pub struct RogueCall {
     /// The member id it dialled.
     pub node: String,
     pub rpc: &'static str,
-    /// With its certificate (true) or in plaintext.
-    pub with_cert: bool,
+    pub how: Credential,
     pub answer: Answer,
 }
 
@@ -113,16 +115,6 @@ async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
     let members = discovery.join(Member::new(rogue_id(), rogue_id())).await?;
     log.lock().unwrap().registered = Some(now());
 
-    let connect = |tls| {
-        peercache::grpc::connector(
-            SimNet,
-            ChannelTimeouts::default(),
-            tls,
-            1 << 20,
-            Arc::new(Unobserved),
-        )
-    };
-    let (with_cert, plain) = (connect(Some(rogue_tls())), connect(None));
     let mut round = 0;
     while now() < spec.leaves {
         let nodes: Vec<Member> = members
@@ -133,17 +125,17 @@ async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
             .collect();
         let key = format!("k{}", round % spec.keys);
         for node in &nodes {
-            for (cert, connect) in [(true, &with_cert), (false, &plain)] {
+            for how in Credential::ALL {
                 for rpc in ["get", "set", "remove", "invalidate"] {
                     // A fresh channel per call: each call is a handshake of its own.
-                    let peer = connect(node)?;
+                    let peer = dial::dial(how, node)?;
                     let at = now();
                     let answer = call(&peer, rpc, &key, spec.value_size).await;
                     log.lock().unwrap().calls.push(RogueCall {
                         at,
                         node: node.id.clone(),
                         rpc,
-                        with_cert: cert,
+                        how,
                         answer,
                     });
                 }
