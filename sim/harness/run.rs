@@ -99,7 +99,7 @@ pub fn run_within(swarm: Swarm, budget: Duration) -> Run {
     for i in 0..swarm.hosts() {
         swarm.node(i).add_to(&mut sim, &nodes);
     }
-    let rogue = swarm.rogue().map(|spec| {
+    let rogue = swarm.rogue_spec().map(|spec| {
         let log = Arc::new(Mutex::new(RogueLog::default()));
         add_rogue(&mut sim, spec, log.clone());
         log
@@ -190,7 +190,8 @@ fn steps(
     }
 }
 
-/// Each running node's counters at the end.
+/// Each running node's counters at the end, and the handshake counters of every node
+/// with TLS.
 fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
     let mut counters: BTreeMap<usize, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (i, registry) in nodes.registries.lock().unwrap().iter() {

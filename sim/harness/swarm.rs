@@ -168,9 +168,11 @@ impl Swarm {
             Scenario::Swarm => third.random_bool(0.3),
             _ => false,
         };
-        if mutual {
-            swarm.tls = PeerTls::Mutual;
-        }
+        swarm.tls = if mutual {
+            PeerTls::Mutual
+        } else {
+            PeerTls::Off
+        };
         swarm.plan.sort_by_key(|(at, _)| *at);
         swarm
     }
@@ -183,7 +185,8 @@ impl Swarm {
     }
 
     /// The swarm without what was added to the draws later (delays at risky points, hot
-    /// writes, stalls, the swarm's mutual TLS), so a seed pinned before then replays the run it was pinned for.
+    /// writes, stalls, the swarm's mutual TLS), so a seed pinned before then replays the
+    /// run it was pinned for.
     pub fn first_drawn(mut self) -> Swarm {
         self.delays = None;
         self.hot_writes = 0.0;
@@ -270,7 +273,7 @@ impl Swarm {
     }
 
     /// The rogue host as this swarm sets it up, if there is one.
-    pub fn rogue(&self) -> Option<RogueSpec> {
+    pub fn rogue_spec(&self) -> Option<RogueSpec> {
         let (joins, leaves) = self.rogue?;
         Some(RogueSpec {
             joins,
