@@ -21,7 +21,7 @@ use peercache::{Member, Ring};
 
 use super::Violation;
 use crate::harness::Run;
-use crate::harness::rogue::{Answer, Credential, RogueLog, rogue_id};
+use crate::harness::rogue::{Answer, Credential, RogueLog};
 use crate::history::{Kind, Op, Outcome, Sample};
 
 pub fn check(run: &Run) -> Vec<Violation> {
@@ -31,7 +31,7 @@ pub fn check(run: &Run) -> Vec<Violation> {
     let mut problems = vec![];
     took_part(run, log, &mut problems);
     refused(run, log, &mut problems);
-    answered_without_it(run, &mut problems);
+    answered_without_it(run, log, &mut problems);
     problems
         .into_iter()
         .map(|what| Violation {
@@ -50,7 +50,7 @@ fn took_part(run: &Run, log: &RogueLog, problems: &mut Vec<String>) {
         .history
         .samples
         .iter()
-        .filter(|s| s.members.contains(&rogue_id()))
+        .filter(|s| s.members.contains(&log.id))
         .map(|s| s.node)
         .collect();
     let nodes: BTreeSet<usize> = (0..run.swarm.hosts()).collect();
@@ -136,12 +136,13 @@ pub fn summary(run: &Run) -> Option<String> {
             format!("{} {how:?} (first {first})", calls.len())
         })
         .collect();
-    let gets = gets_of_its_keys(run);
+    let gets = gets_of_its_keys(run, &log.id);
     let ok = gets.iter().filter(|op| op.result.is_ok()).count();
     Some(format!(
-        "the rogue made {} calls: {}; the nodes refused {incoming} incoming and {outgoing} outgoing handshakes; \
+        "the rogue ({}) made {} calls: {}; the nodes refused {incoming} incoming and {outgoing} outgoing handshakes; \
          its server refused {} handshakes, completed {}, received {} requests; {ok} of {} \
          gets of keys a ring gave it were served",
+        log.id,
         log.calls.len(),
         tried.join(", "),
         log.refused_handshakes,
@@ -156,15 +157,15 @@ fn view_at(samples: &[Sample], node: usize, at: std::time::Duration) -> Option<&
     samples.iter().rfind(|s| s.node == node && s.at <= at)
 }
 
-/// The Gets of keys that the ring of the node they went to gave to the rogue.
-fn gets_of_its_keys(run: &Run) -> Vec<&Op> {
+/// The Gets of keys that the ring of the node they went to gave to the rogue `id`.
+fn gets_of_its_keys<'a>(run: &'a Run, id: &str) -> Vec<&'a Op> {
     let samples = &run.history.samples;
     let mut rings: BTreeMap<&[String], Ring> = BTreeMap::new();
     let mut owned_by_rogue = |op: &Op| {
         let Some(view) = view_at(samples, op.node, op.start) else {
             return false;
         };
-        if !view.members.contains(&rogue_id()) {
+        if !view.members.iter().any(|m| m == id) {
             return false;
         }
         let ring = rings.entry(&view.members).or_insert_with(|| {
@@ -174,7 +175,7 @@ fn gets_of_its_keys(run: &Run) -> Vec<&Op> {
                 .map(|m| Member::new(m.as_str(), m.as_str()));
             Ring::new(members, run.swarm.vnodes)
         });
-        ring.owner(&op.key).is_some_and(|m| m.id == rogue_id())
+        ring.owner(&op.key).is_some_and(|m| m.id == id)
     };
     run.history
         .ops
@@ -183,8 +184,8 @@ fn gets_of_its_keys(run: &Run) -> Vec<&Op> {
         .collect()
 }
 
-fn answered_without_it(run: &Run, problems: &mut Vec<String>) {
-    let gets = gets_of_its_keys(run);
+fn answered_without_it(run: &Run, log: &RogueLog, problems: &mut Vec<String>) {
+    let gets = gets_of_its_keys(run, &log.id);
     if gets.is_empty() {
         problems.push("no client read a key while a ring gave it to the rogue".into());
     }

@@ -12,9 +12,9 @@ use peercache::buggify::{Bug, Delays};
 use super::db::DbLoader;
 use super::group::GroupSpec;
 use super::membership::Lease;
-use super::node::{NodeSpec, Peers, host_name};
+use super::node::{NodeSpec, Peers, advertise, host_name};
 use super::plan::plan;
-use super::rogue::{ROGUE_HOST, RogueSpec};
+use super::rogue::{ROGUE_HOST, RogueSpec, choose_id};
 use super::scenario::Scenario;
 use super::tls::{PeerTls, node_tls};
 use super::{Action, client, db, membership};
@@ -275,7 +275,9 @@ impl Swarm {
     /// The rogue host as this swarm sets it up, if there is one.
     pub fn rogue_spec(&self) -> Option<RogueSpec> {
         let (joins, leaves) = self.rogue?;
+        let nodes: Vec<String> = (0..self.hosts()).map(advertise).collect();
         Some(RogueSpec {
+            id: choose_id(&nodes, self.vnodes),
             joins,
             leaves,
             lease_ttl: self.lease_ttl,

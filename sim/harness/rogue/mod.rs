@@ -2,9 +2,9 @@
 //! certificate names it but comes from another CA. For a window of the run it
 //!
 //! - registers itself as a member in the registry (which, like etcd without auth, takes
-//!   any record), so the nodes' rings include it and route some keys to it; its own
-//!   server ([`server`]) counts every handshake and request it gets and answers with
-//!   forged data;
+//!   any record), under a member id it chose so that the nodes' rings give it `k0`, the
+//!   hottest key, and with its own address; its server ([`server`]) counts every
+//!   handshake and request it gets and answers with forged data;
 //! - dials every node it learns of from the registry, with its certificate, with TLS
 //!   but no certificate, and in plaintext ([`dial`]), and tries each call of the peer
 //!   protocol: a Get, a Set and a Remove of forged values, an invalidation at a huge
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use peercache::net::SimNet;
 use peercache::peer::{PeerFailure, PeerRef};
-use peercache::{Member, Net};
+use peercache::{Member, Net, Ring};
 
 use super::db::value_of;
 use super::group::GROUP;
@@ -41,14 +41,30 @@ const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// Pause between the rogue's rounds of calls.
 const ROUND_EVERY: Duration = Duration::from_millis(1000);
 
-/// The member id (and address) the rogue registers.
-pub fn rogue_id() -> String {
+/// The address the rogue registers with.
+pub fn rogue_addr() -> String {
     format!("{ROGUE_HOST}:{GRPC_PORT}")
+}
+
+/// The member id the rogue registers under, among the `members` it knows of: the first
+/// of `rogue0:7000`, `rogue1:7000`, … that rings of `vnodes` make the owner of `k0`, as
+/// an attacker aiming at a hot key would choose it.
+pub fn choose_id(members: &[String], vnodes: u32) -> String {
+    (0..)
+        .map(|i| format!("{ROGUE_HOST}{i}:{GRPC_PORT}"))
+        .find(|id| {
+            let all = members.iter().chain([id]);
+            let ring = Ring::new(all.map(|m| Member::new(m.as_str(), m.as_str())), vnodes);
+            ring.owner("k0").is_some_and(|m| m.id == *id)
+        })
+        .expect("some id owns k0")
 }
 
 /// When the rogue is in the registry, and what it needs to know of the run.
 #[derive(Debug, Clone)]
 pub struct RogueSpec {
+    /// The member id it registers under.
+    pub id: String,
     pub joins: Duration,
     pub leaves: Duration,
     pub lease_ttl: Duration,
@@ -85,6 +101,8 @@ pub struct RogueLog {
     /// When its member record went into the registry, and when it withdrew it.
     pub registered: Option<Duration>,
     pub left: Option<Duration>,
+    /// The member id it registered under.
+    pub id: String,
     pub calls: Vec<RogueCall>,
     /// Handshakes its server completed, and those that failed (nodes that dialled it
     /// and gave up on its certificate).
@@ -102,6 +120,7 @@ pub fn add_rogue(sim: &mut turmoil::Sim<'_>, spec: RogueSpec, log: Arc<Mutex<Rog
 }
 
 async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
+    log.lock().unwrap().id = spec.id.clone();
     let listener = SimNet.bind(&format!("0.0.0.0:{GRPC_PORT}")).await?;
     tokio::spawn(server::serve(listener, log.clone(), spec.value_size));
     tokio::time::sleep(spec.joins.saturating_sub(now())).await;
@@ -112,7 +131,7 @@ async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
         incarnation,
         spec.seed ^ 0x0906_0E00,
     );
-    let members = discovery.join(Member::new(rogue_id(), rogue_id())).await?;
+    let members = discovery.join(Member::new(&spec.id, rogue_addr())).await?;
     log.lock().unwrap().registered = Some(now());
 
     let mut round = 0;
@@ -120,7 +139,7 @@ async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
         let nodes: Vec<Member> = members
             .borrow()
             .iter()
-            .filter(|m| m.id != rogue_id())
+            .filter(|m| m.id != spec.id)
             .cloned()
             .collect();
         let key = format!("k{}", round % spec.keys);
