@@ -60,7 +60,8 @@ from them, so the refusal counters start at zero.
   the pinned regression seeds stay plaintext).
 - `rogue_host`: a `rogue` host with a certificate from another CA registers as a member
   in the registry (plaintext and open to anyone, like etcd without auth) for a window
-  of 6 s or more, so every ring routes keys to it, and calls every node it learns of
+  of 6 s or more, under a member id that makes it the owner of `k0` (the hottest key),
+  so every ring routes reads to it, and calls every node it learns of
   from the registry with its certificate, with TLS but no certificate, and in plaintext:
   a Get, a Set and a Remove of forged values and an invalidation at version 2^61, each on
   a fresh connection. Its own peer server (no client authentication) answers with
