@@ -61,10 +61,10 @@ from them, so the refusal counters start at zero.
 - `rogue_host`: a `rogue` host with a certificate from another CA registers as a member
   in the registry (plaintext and open to anyone, like etcd without auth) for a window
   of 6 s or more, under a member id that makes it the owner of `k0` (the hottest key),
-  so every ring routes reads to it, and calls every node it learns of
-  from the registry with its certificate, with TLS but no certificate, and in plaintext:
-  a Get, a Set and a Remove of forged values and an invalidation at version 2^61, each on
-  a fresh connection. Its own peer server (no client authentication) answers with
+  so every ring routes reads to it, and calls every node it learns of from the registry
+  with its certificate, with TLS but no certificate, and in plaintext: a Get, a Set and
+  a Remove of forged values and an invalidation at version 2^61, each on a fresh
+  connection. Its own peer server (no client authentication) answers with
   forged values and counts what reaches it. The `rogue` checker requires: every node's
   ring had it; it made every call with every credential; every call failed in the
   transport and the nodes refused at least one incoming handshake per call; the nodes
