@@ -95,6 +95,8 @@ pub struct History {
     pub counters: BTreeMap<usize, BTreeMap<&'static str, u64>>,
     /// Every peer get call, as the askers logged them, in the order they ended.
     pub calls: Vec<peercache::buggify::PeerCall>,
+    /// What the rogue host did and saw, in runs that have one.
+    pub rogue: Option<crate::harness::rogue::RogueLog>,
 }
 
 impl History {
@@ -121,6 +123,9 @@ impl History {
             feed(format!("{call:?}"));
         }
         feed(format!("{:?}", self.counters));
+        if let Some(rogue) = &self.rogue {
+            feed(format!("{rogue:?}"));
+        }
         h.digest()
     }
 

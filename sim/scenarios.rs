@@ -8,7 +8,7 @@ use peercache::{Member, Ring};
 
 use crate::check::{self, determinism, efficiency, safety};
 use crate::harness::node::advertise;
-use crate::harness::{Run, Scenario, Swarm, run};
+use crate::harness::{PeerTls, Run, Scenario, Swarm, run};
 use crate::history::{Kind, Outcome};
 use crate::{replay_command, seeds};
 
@@ -35,22 +35,32 @@ struct Figures {
 }
 
 fn scenario(s: Scenario) {
-    let figures = run_seeds(s, seeds(CI_SEEDS));
-    write_report(s, &figures);
+    let figures = run_seeds(s.name(), s, None, seeds(CI_SEEDS));
+    write_report(s.name(), &figures);
+}
+
+/// A scenario's test with mutual TLS between the nodes: the same swarms as its
+/// plaintext test draws, judged by the same checkers.
+fn scenario_mtls(s: Scenario) {
+    let test = format!("{}_mtls", s.name());
+    let figures = run_seeds(&test, s, Some(PeerTls::Mutual), seeds(CI_SEEDS));
+    write_report(&test, &figures);
 }
 
 /// A regression test: `seed` of `s` once exposed a bug in the node. Pinned before the
 /// swarms drew delays, hot writes and stalls, the seed runs the swarm it was pinned with.
 fn pinned_as_first_drawn(s: Scenario, seed: u64) {
     let swarm = Swarm::draw(s, seed).first_drawn();
-    if let Err(report) = judge(swarm, true) {
+    if let Err(report) = judge(s.name(), swarm, true) {
         panic!("{report}");
     }
 }
 
-/// A regression test: `seed` of `s`, drawn as today's swarms are, once failed a check.
+/// A regression test: `seed` of `s`, drawn as today's swarms are, once failed a check;
+/// plaintext, as every seed was pinned before the swarm drew mutual TLS.
 fn pinned(s: Scenario, seed: u64) {
-    if let Err(report) = judge(Swarm::draw(s, seed), true) {
+    let swarm = Swarm::draw(s, seed).with_tls(PeerTls::Off);
+    if let Err(report) = judge(s.name(), swarm, true) {
         panic!("{report}");
     }
 }
@@ -58,17 +68,18 @@ fn pinned(s: Scenario, seed: u64) {
 /// `s` with clients speaking the Redis protocol instead of HTTP: the same swarms (the
 /// protocol is not drawn), judged by the same checkers. No report row of its own.
 fn scenario_resp(s: Scenario) {
+    let test = format!("{}_resp", s.name());
     for seed in seeds(CI_SEEDS) {
         let mut swarm = Swarm::draw(s, seed);
         swarm.resp = true;
-        if let Err(report) = judge(swarm, false) {
-            let test = format!("scenarios::{}", s.name());
-            panic!("{}", report.replace(&test, &format!("{test}_resp")));
+        if let Err(report) = judge(&test, swarm, false) {
+            panic!("{report}");
         }
     }
 }
 
-fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
+/// Runs `seeds` of `s` as the test `test`, with peer TLS set to `tls` when given.
+fn run_seeds(test: &str, s: Scenario, tls: Option<PeerTls>, seeds: Vec<u64>) -> Figures {
     let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
     let first_drawn = std::env::var_os("SIM_FIRST_DRAWN").is_some();
     let mut figures = Figures::default();
@@ -80,7 +91,10 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
         if first_drawn {
             swarm = swarm.first_drawn();
         }
-        match judge(swarm, replay) {
+        if let Some(tls) = tls {
+            swarm = swarm.with_tls(tls);
+        }
+        match judge(test, swarm, replay) {
             Ok(run) => add(&mut figures, &run),
             Err(report) if keep_going => {
                 eprintln!("{report}");
@@ -91,20 +105,22 @@ fn run_seeds(s: Scenario, seeds: Vec<u64>) -> Figures {
     }
     assert!(
         failed.is_empty(),
-        "sim: scenario={} FAILED seeds {failed:?}; replay each with {}",
-        s.name(),
-        replay_command(&format!("scenarios::{}", s.name()), failed[0])
+        "sim: scenario={test} FAILED seeds {failed:?}; replay each with {}",
+        replay_command(&format!("scenarios::{test}"), failed[0])
     );
     figures
 }
 
-/// Runs one seed and checks it: the run, or the failure's report (what broke, the swarm,
-/// the history around it and the replay command).
-fn judge(swarm: Swarm, replay: bool) -> Result<Run, String> {
+/// Runs one seed and checks it as the test `test`: the run, or the failure's report
+/// (what broke, the swarm, the history around it and the replay command).
+fn judge(test: &str, swarm: Swarm, replay: bool) -> Result<Run, String> {
     let (s, seed) = (swarm.scenario, swarm.seed);
     let first = run(swarm);
     let trace = first.history.trace();
-    println!("sim: scenario={} seed={seed} trace={trace:016x}", s.name());
+    println!("sim: scenario={test} seed={seed} trace={trace:016x}");
+    if s == Scenario::Swarm && first.swarm.tls == PeerTls::Mutual {
+        println!("sim: scenario={test} seed={seed}: drew mutual TLS between the nodes");
+    }
     let mut violations = check::all(&first);
     if replay && first.aborted.is_none() {
         violations.extend(determinism::check(&first));
@@ -112,8 +128,7 @@ fn judge(swarm: Swarm, replay: bool) -> Result<Run, String> {
     if s == Scenario::RegistryHold && violations.is_empty() {
         match split_ownership(&first) {
             Some((a, b, key, at)) => println!(
-                "sim: scenario={} seed={seed}: at {:.3}s node{a} and node{b} each owned {key} in its own view",
-                s.name(),
+                "sim: scenario={test} seed={seed}: at {:.3}s node{a} and node{b} each owned {key} in its own view",
                 at.as_secs_f64()
             ),
             None => violations.push(check::Violation {
@@ -123,19 +138,21 @@ fn judge(swarm: Swarm, replay: bool) -> Result<Run, String> {
             }),
         }
     }
+    if let Some(summary) = check::rogue::summary(&first) {
+        println!("sim: scenario={test} seed={seed}: {summary}");
+    }
     if violations.is_empty() {
         return Ok(first);
     }
     let mut report = format!(
-        "sim: scenario={} seed={seed} trace={trace:016x} FAILED: {} violation(s)\n{}\n",
-        s.name(),
+        "sim: scenario={test} seed={seed} trace={trace:016x} FAILED: {} violation(s)\n{}\n",
         violations.len(),
         describe(&first)
     );
     for v in &violations {
         report.push_str(&format!("{v}\n"));
     }
-    report.push_str(&replay_command(&format!("scenarios::{}", s.name()), seed));
+    report.push_str(&replay_command(&format!("scenarios::{test}"), seed));
     Err(report)
 }
 
@@ -186,7 +203,7 @@ fn describe(run: &Run) -> String {
     let mut out = format!(
         "  swarm ({:?}): {} nodes (+{} joining, {} leaving), vnodes {}, lease TTL {:?}, hot TTL {:?}, \
          capacity {} ({}), {} keys {}, mix get {}% set {}%, {} clients x {} workers, \
-         latency {:?}..{:?}, db fail {:.3}, timeout {:?}\n  plan:\n",
+         latency {:?}..{:?}, db fail {:.3}, timeout {:?}, peer TLS {:?}\n  plan:\n",
         s.scenario,
         s.nodes,
         s.joiners.len(),
@@ -207,6 +224,7 @@ fn describe(run: &Run) -> String {
         s.latency.1,
         s.db_fail,
         s.timeout,
+        s.tls,
     );
     for (at, action) in &s.plan {
         out.push_str(&format!("    {:>9.3}s {action:?}\n", at.as_secs_f64()));
@@ -246,7 +264,7 @@ fn add(f: &mut Figures, run: &Run) {
 
 /// With `SIM_REPORT=<dir>`, writes the scenario's row of reports/sim.md to
 /// `<dir>/<scenario>.md` (`scripts/sim-report.sh` assembles the table).
-fn write_report(s: Scenario, f: &Figures) {
+fn write_report(test: &str, f: &Figures) {
     let Some(dir) = std::env::var_os("SIM_REPORT") else {
         return;
     };
@@ -257,8 +275,7 @@ fn write_report(s: Scenario, f: &Figures) {
         .copied()
         .unwrap_or_default();
     let row = format!(
-        "| {} | {} | {:.0} s | {} | {} ({:.2}%) | {:.1} ms | {:.3} | {} | {} of {} | {:.3} | {} | {:.1} |\n",
-        s.name(),
+        "| {test} | {} | {:.0} s | {} | {} ({:.2}%) | {:.1} ms | {:.3} | {} | {} of {} | {:.3} | {} | {:.1} |\n",
         f.seeds,
         f.sim.as_secs_f64(),
         f.ops,
@@ -275,7 +292,7 @@ fn write_report(s: Scenario, f: &Figures) {
     );
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).expect("report directory");
-    std::fs::write(dir.join(format!("{}.md", s.name())), row).expect("write the report row");
+    std::fs::write(dir.join(format!("{test}.md")), row).expect("write the report row");
 }
 
 #[test]
@@ -351,6 +368,29 @@ fn stall() {
 #[test]
 fn swarm() {
     scenario(Scenario::Swarm);
+}
+
+#[test]
+fn steady_state_mtls() {
+    scenario_mtls(Scenario::SteadyState);
+}
+
+#[test]
+fn partition_mtls() {
+    scenario_mtls(Scenario::Partition);
+}
+
+#[test]
+fn crash_bounce_mtls() {
+    scenario_mtls(Scenario::CrashBounce);
+}
+
+/// A host with another CA's certificate registers as a member and calls the nodes:
+/// nothing is served to it, nothing it sends changes anything, and the keys the rings
+/// give it are served by the nodes themselves (check/rogue.rs).
+#[test]
+fn rogue_host() {
+    scenario(Scenario::RogueHost);
 }
 
 // Regressions: seeds that found bugs in the node, pinned. Each name says what broke.

@@ -1,4 +1,11 @@
 //! Determinism: the same seed twice gives the identical history.
+//!
+//! Runs with mutual TLS are held to it as well. Their handshakes draw keys, nonces and
+//! session tickets from the OS, so the bytes on the wire differ between runs, and an
+//! ECDSA signature's length by a byte or two; but a handshake takes the same number of
+//! writes whatever their content, and turmoil draws a latency per write (segment), so
+//! the simulation's random stream, and with it the trace, stays the same. The scenarios'
+//! first seeds replay; `SIM_DETERMINISM=1` checked 30 seeds of each TLS test.
 
 use super::Violation;
 use crate::harness::{Run, run};

@@ -4,8 +4,10 @@
 pub mod determinism;
 pub mod efficiency;
 pub mod faults;
+pub mod handshakes;
 pub mod liveness;
 pub mod memory;
+pub mod rogue;
 pub mod safety;
 
 use std::fmt;
@@ -47,6 +49,8 @@ pub fn all(run: &Run) -> Vec<Violation> {
     out.extend(liveness::check(run));
     out.extend(efficiency::check(run).violations);
     out.extend(memory::check(run));
+    out.extend(handshakes::check(run));
+    out.extend(rogue::check(run));
     out
 }
 

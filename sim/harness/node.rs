@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use peercache::net::SimNet;
 use peercache::ring::DEFAULT_VNODES;
+use peercache::tls::Tls;
 use peercache::{Discovery, Member, Net, Node, NodeConfig, Registry, Ring, StaticDiscovery};
 use tokio::sync::watch;
 
@@ -44,6 +45,8 @@ pub struct Nodes {
     pub registries: Arc<Mutex<BTreeMap<usize, Registry>>>,
     /// Set to true to stop a node gracefully.
     pub stop: Arc<Mutex<BTreeMap<usize, watch::Sender<bool>>>>,
+    /// Each node's peer TLS, kept across restarts, for its handshake counters.
+    pub tls: Arc<Mutex<BTreeMap<usize, Arc<Tls>>>>,
 }
 
 /// Where a node finds its peers.
@@ -70,6 +73,8 @@ pub struct NodeSpec {
     pub vnodes: Option<u32>,
     /// How often expired entries are swept.
     pub sweep_every: Option<Duration>,
+    /// Mutual TLS with its peers; plaintext without it.
+    pub peer_tls: Option<Arc<Tls>>,
 }
 
 impl NodeSpec {
@@ -82,12 +87,16 @@ impl NodeSpec {
             start_at: Duration::ZERO,
             vnodes: None,
             sweep_every: None,
+            peer_tls: None,
         }
     }
 
     /// Adds the host `node<i>`; `nodes` sees it while it runs. A bounced host restarts
     /// with an empty cache.
     pub fn add_to(self, sim: &mut turmoil::Sim<'_>, nodes: &Nodes) {
+        if let Some(tls) = &self.peer_tls {
+            nodes.tls.lock().unwrap().insert(self.index, tls.clone());
+        }
         let nodes = nodes.clone();
         sim.host(host_name(self.index), move || -> Software {
             let span = tracing::info_span!("host", node = self.index);
@@ -130,6 +139,7 @@ impl NodeSpec {
         if let Some(every) = self.sweep_every {
             config.sweep_every = every;
         }
+        config.peer_tls = self.peer_tls.clone();
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };

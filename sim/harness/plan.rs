@@ -130,6 +130,14 @@ pub(super) fn plan(
                 plan.push((from + held, Action::Unstall(x)));
             }
         }
+        Scenario::RogueHost => {
+            // Long enough for several rounds of the rogue's calls and for the nodes to
+            // route keys to it.
+            let (from, to) = window(rng, 6000);
+            s.rogue = Some((from, to));
+            plan.push((from, Action::RogueJoin));
+            plan.push((to, Action::RogueLeave));
+        }
         Scenario::Swarm => plan = mix(rng, s, n),
     }
     plan

@@ -10,6 +10,7 @@ use crate::history::{Applied, History, Sample};
 use super::db::{self, DbConfig};
 use super::group::GROUP;
 use super::node::{Nodes, host_name};
+use super::rogue::{RogueLog, add_rogue};
 use super::scenario::Action;
 use super::swarm::Swarm;
 use super::world::World;
@@ -98,6 +99,11 @@ pub fn run_within(swarm: Swarm, budget: Duration) -> Run {
     for i in 0..swarm.hosts() {
         swarm.node(i).add_to(&mut sim, &nodes);
     }
+    let rogue = swarm.rogue_spec().map(|spec| {
+        let log = Arc::new(Mutex::new(RogueLog::default()));
+        add_rogue(&mut sim, spec, log.clone());
+        log
+    });
     let ops = Arc::new(Mutex::new(Vec::new()));
     for c in 0..swarm.clients {
         sim.client(
@@ -114,6 +120,7 @@ pub fn run_within(swarm: Swarm, budget: Duration) -> Run {
     history.ops.sort_by_key(|o| (o.end, o.start, o.worker));
     history.loads = db.lock().unwrap().take_loads();
     history.counters = counters(&nodes);
+    history.rogue = rogue.map(|log| log.lock().unwrap().clone());
     Run {
         swarm,
         history,
@@ -183,9 +190,10 @@ fn steps(
     }
 }
 
-/// Each running node's counters at the end.
+/// Each running node's counters at the end, and the handshake counters of every node
+/// with TLS.
 fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
-    let mut counters = BTreeMap::new();
+    let mut counters: BTreeMap<usize, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (i, registry) in nodes.registries.lock().unwrap().iter() {
         let s = registry.get(GROUP).expect("group").stats();
         counters.insert(
@@ -204,6 +212,13 @@ fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
             .into_iter()
             .collect(),
         );
+    }
+    // Handshake counters of every node with TLS, running or not.
+    for (i, tls) in nodes.tls.lock().unwrap().iter() {
+        let c = tls.counters();
+        let node = counters.entry(*i).or_default();
+        node.insert("tls_refused_incoming", c.refused_incoming());
+        node.insert("tls_refused_outgoing", c.refused_outgoing());
     }
     counters
 }
@@ -325,7 +340,8 @@ fn apply(
             sim.set_fail_rate(links.loss);
         }
         Action::Bounce(i) => sim.bounce(host_name(*i)),
-        Action::Join(_) => {}
+        // Hosts that act on their own schedule.
+        Action::Join(_) | Action::RogueJoin | Action::RogueLeave => {}
         Action::Leave(i) => {
             if let Some(stop) = nodes.stop.lock().unwrap().get(i) {
                 let _ = stop.send(true);

@@ -1,6 +1,7 @@
 //! The scenarios, and the actions a scenario's plan applies to the simulation.
 
 use super::node::host_name;
+use super::rogue::ROGUE_HOST;
 
 /// The scenarios; each has a test of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub enum Scenario {
     /// A node's links all held for longer than the clients' deadline, then released,
     /// under a write-heavy workload.
     Stall,
+    /// A host with another CA's certificate registers as a member and calls the nodes
+    /// for a while (mutual TLS on).
+    RogueHost,
     Swarm,
 }
 
@@ -37,6 +41,7 @@ impl Scenario {
             Scenario::ScaleOut => "scale_out",
             Scenario::GracefulLeave => "graceful_leave",
             Scenario::Stall => "stall",
+            Scenario::RogueHost => "rogue_host",
             Scenario::Swarm => "swarm",
         }
     }
@@ -64,6 +69,11 @@ pub enum Action {
     Stall(usize),
     /// The held links are released: what waited is delivered.
     Unstall(usize),
+    /// The rogue host registers as a member and starts calling the nodes; it does so
+    /// on its own schedule, so applying this does nothing.
+    RogueJoin,
+    /// The rogue host leaves the registry and stops calling.
+    RogueLeave,
 }
 
 impl Action {
@@ -77,6 +87,7 @@ impl Action {
             | Action::Hold(a, b)
             | Action::Release(a, b) => vec![a.clone(), b.clone()],
             Action::Loss(_) => vec![],
+            Action::RogueJoin | Action::RogueLeave => vec![ROGUE_HOST.to_owned()],
             Action::Crash(i)
             | Action::Bounce(i)
             | Action::Join(i)

@@ -12,9 +12,11 @@ use peercache::buggify::{Bug, Delays};
 use super::db::DbLoader;
 use super::group::GroupSpec;
 use super::membership::Lease;
-use super::node::{NodeSpec, Peers, host_name};
+use super::node::{NodeSpec, Peers, advertise, host_name};
 use super::plan::plan;
+use super::rogue::{ROGUE_HOST, RogueSpec, choose_id};
 use super::scenario::Scenario;
+use super::tls::{PeerTls, node_tls};
 use super::{Action, client, db, membership};
 
 /// Everything a seed decides about a run.
@@ -65,6 +67,10 @@ pub struct Swarm {
     /// Clients speak the Redis protocol instead of HTTP (set by the `_resp` tests, never
     /// drawn, so every seed's draw stays as it was).
     pub resp: bool,
+    /// Whether the nodes talk to each other over mutual TLS.
+    pub tls: PeerTls,
+    /// When the rogue host is in the registry (joins, leaves), if there is one.
+    pub rogue: Option<(Duration, Duration)>,
 }
 
 impl Swarm {
@@ -132,6 +138,8 @@ impl Swarm {
             hot_writes: 0.0,
             bug: planted_bug(),
             resp: false,
+            tls: PeerTls::Off,
+            rogue: None,
         };
         let n = swarm.nodes;
         swarm.plan = plan(&mut rng, &mut swarm, scenario, n);
@@ -154,15 +162,41 @@ impl Swarm {
             let mut stalls = plan(&mut extra, &mut swarm, Scenario::Stall, eligible);
             swarm.plan.append(&mut stalls);
         }
+        // A third stream, drawn last, for the same reason.
+        let mut third = SmallRng::seed_from_u64(
+            seed ^ 0x7150_3A17 ^ xxhash_rust::xxh3::xxh3_64(scenario.name().as_bytes()),
+        );
+        let mutual = match scenario {
+            // The rogue is judged by what mutual TLS keeps out.
+            Scenario::RogueHost => true,
+            Scenario::Swarm => third.random_bool(0.3),
+            _ => false,
+        };
+        swarm.tls = if mutual {
+            PeerTls::Mutual
+        } else {
+            PeerTls::Off
+        };
         swarm.plan.sort_by_key(|(at, _)| *at);
         swarm
     }
 
+    /// The swarm with peer TLS set to `tls` (the `*_mtls` tests run plaintext
+    /// scenarios' swarms with mutual TLS).
+    pub fn with_tls(mut self, tls: PeerTls) -> Swarm {
+        self.tls = tls;
+        self
+    }
+
     /// The swarm without what was added to the draws later (delays at risky points, hot
-    /// writes, stalls), so a seed pinned before then replays the run it was pinned for.
+    /// writes, stalls, the swarm's mutual TLS), so a seed pinned before then replays the
+    /// run it was pinned for.
     pub fn first_drawn(mut self) -> Swarm {
         self.delays = None;
         self.hot_writes = 0.0;
+        if self.scenario == Scenario::Swarm {
+            self.tls = PeerTls::Off;
+        }
         self.plan
             .retain(|(_, a)| !matches!(a, Action::Stall(_) | Action::Unstall(_)));
         self
@@ -196,6 +230,7 @@ impl Swarm {
             start_at: self.start_at(i),
             vnodes: Some(self.vnodes),
             sweep_every: Some(Duration::from_millis(500)),
+            peer_tls: (self.tls == PeerTls::Mutual).then(|| node_tls(i)),
             ..NodeSpec::new(i, self.seed, group, peers)
         }
     }
@@ -235,7 +270,25 @@ impl Swarm {
         let mut hosts = vec![db::DB_HOST.to_owned(), membership::REGISTRY_HOST.to_owned()];
         hosts.extend((0..self.hosts()).map(host_name));
         hosts.extend((0..self.clients).map(client::host_name_of));
+        if self.rogue.is_some() {
+            hosts.push(ROGUE_HOST.to_owned());
+        }
         hosts
+    }
+
+    /// The rogue host as this swarm sets it up, if there is one.
+    pub fn rogue_spec(&self) -> Option<RogueSpec> {
+        let (joins, leaves) = self.rogue?;
+        let nodes: Vec<String> = (0..self.hosts()).map(advertise).collect();
+        Some(RogueSpec {
+            id: choose_id(&nodes, self.vnodes),
+            joins,
+            leaves,
+            lease_ttl: self.lease_ttl,
+            keys: self.keys,
+            value_size: self.value_size,
+            seed: self.seed,
+        })
     }
 
     /// When the workload (and the run) ends.
