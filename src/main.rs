@@ -279,12 +279,13 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .bind(&args.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
+    let clients_tls = config.http_tls.is_some();
     let mut node = Node::new(TokioNet, groups, discovery, config);
     if let Some(addr) = &args.resp.resp_addr {
-        if !tls_flags::loopback(addr) {
+        if !tls_flags::loopback(addr) && !clients_tls {
             tracing::warn!(
                 addr,
-                "the Redis-protocol port is bound beyond loopback without TLS; set --auth-file for tokens"
+                "the Redis-protocol port is bound beyond loopback without TLS: set --http-tls-cert and --http-tls-key (Redis clients connect with TLS then, as HTTPS clients do) and --auth-file for tokens"
             );
         }
         let resp =

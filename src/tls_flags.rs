@@ -24,7 +24,8 @@ pub struct TlsArgs {
     /// The CA certificates (PEM) that sign the peers' certificates.
     #[arg(long, env = "PEERCACHE_TLS_CA", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
-    /// A certificate chain (PEM) for HTTPS on the client API (it may be --tls-cert's).
+    /// A certificate chain (PEM) for the client API: HTTPS, and TLS on the Redis port
+    /// when it is on (it may be --tls-cert's).
     /// Reloaded on SIGHUP.
     #[arg(long, env = "PEERCACHE_HTTP_TLS_CERT", requires = "http_tls_key")]
     pub http_tls_cert: Option<PathBuf>,

@@ -170,6 +170,7 @@ pub fn resp(data: &[u8]) {
         ready: Arc::new(AtomicBool::new(input.ready)),
         picker,
         metrics: Arc::new(Metrics::new(groups)),
+        tls: None,
     };
     let replies = block_on(async move {
         let (client, server) = tokio::io::duplex(64 << 10);

@@ -82,6 +82,7 @@ impl Servers {
                 ready: ready.clone(),
                 picker: picker.clone(),
                 metrics: metrics.clone(),
+                tls: config.http_tls.clone(),
             };
             tasks.spawn(crate::resp::server::serve(
                 resp,

@@ -22,6 +22,7 @@ use crate::net::Listener;
 use crate::net::transport::accept_retrying;
 use crate::peer::PeerPicker;
 use crate::time::Instant;
+use crate::tls::Tls;
 
 /// What every connection of the server shares.
 pub(super) struct Shared {
@@ -59,6 +60,8 @@ pub(crate) struct Setup {
     pub ready: Arc<AtomicBool>,
     pub picker: Arc<PeerPicker>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The clients' TLS (the HTTPS certificate): connections handshake first.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             ready,
             picker,
             metrics,
+            tls: _,
         } = setup;
         let dbs = if config.groups.is_empty() {
             groups.groups()
@@ -137,6 +141,7 @@ pub(crate) async fn serve<L: Listener>(
     setup: Setup,
     stopped: impl Future<Output = ()>,
 ) -> Result<()> {
+    let tls = setup.tls.clone();
     let shared = Arc::new(Shared::new(setup)?);
     let places = Arc::new(Semaphore::new(shared.config.max_connections));
     let connections = TaskTracker::new();
@@ -156,10 +161,11 @@ pub(crate) async fn serve<L: Listener>(
         };
         let id = shared.counts.connections.fetch_add(1, Relaxed) + 1;
         let (shared, draining, dropped) = (shared.clone(), draining.clone(), dropped.clone());
+        let tls = tls.clone();
         connections.spawn(async move {
             shared.counts.connected.fetch_add(1, Relaxed);
             tokio::select! {
-                () = connection::serve(stream, &shared, id, draining) => {},
+                () = secured(stream, tls, &shared, id, draining) => {},
                 () = dropped.cancelled() => {},
             }
             shared.counts.connected.fetch_sub(1, Relaxed);
@@ -171,4 +177,24 @@ pub(crate) async fn serve<L: Listener>(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Serves one connection, after its TLS handshake when `tls` is set (a failed one is
+/// counted with the client port's refusals and closes the connection).
+async fn secured<S>(
+    stream: S,
+    tls: Option<Arc<Tls>>,
+    shared: &Shared,
+    id: u64,
+    draining: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(tls) = tls else {
+        return connection::serve(stream, shared, id, draining).await;
+    };
+    match tls.accept(stream).await {
+        Ok(stream) => connection::serve(stream, shared, id, draining).await,
+        Err(e) => tracing::debug!(error = %e, "RESP TLS handshake failed"),
+    }
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use std::io::Write;
 
+use super::common::process::{Proc, TempDir, free_ports};
 use super::start;
 
 /// `name` on the PATH, or a failure saying how to install it.
@@ -153,4 +154,74 @@ async fn redis_benchmark_runs_without_errors() {
         }
         assert!(!out.contains("rror"), "{extra:?}: errors\n{out}");
     }
+}
+
+/// With `--http-tls-cert/--http-tls-key` the Redis port speaks TLS too: redis-cli
+/// `--tls` with the CA works, plain redis-cli gets no answer, and a failed handshake
+/// leaves the port serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_over_tls() {
+    let dir = TempDir::new("resp-tls");
+    let made = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(["certs", "--node", "localhost+127.0.0.1", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let (cert, key, ca) = (
+        file("localhost.pem"),
+        file("localhost-key.pem"),
+        file("ca.pem"),
+    );
+    let [grpc, http, port] = free_ports::<3>();
+    let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .arg("serve")
+        .args(["--group", "g", "--source", "none"])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--resp-addr", &format!("127.0.0.1:{port}")])
+        .args(["--http-tls-cert", &cert, "--http-tls-key", &key])
+        .env("RUST_LOG", "warn")
+        .env_remove("PEERCACHE_ETCD")
+        .env_remove("PEERCACHE_PEERS")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Proc::new("peercache serve", child);
+    let port = port.to_string();
+    let secure = |args: &[&str]| {
+        let base = ["--tls", "--cacert", &ca, "-h", "localhost", "-p", &port];
+        Command::new(tool("redis-cli"))
+            .args([&base[..], args].concat())
+            .output()
+            .unwrap()
+    };
+    let mut pong = String::new();
+    for _ in 0..250 {
+        pong = String::from_utf8_lossy(&secure(&["PING"]).stdout)
+            .trim()
+            .to_owned();
+        if pong == "PONG" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pong, "PONG", "redis-cli --tls gets an answer");
+    // Plain RESP to the TLS port: the handshake fails and nothing is answered.
+    let plain = Command::new(tool("redis-cli"))
+        .args(["-p", &port, "PING"])
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(!plain.contains("PONG"), "plaintext answered: {plain}");
+    let out = |o: Output| String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert_eq!(out(secure(&["SET", "k", "over tls"])), "OK");
+    assert_eq!(out(secure(&["GET", "k"])), "over tls");
+    // Certificates are checked by the client too: without the CA, no connection.
+    let unverified = Command::new(tool("redis-cli"))
+        .args(["--tls", "-h", "localhost", "-p", &port, "GET", "k"])
+        .output()
+        .unwrap();
+    assert!(!out(unverified).contains("over tls"));
 }
