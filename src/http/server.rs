@@ -125,10 +125,7 @@ async fn secured<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let Some(tls) = tls else {
-        return connection(stream, app, limits, draining, open).await;
-    };
-    match tls.accept(stream).await {
+    match Tls::accept_if(tls.as_deref(), stream).await {
         Ok(stream) => connection(stream, app, limits, draining, open).await,
         Err(e) => tracing::debug!(error = %e, "HTTPS handshake failed"),
     }

@@ -165,7 +165,7 @@ pub(crate) async fn serve<L: Listener>(
         connections.spawn(async move {
             shared.counts.connected.fetch_add(1, Relaxed);
             tokio::select! {
-                () = secured(stream, tls, &shared, id, draining) => {},
+                () = secured(stream, tls.as_deref(), &shared, id, draining) => {},
                 () = dropped.cancelled() => {},
             }
             shared.counts.connected.fetch_sub(1, Relaxed);
@@ -183,17 +183,14 @@ pub(crate) async fn serve<L: Listener>(
 /// counted with the client port's refusals and closes the connection).
 async fn secured<S>(
     stream: S,
-    tls: Option<Arc<Tls>>,
+    tls: Option<&Tls>,
     shared: &Shared,
     id: u64,
     draining: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some(tls) = tls else {
-        return connection::serve(stream, shared, id, draining).await;
-    };
-    match tls.accept(stream).await {
+    match Tls::accept_if(tls, stream).await {
         Ok(stream) => connection::serve(stream, shared, id, draining).await,
         Err(e) => tracing::debug!(error = %e, "RESP TLS handshake failed"),
     }

@@ -26,6 +26,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::either::Either;
 
 use crate::error::{Error, Result};
 
@@ -198,6 +199,21 @@ impl Tls {
                     .fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
+        }
+    }
+
+    /// `stream` as a client port serves it: through a TLS handshake when `tls` is set,
+    /// else as it is.
+    pub(crate) async fn accept_if<S>(
+        tls: Option<&Tls>,
+        stream: S,
+    ) -> io::Result<Either<S, tokio_rustls::TlsStream<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tls {
+            None => Ok(Either::Left(stream)),
+            Some(tls) => tls.accept(stream).await.map(Either::Right),
         }
     }
 
