@@ -85,6 +85,15 @@ PIDS+=($!)
 until_pong "$single_port"
 preload "$single_port"
 
+# The same with one worker thread, as redis-server runs its commands on one thread: on
+# a machine whose cores the client shares, a second worker mostly adds wake-ups.
+single1_port=$(port)
+"$BIN" serve --group bench --source none --ttl 24h --worker-threads 1 --grpc-addr "127.0.0.1:$(port)" \
+  --http-addr "127.0.0.1:$(port)" --resp-addr "127.0.0.1:$single1_port" >"$work/single1.log" 2>&1 &
+PIDS+=($!)
+until_pong "$single1_port"
+preload "$single1_port"
+
 # Three nodes, static peers, hot copies off.
 grpc=("127.0.0.1:$(port)" "127.0.0.1:$(port)" "127.0.0.1:$(port)")
 peers="$(IFS=,; echo "${grpc[*]}")"
@@ -125,7 +134,7 @@ bench_all() {
     awk '{ q += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3 } END { printf "%.2f %s %s\n", q, p50, p99 }'
 }
 
-systems=(redis single cluster-one cluster-all)
+systems=(redis single single-1t cluster-one cluster-all)
 loads=("c50" "c8" "c50-P16")
 declare -A results
 for rep in $(seq "$REPS"); do
@@ -139,6 +148,7 @@ for rep in $(seq "$REPS"); do
       case "$sys" in
         redis) out=$(bench "$redis_port" "${args[0]}" "$N" "${args[@]:1}") ;;
         single) out=$(bench "$single_port" "${args[0]}" "$N" "${args[@]:1}") ;;
+        single-1t) out=$(bench "$single1_port" "${args[0]}" "$N" "${args[@]:1}") ;;
         cluster-one) out=$(bench "${cluster_ports[0]}" "${args[0]}" "$N" "${args[@]:1}") ;;
         cluster-all) out=$(bench_all "${args[@]}") ;;
       esac
@@ -162,7 +172,7 @@ if command -v perf >/dev/null 2>&1; then
 fi
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 # Every value is still there: the GETs measured hits, not misses.
-for p in "$redis_port" "$single_port"; do
+for p in "$redis_port" "$single_port" "$single1_port"; do
   [ "$(redis-cli -p "$p" DBSIZE)" -eq 10000 ] || { echo "port $p lost keys during the run" >&2; exit 1; }
 done
 held=0
@@ -186,7 +196,9 @@ mkdir -p "$(dirname "$report")"
   echo "\`redis-benchmark -t get -n $N -r 10000 -d 100 -c C [-P 16]\`, every system and load"
   echo "taking turns, $REPS repetitions, medians. peercache nodes: release build, pure cache"
   echo "(\`--source none\`, \`--ttl 24h\`: every GET a hit, checked by DBSIZE after the run),"
-  echo "one group; the cluster: 3 nodes, static peers, hot copies off."
+  echo "one group. *single* runs the default worker threads (one per core), *single-1t*"
+  echo "\`--worker-threads 1\` (redis-server runs commands on one thread); the cluster: 3 nodes,"
+  echo "static peers, hot copies off."
   echo "*cluster-one* sends everything to one node (2 keys in 3 are a peer hop over gRPC);"
   echo "*cluster-all* runs three redis-benchmark processes at once, one per node, each with a"
   echo "third of the connections and requests (QPS summed; P50/P99 the worst of the three)."

@@ -145,6 +145,9 @@ struct Serve {
     /// dropped.
     #[arg(long, env = "PEERCACHE_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Threads that run requests (the runtime's workers); default: one per CPU core.
+    #[arg(long, env = "PEERCACHE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(flatten)]
     tls: tls_flags::TlsArgs,
     #[command(flatten)]
@@ -197,7 +200,16 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command
+        && let Some(n) = args.worker_threads
+    {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Certs(certs) => certs.run(),

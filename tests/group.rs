@@ -69,6 +69,23 @@ async fn miss_loads_once_then_hits() {
     assert!(s.store.bytes > 0 && s.store.bytes <= s.store.capacity);
 }
 
+/// `get_if_cached` answers a hit as `get` would and counts it the same; a miss or a bad
+/// key is `None`, counts nothing and loads nothing.
+#[tokio::test]
+async fn get_if_cached_answers_hits_only_and_counts_them_as_gets() {
+    let (reg, _) = registry();
+    let src = Source::default();
+    let g = group(&reg, &src);
+    assert_eq!(g.get_if_cached("a"), None);
+    assert_eq!(g.get_if_cached(""), None);
+    assert_eq!(src.calls(), 0, "a miss loads nothing");
+    assert_eq!(g.stats().gets, 0);
+    assert_eq!(g.get("a").await.unwrap(), "v1:a");
+    assert_eq!(g.get_if_cached("a").unwrap(), "v1:a");
+    let s = g.stats();
+    assert_eq!((s.gets, s.hits, s.loads), (2, 1, 1));
+}
+
 /// A loader parked on a semaphore, so tests decide when a load finishes.
 struct Gated {
     calls: Arc<AtomicUsize>,

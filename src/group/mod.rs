@@ -129,6 +129,18 @@ impl Group {
         time::until(deadline, get).await?
     }
 
+    /// What [`Self::get`] answers if this node holds `key` (main or hot cache), counted
+    /// as that get; `None` (nothing counted) if it would have to load or ask the owner,
+    /// or the key is refused. For callers with many gets at once (a pipeline), so hits
+    /// are answered without a future each.
+    pub fn get_if_cached(&self, key: &str) -> Option<Bytes> {
+        let inner = &*self.inner;
+        inner.limits.check_key(key).ok()?;
+        let value = self.cached(key)?;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        Some(value)
+    }
+
     /// Stores `value` under `key` with `ttl` (or the group default) through the key's
     /// owner, at a new version, which it returns. In-flight fills of the key, here or
     /// anywhere, will not overwrite it.

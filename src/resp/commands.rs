@@ -165,23 +165,38 @@ pub(super) fn is_get(args: &[Bytes]) -> bool {
 /// Runs consecutive pipelined GETs at once, so that keys of other owners wait for one
 /// peer round trip together rather than one each; their replies in order. Reads have
 /// no effects, so running them together answers what running them in turn would.
+/// Keys held here are answered at once; only the others become futures.
 pub(super) async fn gets(
     shared: &Shared,
     session: &mut Session,
     batch: &[Vec<Bytes>],
 ) -> Vec<Frame> {
     let group = &shared.dbs[session.db];
-    let admitted: Vec<Result<&Bytes, Frame>> = (batch.iter())
-        .map(|args| admit(shared, session, args).map(|_| &args[1]))
-        .collect();
-    futures::future::join_all(admitted.into_iter().map(|a| get_admitted(group, a))).await
-}
-
-async fn get_admitted(group: &Group, admitted: Result<&Bytes, Frame>) -> Frame {
-    match admitted {
-        Ok(key) => get(group, key).await,
-        Err(refused) => refused,
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut misses = Vec::new();
+    for args in batch {
+        let reply = match admit(shared, session, args) {
+            Err(refused) => Some(refused),
+            Ok(_) => match key(&args[1]) {
+                Err(e) => Some(e),
+                Ok(k) => group.get_if_cached(k).map(Frame::Bulk),
+            },
+        };
+        if reply.is_none() {
+            misses.push((replies.len(), &args[1]));
+        }
+        replies.push(reply);
     }
+    if !misses.is_empty() {
+        let got = futures::future::join_all(misses.iter().map(|(_, k)| get(group, k))).await;
+        for ((at, _), reply) in misses.iter().zip(got) {
+            replies[*at] = Some(reply);
+        }
+    }
+    replies
+        .into_iter()
+        .map(|r| r.expect("every GET answered"))
+        .collect()
 }
 
 fn unknown(args: &[Bytes]) -> Frame {
