@@ -186,6 +186,9 @@ median() {
 }
 
 mkdir -p "$(dirname "$report")"
+# What is written by hand below the `<!-- by hand -->` line of the report stays.
+notes=""
+if [ -f "$report" ]; then notes="$(sed -n '/^<!-- by hand -->/,$p' "$report")"; fi
 {
   echo "# RESP: peercache against redis-server with redis-benchmark"
   echo
@@ -239,5 +242,6 @@ mkdir -p "$(dirname "$report")"
     echo '```'
   fi
 } >"$report"
+if [ -n "$notes" ]; then printf '\n%s\n' "$notes" >>"$report"; fi
 echo "== wrote $report"
 cat "$report"
