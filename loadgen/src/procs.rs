@@ -79,6 +79,12 @@ impl Proc {
         }
     }
 
+    /// Whether it stopped because a port it was given was taken meanwhile (ports are
+    /// picked free, released, then bound by the process: another socket may come first).
+    pub fn lost_a_port(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("Address already in use"))
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

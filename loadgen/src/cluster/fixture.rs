@@ -209,25 +209,49 @@ impl Ctx {
             https: self.s.client_tls,
         };
         std::fs::create_dir_all(&setup.dir)?;
-        let mut addrs = Vec::new();
-        for _ in 0..self.s.nodes {
-            addrs.push((free_addr()?, free_addr()?));
-        }
-        let peers: Vec<String> = addrs.iter().map(|(g, _)| g.clone()).collect();
-        let mut nodes = Vec::new();
-        for (i, (grpc, http)) in addrs.iter().enumerate() {
-            let name = format!("node{}", i + 1);
-            nodes.push(Node::start(&setup, &name, grpc, http, &peers)?);
-        }
-        for node in &mut nodes {
-            node.until_healthy(&self.http).await?;
-        }
+        let mut nodes = self.start_nodes(&setup).await?;
         until_rings_agree(&self.http, &mut nodes, Duration::from_secs(20)).await?;
         Ok(Cluster {
             nodes,
             origin,
             setup,
         })
+    }
+
+    /// Starts the nodes on free ports and waits until each is healthy. A port picked
+    /// free can be taken by another socket before the node binds it; then the nodes
+    /// start again on other ports (three tries).
+    async fn start_nodes(&self, setup: &NodeSetup) -> anyhow::Result<Vec<Node>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut addrs = Vec::new();
+            for _ in 0..self.s.nodes {
+                addrs.push((free_addr()?, free_addr()?));
+            }
+            let peers: Vec<String> = addrs.iter().map(|(g, _)| g.clone()).collect();
+            let mut nodes = Vec::new();
+            for (i, (grpc, http)) in addrs.iter().enumerate() {
+                let name = format!("node{}", i + 1);
+                nodes.push(Node::start(setup, &name, grpc, http, &peers)?);
+            }
+            let mut healthy = Ok(());
+            for node in &mut nodes {
+                healthy = node.until_healthy(&self.http).await;
+                if healthy.is_err() {
+                    break;
+                }
+            }
+            match healthy {
+                Ok(()) => return Ok(nodes),
+                Err(_) if attempt < 3 && nodes.iter().any(|n| n.proc.lost_a_port()) => {
+                    eprintln!(
+                        "  (a node's port was taken before it bound it; starting the nodes again)"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A closed-loop run of the settings' concurrency, duration and warm-up.
