@@ -232,7 +232,11 @@ async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
         .iter()
         .map(|g| (g.name().to_owned(), json!(g.stats())))
         .collect();
-    let mut body = json!({ "node": s.picker.self_id(), "groups": groups });
+    // Members suspected of being unreachable, with the seconds their suspicion has left.
+    let suspected: BTreeMap<String, f64> = (s.picker.suspected().into_iter())
+        .map(|(id, left)| (id, left.as_secs_f64()))
+        .collect();
+    let mut body = json!({ "node": s.picker.self_id(), "groups": groups, "suspected": suspected });
     if s.auth.is_some() {
         body["auth_refusals"] = json!(s.metrics.auth_refusals());
     }

@@ -4,7 +4,7 @@
 //!   QPS and latency percentiles (HdrHistogram), optionally as JSON.
 //! - `loadgen cluster` starts etcd (or not) and N `peercache serve` processes on
 //!   loopback behind a slow counting origin, runs the scenarios (hits, misses, a
-//!   stampede, churn, scale-out, the HTTP ceiling), and writes `reports/cluster.md`, one
+//!   stampede, churn, a stalled node, scale-out, the HTTP ceiling), and writes `reports/cluster.md`, one
 //!   JSON per scenario and SVG plots.
 
 mod client;
@@ -137,13 +137,13 @@ struct ClusterArgs {
     #[arg(long, default_value = "500ms", value_parser = duration)]
     stampede_latency: Duration,
     /// all, or a comma-separated list of: local-hit, local-hit-resp, remote-hit (runs
-    /// remote-hit-hot too), remote-hit-hot, miss, zipf-mixed, stampede, churn, scale-out, ceiling.
+    /// remote-hit-hot too), remote-hit-hot, miss, zipf-mixed, stampede, churn, stall, scale-out, ceiling.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Directory for cluster.md and cluster/.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// Short runs (1 s warm-up, 4 s measured; churn and scale-out 8 s) and fewer keys:
+    /// Short runs (1 s warm-up, 4 s measured; churn, stall and scale-out 8 s) and fewer keys:
     /// about a minute in all.
     #[arg(long)]
     quick: bool,

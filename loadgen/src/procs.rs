@@ -54,6 +54,17 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {}: {status}", self.name);
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within 5 s.
     pub async fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {

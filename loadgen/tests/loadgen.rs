@@ -62,6 +62,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         "zipf-mixed",
         "stampede",
         "churn",
+        "stall",
         "scale-out",
         "ceiling",
     ] {

@@ -122,8 +122,15 @@ impl Group {
                 inner.counters.local_load_errors.fetch_add(1, Relaxed);
             })?;
         let now = inner.epoch.now();
-        // A key this node does not own lives no longer than the fallback TTL.
-        let ttl = (!owned).then(|| inner.hot.fallback_ttl(inner.ttl.default));
+        // A key this node does not own lives no longer than the fallback TTL (longer
+        // while its owner is suspected).
+        let ttl = (!owned).then(|| {
+            let suspected = match self.pick(key) {
+                crate::peer::Pick::Peer(owner) => owner.suspected_for().is_some(),
+                crate::peer::Pick::Local => false,
+            };
+            inner.hot.fallback_ttl(inner.ttl.default, suspected)
+        });
         let expires_at = inner.ttl.expiry(ttl, now, &inner.rng);
         // Ownership moved during the load: the main cache keeps only owned keys.
         // A write that landed during the load wins (the insert is refused as stale);

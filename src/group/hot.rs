@@ -87,9 +87,17 @@ impl Hot {
         self.store.as_ref().map(|s| s.floor(key))
     }
 
-    /// How long a value loaded here for a key owned elsewhere may live.
-    pub(super) fn fallback_ttl(&self, ttl: Option<Duration>) -> Duration {
-        ttl.map_or(self.cfg.fallback_ttl, |t| t.min(self.cfg.fallback_ttl))
+    /// How long a value loaded here for a key owned elsewhere may live: the fallback
+    /// TTL, or, while the owner is `suspected` of being unreachable, the hot TTL (the
+    /// staleness bound of copies), so a key of a dead owner is loaded about once per
+    /// node per hot TTL instead of once per fallback TTL; when the owner answers again
+    /// the copies of its keys are dropped. Never past the group's `ttl`.
+    pub(super) fn fallback_ttl(&self, ttl: Option<Duration>, suspected: bool) -> Duration {
+        let base = match suspected {
+            true => self.cfg.fallback_ttl.max(self.cfg.ttl),
+            false => self.cfg.fallback_ttl,
+        };
+        ttl.map_or(base, |t| t.min(base))
     }
 
     /// Keeps a value fetched from its owner, if it was fetched again soon (see the

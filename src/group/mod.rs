@@ -311,6 +311,17 @@ impl Group {
         self.inner.main.sweep(now) + self.inner.hot.sweep(now)
     }
 
+    /// Drops this node's copies (the hot cache) of keys `member` owns in its view. Run
+    /// when `member` answers again after being suspected: values loaded here meanwhile
+    /// live up to the hot TTL, and its keys are read from it again from now on.
+    pub fn drop_copies_of(&self, member: &str) -> usize {
+        let (Some(picker), Some(hot)) = (self.picker(), self.inner.hot.store()) else {
+            return 0;
+        };
+        let view = picker.view();
+        hot.retain(&|key| view.ring.owner(key).is_none_or(|owner| owner.id != member))
+    }
+
     /// Drops main-cache entries of keys this node no longer owns, after a membership
     /// change. Writes to such a key go to its new owner and may never reach this node,
     /// so a copy kept here would be stale if the key came back (a node that rejoins

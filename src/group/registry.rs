@@ -84,6 +84,11 @@ impl Registry {
         self.groups().iter().map(Group::drop_unowned).sum()
     }
 
+    /// Drops every group's copies of keys `member` owns (see [`Group::drop_copies_of`]).
+    pub fn drop_copies_of(&self, member: &str) -> usize {
+        self.groups().iter().map(|g| g.drop_copies_of(member)).sum()
+    }
+
     /// Replays every group's recent writes as invalidations to `peers`, members that
     /// just appeared in this node's view (see [`Group::replay_writes`]).
     pub async fn replay_writes(&self, peers: &[PeerRef]) -> usize {

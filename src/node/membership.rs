@@ -33,3 +33,23 @@ pub(super) async fn follow(
         while replays.try_join_next().is_some() {}
     }
 }
+
+/// For each member that answers again after being suspected: drops the copies of its
+/// keys (loaded here while it was suspected), and replays recent writes to it (the
+/// invalidations sent meanwhile failed at once, without reaching it).
+pub(super) async fn replay_to_recovered(
+    mut recoveries: tokio::sync::mpsc::UnboundedReceiver<String>,
+    picker: Arc<PeerPicker>,
+    groups: Registry,
+) {
+    let mut replays = JoinSet::new();
+    while let Some(id) = recoveries.recv().await {
+        let dropped = groups.drop_copies_of(&id);
+        tracing::debug!(member = %id, dropped, "dropped copies of a recovered member's keys");
+        if let Some(peer) = picker.peer(&id) {
+            let groups = groups.clone();
+            replays.spawn(async move { groups.replay_writes(&[peer]).await });
+        }
+        while replays.try_join_next().is_some() {}
+    }
+}

@@ -24,7 +24,7 @@ use crate::http::{ClientAuth, HttpLimits};
 use crate::metrics::Metrics;
 use crate::net::transport::ChannelTimeouts;
 use crate::net::{Listener, Net};
-use crate::peer::PeerPicker;
+use crate::peer::{PeerPicker, Suspicious};
 use crate::resp::RespConfig;
 use crate::ring::{DEFAULT_VNODES, Member};
 use crate::tls::Tls;
@@ -145,6 +145,12 @@ impl<N: Net> Node<N> {
             limit,
             self.metrics.clone(),
         );
+        // Every peer behind its member's suspicion; members that answer again after it
+        // are sent here, to replay the writes they missed.
+        let (recovered, recoveries) = tokio::sync::mpsc::unbounded_channel();
+        let connect: crate::peer::Connect = Box::new(move |member| {
+            connect(member).map(|peer| Suspicious::wrap(peer, Some(recovered.clone())))
+        });
         let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
@@ -172,7 +178,7 @@ impl<N: Net> Node<N> {
         picker.set_members(members.borrow_and_update().clone());
         ready.store(true, Ordering::Release);
         tracing::info!(node = %config.id, "node joined the membership");
-        let background = background(members, picker, groups, config.sweep_every);
+        let background = background(members, recoveries, picker, groups, config.sweep_every);
         let failed = tokio::select! {
             () = &mut shutdown => None,
             ended = servers.ended() => Some(ended),
@@ -206,11 +212,17 @@ impl<N: Net> Node<N> {
 /// entries. It stops when the set is dropped, however `run` ends.
 fn background(
     members: watch::Receiver<Vec<Member>>,
+    recoveries: tokio::sync::mpsc::UnboundedReceiver<String>,
     picker: Arc<PeerPicker>,
     groups: &Registry,
     sweep_every: Duration,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    tasks.spawn(membership::replay_to_recovered(
+        recoveries,
+        picker.clone(),
+        groups.clone(),
+    ));
     tasks.spawn(membership::follow(members, picker, groups.clone()));
     let sweeper = groups.clone();
     tasks.spawn(async move { sweeper.run_sweeper(sweep_every).await });

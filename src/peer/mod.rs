@@ -14,8 +14,10 @@ use bytes::Bytes;
 use crate::error::Error;
 
 mod picker;
+mod suspicion;
 
 pub use picker::{Connect, PeerPicker, Pick, View};
+pub use suspicion::{FIRST_BACKOFF, MAX_BACKOFF, MIN_EVIDENCE, Suspicious};
 
 /// A value as the owner serves it to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,12 @@ pub enum PeerFailure {
 pub trait PeerClient: Send + Sync + Debug + 'static {
     /// The member's id.
     fn id(&self) -> &str;
+
+    /// How much longer the member is suspected of being unreachable (calls to it fail at
+    /// once meanwhile); `None` while it is trusted. Only [`Suspicious`] suspects.
+    fn suspected_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// The value of `key` in `group`, from the owner's cache or its loader.
     async fn get(&self, group: &str, key: &str, deadline: Duration)

@@ -99,6 +99,19 @@ impl PeerPicker {
         view.ring.owner_index(key).is_some_and(|i| view.local[i])
     }
 
+    /// The peer of member `id`, if it is in the current view.
+    pub fn peer(&self, id: &str) -> Option<PeerRef> {
+        self.view.load().peers.get(id).map(|(_, p)| p.clone())
+    }
+
+    /// Members suspected of being unreachable, with how much longer, in id order.
+    pub fn suspected(&self) -> Vec<(String, std::time::Duration)> {
+        let view = self.view.load();
+        (view.peers.iter())
+            .filter_map(|(id, (_, p))| Some((id.clone(), p.suspected_for()?)))
+            .collect()
+    }
+
     /// The peers of every other member, in id order.
     pub fn others(&self) -> Vec<PeerRef> {
         self.view().peers.values().map(|(_, p)| p.clone()).collect()

@@ -1,4 +1,4 @@
-//! What churn and scale-out share: warmed uniform gets with one membership event a
+//! What churn, stall and scale-out share: warmed uniform gets with one event a
 //! third into the measured part, the origin's loads per second around the event, and
 //! the failures it caused.
 

@@ -20,7 +20,7 @@ use crate::client::Route;
 use crate::procs::Etcd;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "local-hit",
     "local-hit-resp",
     "remote-hit",
@@ -29,6 +29,7 @@ pub const SCENARIOS: [&str; 10] = [
     "zipf-mixed",
     "stampede",
     "churn",
+    "stall",
     "scale-out",
     "ceiling",
 ];
@@ -82,7 +83,7 @@ impl Settings {
     /// The settings in one line, for the report and the terminal.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn and scale-out twice as long), {} keys (zipf-mixed {})",
+            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall and scale-out twice as long), {} keys (zipf-mixed {})",
             self.nodes,
             if self.etcd { "etcd" } else { "static" },
             match (self.peer_tls, self.client_tls) {
@@ -173,6 +174,7 @@ async fn run_one(ctx: &mut Ctx, name: &str, done: &[Outcome]) -> anyhow::Result<
         "zipf-mixed" => zipf_mixed(ctx).await,
         "stampede" => stampede(ctx).await,
         "churn" => churn(ctx).await,
+        "stall" => stall(ctx).await,
         "scale-out" => scale_out(ctx).await,
         "ceiling" => ceiling(ctx, done.iter().find(|o| o.name == "local-hit")).await,
         other => Err(anyhow::anyhow!("unknown scenario {other}")),

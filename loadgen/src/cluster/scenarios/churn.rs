@@ -56,22 +56,26 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     o.notes.push(failures);
     o.notes.push(match converged {
         Some(d) => format!("the survivors' rings dropped {victim_id} {:.2} s after the kill", d.as_secs_f64()),
-        None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings; its keys are loaded by whoever is asked, each kept for the 1 s fallback TTL"),
+        None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings, suspected; its keys are loaded by whoever is asked, kept up to the hot TTL, and probed for at most every 30 s"),
         None => format!("the survivors' rings still had {victim_id} 15 s after the kill"),
     });
     let (base, peak, after_kill) = run.spike(kill_s);
+    let per_key_survivor = after_kill as f64 / (victim_keys * (n as u64 - 1)).max(1) as f64;
     o.notes.push(format!(
-        "origin loads per second: at most {base} before the kill, peak {peak} after it; {after_kill} loads from the second before the kill on, for {victim_keys} orphaned keys"
+        "origin loads per second: at most {base} before the kill, peak {peak} after it; {after_kill} loads from the second before the kill on, for {victim_keys} orphaned keys: {per_key_survivor:.2} per orphaned key per survivor"
+    ));
+    o.notes.push(format!(
+        "a survivor whose call to the dead node fails suspects it ({} peer errors: the failed calls and the refusals while suspected): its keys are loaded there once and kept while it is suspected (up to the hot TTL), not for the 1 s fallback TTL",
+        o.delta("peer_errors")
     ));
     if ctx.etcd.is_some() {
-        o.notes.push(format!(
-            "until the rings drop the dead node, a survivor whose peer call fails ({} peer errors) loads the key itself and keeps it only for the 1 s fallback TTL, so orphaned keys are loaded about once a second per survivor; then their new owners load them once",
-            o.delta("peer_errors")
-        ));
+        o.notes.push(
+            "once the rings drop the dead node, its keys' new owners load them again when the survivors' fallback copies expire".to_owned(),
+        );
         o.check("the rings drop the killed node", converged.is_some());
     }
     let converged = converged.map(|d| d.as_secs_f64());
-    let more = json!({ "victim": victim_id, "victim_keys": victim_keys, "error_seconds": run.error_span() });
+    let more = json!({ "victim": victim_id, "victim_keys": victim_keys, "error_seconds": run.error_span(), "loads_per_orphan_per_survivor": per_key_survivor });
     o.extra = run.extra("kill -9", kill_s, converged, more);
     o.run = Some(run.report);
     c.stop().await;

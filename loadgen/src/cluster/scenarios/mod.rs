@@ -6,6 +6,7 @@ mod churn;
 mod hits;
 mod miss;
 mod scale_out;
+mod stall;
 mod stampede;
 mod zipf_mixed;
 
@@ -14,5 +15,6 @@ pub use self::churn::churn;
 pub use self::hits::{hits, local_hit_resp};
 pub use self::miss::miss;
 pub use self::scale_out::scale_out;
+pub use self::stall::stall;
 pub use self::stampede::stampede;
 pub use self::zipf_mixed::zipf_mixed;
