@@ -63,6 +63,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/stats", get(stats))
         .route("/v1/ring", get(ring))
+        .route("/v1/hotkeys", get(hot_keys))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
@@ -245,6 +246,16 @@ async fn stats(axum::extract::State(s): AppState) -> Json<Value> {
         body["tls"] = json!(tls);
     }
     Json(body)
+}
+
+/// `GET /v1/hotkeys`: per group, the keys peers ask this node (their owner) for most
+/// that are hot now: key, estimated gets per second, and since when (seconds since the
+/// group started).
+async fn hot_keys(axum::extract::State(s): AppState) -> Json<Value> {
+    let groups: BTreeMap<String, Value> = (s.groups.groups().iter())
+        .map(|g| (g.name().to_owned(), json!(g.hot_keys())))
+        .collect();
+    Json(json!({ "node": s.picker.self_id(), "groups": groups }))
 }
 
 /// `GET /v1/ring`: the members this node sees, with their vnode counts.

@@ -63,7 +63,9 @@ pub mod tls;
 
 pub use discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
 pub use error::{Error, Result};
-pub use group::{Group, GroupBuilder, GroupStats, HotConfig, PolicyKind, Registry};
+pub use group::{
+    Group, GroupBuilder, GroupStats, HotConfig, HotKey, HotKeyConfig, PolicyKind, Registry,
+};
 pub use loader::{Loader, LoaderFn};
 pub use net::{Net, TokioNet};
 pub use node::{Node, NodeConfig};

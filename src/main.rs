@@ -113,6 +113,17 @@ struct Serve {
     /// Keep a hot copy of a value fetched twice recently (off: only --hot-fill decides).
     #[arg(long, env = "PEERCACHE_HOT_SECOND_FETCH", default_value_t = true, action = clap::ArgAction::Set)]
     hot_second_fetch: bool,
+    /// Hot-key detection at the owner: gets from peers are counted per window of this
+    /// length, and a key above --hot-key-rate and --hot-key-share in a window is hot
+    /// (listed at /v1/hotkeys; askers keep a copy at once). 0 turns it off.
+    #[arg(long, env = "PEERCACHE_HOT_KEY_WINDOW", default_value = "500ms", value_parser = humantime::parse_duration)]
+    hot_key_window: Duration,
+    /// Least gets per second from peers for a key to be hot.
+    #[arg(long, env = "PEERCACHE_HOT_KEY_RATE", default_value_t = 500.0)]
+    hot_key_rate: f64,
+    /// Least share (0 to 1) of the gets peers send this node for a key to be hot.
+    #[arg(long, env = "PEERCACHE_HOT_KEY_SHARE", default_value_t = 0.01)]
+    hot_key_share: f64,
     /// Weight of this node in the ring, 1 to 1000, announced in etcd (default 1). With
     /// --peers, weights are given in the list instead.
     #[arg(long, env = "PEERCACHE_WEIGHT", value_parser = flags::weight)]
@@ -272,6 +283,12 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
                 ttl: args.hot_ttl,
                 fill_ratio: args.hot_fill,
                 second_fetch: args.hot_second_fetch,
+                ..Default::default()
+            })
+            .hot_keys(peercache::HotKeyConfig {
+                window: args.hot_key_window,
+                min_rate: args.hot_key_rate,
+                min_share: args.hot_key_share,
                 ..Default::default()
             })
             .loader_arc(loader.clone());

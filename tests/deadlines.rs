@@ -49,6 +49,7 @@ impl PeerClient for StubRef {
             value: Bytes::from("from b"),
             version: 1,
             expires_in: None,
+            hot: false,
         };
         self.0.answer("get", deadline, fetched)
     }

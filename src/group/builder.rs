@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 
 use super::fill::Ttl;
 use super::hot::Hot;
-use super::{Group, HotConfig, Inner, Registry, stores};
+use super::{Group, HotConfig, HotKeyConfig, Inner, Registry, stores};
 use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::singleflight::SingleFlight;
@@ -59,6 +59,7 @@ pub struct GroupBuilder {
     listener: Option<Listener>,
     hot_capacity: Option<u64>,
     hot: HotConfig,
+    hot_keys: HotKeyConfig,
     timeout: Option<Duration>,
     negative_ttl: Option<Duration>,
 }
@@ -79,6 +80,7 @@ impl GroupBuilder {
             listener: None,
             hot_capacity: None,
             hot: HotConfig::default(),
+            hot_keys: HotKeyConfig::default(),
             timeout: None,
             negative_ttl: None,
         }
@@ -147,6 +149,13 @@ impl GroupBuilder {
         self
     }
 
+    /// When a key counts as hot at its owner, which then tells its askers to keep a
+    /// copy (see [`HotKeyConfig`]).
+    pub fn hot_keys(mut self, hot_keys: HotKeyConfig) -> Self {
+        self.hot_keys = hot_keys;
+        self
+    }
+
     /// Remembers a "not found" from the loader for `ttl` on the key's owner, so a
     /// flood of gets for keys the source lacks does not reach it (off by default: a
     /// source that gains a key without a write through the cache would look empty
@@ -196,6 +205,7 @@ impl GroupBuilder {
                 limits: checked.limits,
                 main,
                 hot: Hot::new(hot_store, self.hot),
+                hot_keys: super::hotkeys::Detector::new(self.hot_keys, seed),
                 negatives: self.negative_ttl.map(|ttl| {
                     let entry = store::ENTRY_OVERHEAD + self.max_key as u64;
                     super::fill::Negatives::new(stores::negatives(self.capacity, entry), ttl)
@@ -240,6 +250,16 @@ impl GroupBuilder {
             && !(0.0..=1.0).contains(&protected)
         {
             return config(format!("LRU2 level-2 share {protected} is not in [0, 1]"));
+        }
+        let keys = &self.hot_keys;
+        if !(0.0..=1.0).contains(&keys.min_share)
+            || keys.min_rate.is_nan()
+            || keys.min_rate < 0.0
+            || keys.top == 0
+        {
+            return config(format!(
+                "hot-key detection needs a share in [0, 1], a rate of at least 0 and at least one key: {keys:?}"
+            ));
         }
         let hot = &self.hot;
         if !(0.0..=1.0).contains(&hot.fill_ratio) {

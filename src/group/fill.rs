@@ -152,6 +152,7 @@ impl Group {
             value,
             version,
             expires_in: expires_at.map(|at| at.saturating_sub(now)),
+            hot: false,
         })
     }
 
@@ -162,6 +163,7 @@ impl Group {
             expires_in: hit.expires_at().map(|at| at.saturating_sub(now)),
             value: hit.value,
             version: hit.version,
+            hot: false,
         }
     }
 }

@@ -100,8 +100,8 @@ impl Hot {
         ttl.map_or(base, |t| t.min(base))
     }
 
-    /// Keeps a value fetched from its owner, if it was fetched again soon (see the
-    /// doorkeeper) or is sampled. `floor` is [`Hot::floor`] from before the fetch.
+    /// Keeps a value fetched from its owner, if the owner flagged it hot, it was fetched
+    /// again soon (see the doorkeeper) or is sampled. `floor` is [`Hot::floor`] from before the fetch.
     pub(super) fn keep(
         &self,
         key: &str,
@@ -115,7 +115,9 @@ impl Hot {
             return;
         }
         let cfg = &self.cfg;
-        let again = cfg.second_fetch && self.doorkeeper.seen_again(store::key_hash(key));
+        // The owner says the key is hot: keep it now, not on a later fetch.
+        let again =
+            fetched.hot || (cfg.second_fetch && self.doorkeeper.seen_again(store::key_hash(key)));
         let sampled = cfg.fill_ratio >= 1.0
             || (cfg.fill_ratio > 0.0 && rng.lock().random_bool(cfg.fill_ratio));
         if !(again || sampled) {

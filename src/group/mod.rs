@@ -51,6 +51,7 @@ use crate::time::{self, Epoch, Instant};
 mod builder;
 mod fill;
 pub mod hot;
+mod hotkeys;
 mod registry;
 mod stats;
 mod stores;
@@ -58,6 +59,7 @@ mod writes;
 
 pub use builder::{GroupBuilder, PolicyKind};
 pub use hot::HotConfig;
+pub use hotkeys::{HotKey, HotKeyConfig};
 pub use registry::Registry;
 pub use stats::{Counter, GroupStats, StoreField};
 
@@ -80,6 +82,8 @@ struct Inner {
     main: Box<dyn Store>,
     /// Copies of keys other members own.
     hot: hot::Hot,
+    /// Which of the keys peers ask this node for are hot.
+    hot_keys: hotkeys::Detector,
     /// Keys the loader lacked lately, with a negative TTL.
     negatives: Option<fill::Negatives>,
     loader: Arc<dyn Loader>,
@@ -164,11 +168,23 @@ impl Group {
         let inner = &*self.inner;
         inner.counters.served_to_peers.fetch_add(1, Relaxed);
         inner.limits.check_key(key)?;
-        if let Some(hit) = self.main_hit(key, inner.epoch.now()) {
-            return Ok(self.fetched(hit));
+        let now = inner.epoch.now();
+        let hot = inner.hot_keys.record(key, now);
+        if let Some(hit) = self.main_hit(key, now) {
+            return Ok(Fetched {
+                hot,
+                ..self.fetched(hit)
+            });
         }
         let at = time::now() + deadline;
-        time::until(Some(at), self.load(key, self.owns(key))).await?
+        let fetched = time::until(Some(at), self.load(key, self.owns(key))).await??;
+        Ok(Fetched { hot, ..fetched })
+    }
+
+    /// The keys peers ask this node for most, hot now (see [`HotKeyConfig`]), hottest
+    /// first.
+    pub fn hot_keys(&self) -> Vec<HotKey> {
+        self.inner.hot_keys.hot(self.inner.epoch.now())
     }
 
     /// A hit in the main or the hot cache.
@@ -223,6 +239,9 @@ impl Group {
                 if let Some(floor) = hot_floor {
                     let now = inner.epoch.now();
                     inner.hot.keep(key, &fetched, floor, now, &inner.rng);
+                    if fetched.hot {
+                        inner.counters.hot_flagged.fetch_add(1, Relaxed);
+                    }
                 }
                 Ok(fetched.value)
             }
@@ -237,7 +256,13 @@ impl Group {
                 if deadline.is_some_and(|at| time::now() >= at) {
                     return Err(Error::Timeout);
                 }
-                tracing::warn!(group = %inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
+                // A suspected owner was logged once when the suspicion began; each get
+                // refused meanwhile is not worth a line.
+                if peer.suspected_for().is_some() {
+                    tracing::debug!(group = %inner.name, peer = peer.id(), %why, "owner suspected; loading locally");
+                } else {
+                    tracing::warn!(group = %inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
+                }
                 self.load(key, false).await.map(|f| f.value)
             }
         }

@@ -90,6 +90,9 @@ counters! {
     peer_errors,
     /// Get requests from peers that this node answered (or failed).
     served_to_peers,
+    /// Values fetched from their owner that the owner flagged hot (kept as hot copies
+    /// at once).
+    hot_flagged,
     /// Invalidations this node, as owner, could not deliver.
     invalidations_failed,
 }

@@ -63,7 +63,7 @@ impl From<Fetched> for proto::GetResponse {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
             codec: proto::Codec::Identity as i32,
-            hot: false,
+            hot: f.hot,
         }
     }
 }
@@ -82,6 +82,7 @@ impl TryFrom<proto::GetResponse> for Fetched {
             value: r.value,
             version: r.version,
             expires_in: ttl_from_wire(r.expires_in_ms),
+            hot: r.hot,
         })
     }
 }
@@ -121,6 +122,7 @@ mod tests {
             value: "v".into(),
             version: 9,
             expires_in: Some(Duration::from_micros(1)),
+            hot: true,
         };
         let back = Fetched::try_from(proto::GetResponse::from(f)).unwrap();
         assert_eq!(
@@ -128,6 +130,7 @@ mod tests {
             Some(Duration::from_millis(1)),
             "live: at least 1 ms"
         );
+        assert!(back.hot, "the owner's hot flag crosses the wire");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Fetched {
     pub version: u64,
     /// Time left to live at the owner; `None` if it never expires.
     pub expires_in: Option<Duration>,
+    /// The owner finds the key hot and suggests the asker keep a copy.
+    pub hot: bool,
 }
 
 /// How a call to a peer failed.

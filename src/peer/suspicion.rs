@@ -269,6 +269,7 @@ mod tests {
                 value: Bytes::from_static(b"v"),
                 version: 1,
                 expires_in: None,
+                hot: false,
             })
         }
         async fn set(
