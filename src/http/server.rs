@@ -20,9 +20,8 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::body::TimedBody;
@@ -30,7 +29,7 @@ use super::write_stall::WriteStall;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::net::Listener;
-use crate::net::transport::accept_retrying;
+use crate::net::transport::serve_clients;
 use crate::tls::Tls;
 
 /// Limits of the HTTP server.
@@ -72,44 +71,15 @@ pub(crate) async fn serve<L: Listener>(
     metrics: Arc<Metrics>,
     stopped: impl Future<Output = ()>,
 ) -> Result<()> {
-    let places = Arc::new(Semaphore::new(limits.max_connections));
-    let connections = TaskTracker::new();
-    let draining = CancellationToken::new();
-    // Connections end with this future, however it ends.
-    let dropped = CancellationToken::new();
-    let _drop_all = dropped.clone().drop_guard();
-    tokio::pin!(stopped);
-    loop {
-        let (stream, from) = tokio::select! {
-            () = &mut stopped => break,
-            accepted = accept_retrying(&listener) => accepted,
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            metrics.http_connection_refused();
-            tracing::debug!(%from, limit = limits.max_connections, "HTTP connection limit reached; closing a new connection");
-            continue;
-        };
+    let refused = |from| {
+        metrics.http_connection_refused();
+        tracing::debug!(%from, limit = limits.max_connections, "HTTP connection limit reached; closing a new connection");
+    };
+    let serve = |stream, place, draining| {
         let open = Open::new(place, metrics.clone());
-        let served = secured(
-            stream,
-            tls.clone(),
-            app.clone(),
-            limits,
-            draining.clone(),
-            open,
-        );
-        let dropped = dropped.clone();
-        connections.spawn(async move {
-            tokio::select! {
-                () = served => {},
-                () = dropped.cancelled() => {},
-            }
-        });
-    }
-    drop(listener);
-    draining.cancel();
-    connections.close();
-    connections.wait().await;
+        secured(stream, tls.clone(), app.clone(), limits, draining, open)
+    };
+    serve_clients(listener, limits.max_connections, stopped, refused, serve).await;
     Ok(())
 }
 

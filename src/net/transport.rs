@@ -4,6 +4,7 @@
 //! incoming stream yields connections whose handshake succeeded and the connector
 //! shakes hands with the member it dials.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,8 +15,10 @@ use std::time::Duration;
 use futures::Stream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Listener, Net};
@@ -92,6 +95,54 @@ pub(crate) async fn accept_retrying<L: Listener>(listener: &L) -> (L::Stream, So
             }
         }
     }
+}
+
+/// Serves the client connections `listener` accepts until `stopped` completes, at most
+/// `max` at once: one beyond is closed as soon as it is accepted, and `refused` is told
+/// where it came from. Each other runs `serve(stream, place, draining)` as a task that
+/// holds `place` (its slot) until it ends. On stop the listener closes, `draining` is
+/// cancelled (each connection answers what it has read, then closes) and this waits for
+/// the connections. Dropping the future drops every connection.
+pub(crate) async fn serve_clients<L, F, Fut>(
+    listener: L,
+    max: usize,
+    stopped: impl Future<Output = ()>,
+    refused: impl Fn(SocketAddr),
+    serve: F,
+) where
+    L: Listener,
+    F: Fn(L::Stream, OwnedSemaphorePermit, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let places = Arc::new(Semaphore::new(max));
+    let connections = TaskTracker::new();
+    let draining = CancellationToken::new();
+    // Connections end with this future, however it ends.
+    let dropped = CancellationToken::new();
+    let _drop_all = dropped.clone().drop_guard();
+    tokio::pin!(stopped);
+    loop {
+        let (stream, from) = tokio::select! {
+            () = &mut stopped => break,
+            accepted = accept_retrying(&listener) => accepted,
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            refused(from);
+            continue;
+        };
+        let served = serve(stream, place, draining.clone());
+        let dropped = dropped.clone();
+        connections.spawn(async move {
+            tokio::select! {
+                () = served => {},
+                () = dropped.cancelled() => {},
+            }
+        });
+    }
+    drop(listener);
+    draining.cancel();
+    connections.close();
+    connections.wait().await;
 }
 
 /// The connections `listener` accepts, as the stream `serve_with_incoming` takes; with

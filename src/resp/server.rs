@@ -8,9 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::RespConfig;
 use super::connection;
@@ -19,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::group::{Group, Registry};
 use crate::http::ClientAuth;
 use crate::net::Listener;
-use crate::net::transport::accept_retrying;
+use crate::net::transport::serve_clients;
 use crate::peer::PeerPicker;
 use crate::time::Instant;
 use crate::tls::Tls;
@@ -143,39 +141,22 @@ pub(crate) async fn serve<L: Listener>(
 ) -> Result<()> {
     let tls = setup.tls.clone();
     let shared = Arc::new(Shared::new(setup)?);
-    let places = Arc::new(Semaphore::new(shared.config.max_connections));
-    let connections = TaskTracker::new();
-    let draining = CancellationToken::new();
-    let dropped = CancellationToken::new();
-    let _drop_all = dropped.clone().drop_guard();
-    tokio::pin!(stopped);
-    loop {
-        let (stream, from) = tokio::select! {
-            () = &mut stopped => break,
-            accepted = accept_retrying(&listener) => accepted,
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            shared.counts.refused.fetch_add(1, Relaxed);
-            tracing::debug!(%from, "RESP connection limit reached; closing a new connection");
-            continue;
-        };
+    let refused = |from| {
+        shared.counts.refused.fetch_add(1, Relaxed);
+        tracing::debug!(%from, "RESP connection limit reached; closing a new connection");
+    };
+    let serve = |stream, place, draining| {
         let id = shared.counts.connections.fetch_add(1, Relaxed) + 1;
-        let (shared, draining, dropped) = (shared.clone(), draining.clone(), dropped.clone());
-        let tls = tls.clone();
-        connections.spawn(async move {
+        let (shared, tls) = (shared.clone(), tls.clone());
+        async move {
             shared.counts.connected.fetch_add(1, Relaxed);
-            tokio::select! {
-                () = secured(stream, tls.as_deref(), &shared, id, draining) => {},
-                () = dropped.cancelled() => {},
-            }
+            secured(stream, tls.as_deref(), &shared, id, draining).await;
             shared.counts.connected.fetch_sub(1, Relaxed);
             drop(place);
-        });
-    }
-    drop(listener);
-    draining.cancel();
-    connections.close();
-    connections.wait().await;
+        }
+    };
+    let max = shared.config.max_connections;
+    serve_clients(listener, max, stopped, refused, serve).await;
     Ok(())
 }
 
