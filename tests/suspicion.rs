@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{Proc, free_ports};
+use common::process::free_ports;
 use common::{Cluster, Db, db_group, http_get};
 use peercache::{Member, Ring};
 
@@ -113,50 +113,33 @@ async fn a_dead_owners_keys_are_loaded_once_per_survivor_then_its_own_again() {
     }
 }
 
-/// `peercache serve` with static `peers`, its gRPC on `grpc`, HTTP on `http`.
-fn serve(grpc: &str, http: u16, peers: &str) -> Proc {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args([
-            "serve",
-            "--group",
-            "g",
-            "--source",
-            "demo",
-            "--hot-second-fetch",
-            "false",
-        ])
-        .args(["--grpc-addr", grpc, "--peers", peers])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .env("RUST_LOG", "warn")
-        .env_remove("PEERCACHE_ETCD")
-        .env_remove("PEERCACHE_PEERS")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc::new(format!("peercache serve {grpc}"), child)
-}
-
 /// A stopped process (SIGSTOP) accepts connections and answers nothing. Reads of its
 /// keys are answered within the client's deadline by the local fallback; once it is
 /// suspected they are answered at once, and writes through the other owners no longer
 /// wait a second for its invalidation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_member_is_treated_like_a_dead_one() {
-    let ports = free_ports::<6>();
-    let grpc: Vec<String> = ports[..3]
+    let grpc: Vec<String> = free_ports::<3>()
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect();
     let peers = grpc.join(",");
-    let mut nodes: Vec<Proc> = (0..3)
-        .map(|i| serve(&grpc[i], ports[3 + i], &peers))
-        .collect();
-    let urls: Vec<String> = ports[3..]
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    for (node, url) in nodes.iter_mut().zip(&urls) {
-        node.until_healthy(url).await;
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for addr in &grpc {
+        let args = [
+            "--group",
+            "g",
+            "--source",
+            "demo",
+            "--hot-second-fetch",
+            "false",
+        ];
+        let (node, url) =
+            common::start_serve(&[&args[..], &["--grpc-addr", addr, "--peers", &peers]].concat())
+                .await;
+        nodes.push(node);
+        urls.push(url);
     }
     let ring = Ring::new(
         grpc.iter().map(|id| Member::new(id, id)),
@@ -174,11 +157,7 @@ async fn a_stalled_member_is_treated_like_a_dead_one() {
     for key in &stalled_keys[..3] {
         assert_eq!(get(&urls[0], key).await.0, 200);
     }
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &nodes[2].child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
+    nodes[2].signal("STOP");
 
     // The first read of a stalled member's key waits for the connection to be found
     // dead, then loads here, within the 10 s default deadline.
@@ -216,7 +195,5 @@ async fn a_stalled_member_is_treated_like_a_dead_one() {
         slowest < Duration::from_millis(900),
         "a write waited {slowest:?} for the suspected member's invalidation"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &nodes[2].child.id().to_string()])
-        .status();
+    nodes[2].signal("CONT");
 }

@@ -17,7 +17,7 @@ mod picker;
 mod suspicion;
 
 pub use picker::{Connect, PeerPicker, Pick, View};
-pub use suspicion::{FIRST_BACKOFF, MAX_BACKOFF, MIN_EVIDENCE, Suspicious};
+pub use suspicion::Suspicious;
 
 /// A value as the owner serves it to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

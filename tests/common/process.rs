@@ -51,11 +51,16 @@ impl Proc {
 
     /// Sends SIGTERM.
     pub fn terminate(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
-            .arg(self.child.id().to_string())
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("the kill command runs");
-        assert!(status.success(), "kill {}: {status}", self.name);
+        assert!(status.success(), "kill -{signal} {}: {status}", self.name);
     }
 
     /// Waits up to `limit` for the process to exit.
