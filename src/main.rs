@@ -156,6 +156,17 @@ struct Serve {
     /// dropped.
     #[arg(long, env = "PEERCACHE_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// On SIGTERM, how long the node spends first pushing the entries it owns to their
+    /// owners in the ring without it (most recently used first), before it leaves the
+    /// membership; 0 pushes nothing.
+    #[arg(long, env = "PEERCACHE_LEAVE_PUSH", default_value = "3s", value_parser = humantime::parse_duration)]
+    leave_push: Duration,
+    /// For how long after a membership change a key's new owner asks its previous
+    /// owner for the entry (memory only, 25 ms at most) before loading it from the
+    /// source; 0 never asks. Entries of keys that moved away wait this long to be asked
+    /// for.
+    #[arg(long, env = "PEERCACHE_HANDOFF_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    handoff_window: Duration,
     /// Threads that run requests (the runtime's workers); default: one per CPU core.
     #[arg(long, env = "PEERCACHE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -240,6 +251,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_connections: args.http_max_connections as usize,
     };
     config.shutdown_grace = args.shutdown_grace;
+    config.leave_push = args.leave_push;
+    config.handoff_window = args.handoff_window;
     let tls = args.tls.load()?;
     tls.warn_if_open(&args.grpc_addr, &args.http_addr);
     config.peer_tls = tls.peer.clone();

@@ -78,6 +78,24 @@ impl PeerClient for StubRef {
     ) -> Result<(), PeerFailure> {
         self.0.answer("invalidate", deadline, ())
     }
+
+    async fn peek(
+        &self,
+        _: &str,
+        _: &str,
+        deadline: Duration,
+    ) -> Result<Option<Fetched>, PeerFailure> {
+        self.0.answer("peek", deadline, None)
+    }
+
+    async fn push(
+        &self,
+        _: &str,
+        _: Vec<(String, Fetched)>,
+        deadline: Duration,
+    ) -> Result<usize, PeerFailure> {
+        self.0.answer("push", deadline, 0)
+    }
 }
 
 /// Node a's group, configured by `configure`, with b as its only peer.

@@ -60,7 +60,7 @@ fn took_part(run: &Run, log: &RogueLog, problems: &mut Vec<String>) {
         ));
     }
     for how in Credential::ALL {
-        for rpc in ["get", "set", "remove", "invalidate"] {
+        for rpc in crate::harness::rogue::RPCS {
             let made = log.calls.iter().any(|c| c.rpc == rpc && c.how == how);
             if !made {
                 problems.push(format!("the rogue made no {rpc} call with {how:?}"));

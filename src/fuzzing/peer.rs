@@ -41,16 +41,29 @@ enum Call {
         key: Key,
         version: u64,
     },
-    /// A message of the kind `kind` (mod 4) prost-decoded from `bytes`.
-    Wire { kind: u8, bytes: Vec<u8> },
+    Peek {
+        group: GroupName,
+        key: Key,
+    },
+    Push {
+        group: GroupName,
+        entries: Vec<(Key, Vec<u8>, u64, u64, i32)>,
+    },
+    /// A message of the kind `kind` (mod 6) prost-decoded from `bytes`.
+    Wire {
+        kind: u8,
+        bytes: Vec<u8>,
+    },
 }
 
-/// A decoded request of any of the four kinds.
+/// A decoded request of any of the six kinds.
 enum Req {
     Get(proto::GetRequest),
     Set(proto::SetRequest),
     Remove(proto::RemoveRequest),
     Invalidate(proto::InvalidateRequest),
+    Peek(proto::PeekRequest),
+    Push(proto::PushRequest),
 }
 
 impl Call {
@@ -99,12 +112,34 @@ impl Call {
                 key: key.text(),
                 version,
             }),
+            Call::Peek { group, key } => R::Peek(proto::PeekRequest {
+                group: group.name().to_owned(),
+                key: key.text(),
+                deadline_ms: 0,
+            }),
+            Call::Push { group, entries } => R::Push(proto::PushRequest {
+                group: group.name().to_owned(),
+                entries: (entries.into_iter())
+                    .map(
+                        |(key, value, version, expires_in_ms, codec)| proto::PushEntry {
+                            key: key.text(),
+                            value: value.into(),
+                            version,
+                            expires_in_ms,
+                            codec,
+                        },
+                    )
+                    .collect(),
+                deadline_ms: 0,
+            }),
             Call::Wire { kind, bytes } => {
                 let bytes = bytes.as_slice();
-                match kind % 4 {
+                match kind % 6 {
                     0 => R::Get(proto::GetRequest::decode(bytes).ok()?),
                     1 => R::Set(proto::SetRequest::decode(bytes).ok()?),
                     2 => R::Remove(proto::RemoveRequest::decode(bytes).ok()?),
+                    3 => R::Peek(proto::PeekRequest::decode(bytes).ok()?),
+                    4 => R::Push(proto::PushRequest::decode(bytes).ok()?),
                     _ => R::Invalidate(proto::InvalidateRequest::decode(bytes).ok()?),
                 }
             }
@@ -137,6 +172,8 @@ pub fn peer(data: &[u8]) {
                         .map(|a| Some((group, key, a.into_inner().version)))
                 }
                 Req::Invalidate(r) => service.invalidate(Request::new(r)).await.map(|_| None),
+                Req::Peek(r) => service.peek(Request::new(r)).await.map(|_| None),
+                Req::Push(r) => service.push(Request::new(r)).await.map(|_| None),
             };
             match written {
                 Ok(Some((group, key, version))) => {

@@ -205,6 +205,10 @@ impl GroupBuilder {
                 limits: checked.limits,
                 main,
                 hot: Hot::new(hot_store, self.hot),
+                handoff: super::handoff::Handoff::new(stores::hot(
+                    self.capacity / 2,
+                    checked.largest,
+                )),
                 hot_keys: super::hotkeys::Detector::new(self.hot_keys, seed),
                 negatives: self.negative_ttl.map(|ttl| {
                     let entry = store::ENTRY_OVERHEAD + self.max_key as u64;

@@ -96,6 +96,10 @@ impl Group {
         }
         // Read before loading: any Set/Remove from here on raises the floor above this.
         let version = store.map_or(0, |s| s.floor(key));
+        // A key that moved here lately: its entry from where it was, if any is left.
+        if owned && let Some(handed) = self.take_handed(key, version).await {
+            return Ok(handed);
+        }
         inner.counters.loads.fetch_add(1, Relaxed);
         let loaded = AssertUnwindSafe(inner.loader.load_within(key, inner.limits.max_value))
             .catch_unwind()

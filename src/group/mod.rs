@@ -50,6 +50,7 @@ use crate::time::{self, Epoch, Instant};
 
 mod builder;
 mod fill;
+mod handoff;
 pub mod hot;
 mod hotkeys;
 mod registry;
@@ -82,6 +83,8 @@ struct Inner {
     main: Box<dyn Store>,
     /// Copies of keys other members own.
     hot: hot::Hot,
+    /// Entries in transit between owners after a membership change.
+    handoff: handoff::Handoff,
     /// Which of the keys peers ask this node for are hot.
     hot_keys: hotkeys::Detector,
     /// Keys the loader lacked lately, with a negative TTL.
@@ -176,8 +179,14 @@ impl Group {
                 ..self.fetched(hit)
             });
         }
+        let owned = self.owns(key);
+        // A key this node will own once a leaving member is gone from its view, pushed
+        // here already: the asker's view is ahead of ours.
+        if let Some(handed) = self.handed_copy(key).filter(|_| !owned) {
+            return Ok(Fetched { hot, ..handed });
+        }
         let at = time::now() + deadline;
-        let fetched = time::until(Some(at), self.load(key, self.owns(key))).await??;
+        let fetched = time::until(Some(at), self.load(key, owned)).await??;
         Ok(Fetched { hot, ..fetched })
     }
 
@@ -333,7 +342,7 @@ impl Group {
     /// Drops expired entries now (a bounded amount of work); returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.inner.epoch.now();
-        self.inner.main.sweep(now) + self.inner.hot.sweep(now)
+        self.inner.main.sweep(now) + self.inner.hot.sweep(now) + self.inner.handoff.sweep(now)
     }
 
     /// Drops this node's copies (the hot cache) of keys `member` owns in its view. Run
@@ -347,10 +356,12 @@ impl Group {
         hot.retain(&|key| view.ring.owner(key).is_none_or(|owner| owner.id != member))
     }
 
-    /// Drops main-cache entries of keys this node no longer owns, after a membership
-    /// change. Writes to such a key go to its new owner and may never reach this node,
-    /// so a copy kept here would be stale if the key came back (a node that rejoins
-    /// after losing its lease, a joiner that leaves again). Returns how many it dropped.
+    /// Takes main-cache entries of keys this node no longer owns out of the main
+    /// cache, after a membership change. Writes to such a key go to its new owner and
+    /// may never reach this node, so a copy served here would be stale if the key came
+    /// back (a node that rejoins after losing its lease, a joiner that leaves again).
+    /// They wait in the handoff store for the handoff window, never served to clients,
+    /// for the keys' new owners to ask for (handoff.rs). Returns how many left.
     pub fn drop_unowned(&self) -> usize {
         match self.picker() {
             Some(_) if buggify::planted(Bug::KeepsUnowned) => 0,
@@ -358,7 +369,7 @@ impl Group {
                 if let Some(negatives) = &self.inner.negatives {
                     negatives.retain(&|key| picker.owns(key));
                 }
-                self.inner.main.retain(&|key| picker.owns(key))
+                self.hand_off_unowned(&|key| picker.owns(key))
             }
             None => 0,
         }

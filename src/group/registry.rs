@@ -99,6 +99,23 @@ impl Registry {
         failed
     }
 
+    /// Pushes every group's main entries to their owners once this node has left (the
+    /// ring without it), most recently used first, until `budget` has passed; returns
+    /// (entries sent, entries kept by their new owners). A node leaving gracefully calls
+    /// it before it leaves the membership.
+    pub async fn hand_off_all(&self, budget: Duration) -> (usize, usize) {
+        let Some(picker) = self.peers() else {
+            return (0, 0);
+        };
+        let ring = picker.ring_without_self();
+        let deadline = time::now() + budget;
+        let pushes = self.groups();
+        let pushes = pushes.iter().map(|g| g.push_to(&ring, deadline));
+        let done = futures::future::join_all(pushes).await;
+        done.iter()
+            .fold((0, 0), |(s, k), (s2, k2)| (s + s2, k + k2))
+    }
+
     /// Sweeps every `every` (at least 1 ms), forever; run it as a task and drop or abort
     /// it on shutdown.
     pub async fn run_sweeper(&self, every: Duration) {

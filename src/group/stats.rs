@@ -95,6 +95,15 @@ counters! {
     hot_flagged,
     /// Invalidations this node, as owner, could not deliver.
     invalidations_failed,
+    /// Misses of keys that moved here answered with the entry from where they were (the
+    /// previous owner, or a leaving member's push) instead of a load.
+    handoff_hits,
+    /// Previous owners asked for an entry after a membership change.
+    handoff_peeks,
+    /// Entries this node pushed to their new owners when leaving, kept there.
+    handoff_pushed,
+    /// Entries leaving members pushed here, kept.
+    handoff_accepted,
 }
 
 impl StoreField {

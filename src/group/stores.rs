@@ -31,7 +31,7 @@ pub(super) fn main(
     }
 }
 
-/// The hot cache, plain LRU, or none when `capacity` is 0.
+/// The hot cache or the handoff store: plain LRU, or none when `capacity` is 0.
 pub(super) fn hot(capacity: u64, largest: u64) -> Option<Box<dyn Store>> {
     (capacity > 0).then(|| {
         let buckets = auto_buckets(capacity, largest);

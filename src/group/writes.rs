@@ -147,6 +147,16 @@ impl Writes {
         recent.seq_of.insert(key.into(), seq);
     }
 
+    /// Whether a write of `key` was applied or routed here within the window before `now`.
+    pub(super) fn wrote_lately(&self, key: &str, now: Duration) -> bool {
+        let recent = self.recent.lock();
+        let Some(seq) = recent.seq_of.get(key) else {
+            return false;
+        };
+        (recent.order.get(seq))
+            .is_some_and(|(_, _, at)| now.saturating_sub(*at) <= RECENT_WRITES_WINDOW)
+    }
+
     /// The latest write of each key still in the window at `now`, oldest first.
     fn recent(&self, now: Duration) -> Vec<(Box<str>, u64)> {
         self.recent
@@ -362,6 +372,7 @@ impl Group {
         let inner = &*self.inner;
         let version = version.min(MAX_VERSION);
         inner.hot.drop_copy(key, version);
+        inner.handoff.drop_entry(key, version);
         if let Some(negatives) = &inner.negatives {
             negatives.forget(key, version);
         }

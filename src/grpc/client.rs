@@ -165,6 +165,38 @@ impl PeerClient for GrpcPeer {
             .await
             .map(drop)
     }
+
+    async fn peek(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Option<Fetched>, PeerFailure> {
+        let req = |left| proto::PeekRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            deadline_ms: deadline_to_wire(left),
+        };
+        let peek = |mut rpc: Rpc<Channel>, req| async move { rpc.peek(req).await };
+        self.call("peek", deadline, peek, req).await?.try_into()
+    }
+
+    async fn push(
+        &self,
+        group: &str,
+        entries: Vec<(String, Fetched)>,
+        deadline: Duration,
+    ) -> Result<usize, PeerFailure> {
+        let entries: Vec<proto::PushEntry> = entries.into_iter().map(Into::into).collect();
+        let req = |left| proto::PushRequest {
+            group: group.to_owned(),
+            entries: entries.clone(),
+            deadline_ms: deadline_to_wire(left),
+        };
+        let push = |mut rpc: Rpc<Channel>, req| async move { rpc.push(req).await };
+        let answer = self.call("push", deadline, push, req).await?;
+        Ok(answer.accepted as usize)
+    }
 }
 
 /// Whether the channel dropped the call before writing it to any connection (hyper's

@@ -53,15 +53,30 @@ pub(super) fn check_codec(codec: i32) -> Result<(), Status> {
     }
 }
 
+/// Time left to live as sent: 0 means "never expires", so a live entry reports at
+/// least 1 ms.
+fn expires_to_wire(expires_in: Option<Duration>) -> u64 {
+    expires_in.map_or(0, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// A value from a peer in `codec`: only raw values can be read.
+fn read_codec(codec: i32) -> Result<(), PeerFailure> {
+    if codec == proto::Codec::Identity as i32 {
+        return Ok(());
+    }
+    Err(PeerFailure::Answered(Error::load(format!(
+        "the owner sent codec {codec}, which this node cannot read"
+    ))))
+}
+
 impl From<Fetched> for proto::GetResponse {
     fn from(f: Fetched) -> Self {
         proto::GetResponse {
             value: f.value,
             version: f.version,
-            // 0 means "never expires", so a live entry reports at least 1 ms.
-            expires_in_ms: f.expires_in.map_or(0, |d| {
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-            }),
+            expires_in_ms: expires_to_wire(f.expires_in),
             codec: proto::Codec::Identity as i32,
             hot: f.hot,
         }
@@ -72,12 +87,7 @@ impl TryFrom<proto::GetResponse> for Fetched {
     type Error = PeerFailure;
 
     fn try_from(r: proto::GetResponse) -> Result<Self, PeerFailure> {
-        if r.codec != proto::Codec::Identity as i32 {
-            return Err(PeerFailure::Answered(Error::load(format!(
-                "the owner sent codec {}, which this node cannot read",
-                r.codec
-            ))));
-        }
+        read_codec(r.codec)?;
         Ok(Fetched {
             value: r.value,
             version: r.version,
@@ -85,6 +95,62 @@ impl TryFrom<proto::GetResponse> for Fetched {
             hot: r.hot,
         })
     }
+}
+
+impl From<Option<Fetched>> for proto::PeekResponse {
+    fn from(f: Option<Fetched>) -> Self {
+        match f {
+            None => proto::PeekResponse::default(),
+            Some(f) => proto::PeekResponse {
+                found: true,
+                value: f.value,
+                version: f.version,
+                expires_in_ms: expires_to_wire(f.expires_in),
+                codec: proto::Codec::Identity as i32,
+            },
+        }
+    }
+}
+
+impl TryFrom<proto::PeekResponse> for Option<Fetched> {
+    type Error = PeerFailure;
+
+    fn try_from(r: proto::PeekResponse) -> Result<Self, PeerFailure> {
+        if !r.found {
+            return Ok(None);
+        }
+        read_codec(r.codec)?;
+        Ok(Some(Fetched {
+            value: r.value,
+            version: r.version,
+            expires_in: ttl_from_wire(r.expires_in_ms),
+            hot: false,
+        }))
+    }
+}
+
+impl From<(String, Fetched)> for proto::PushEntry {
+    fn from((key, f): (String, Fetched)) -> Self {
+        proto::PushEntry {
+            key,
+            value: f.value,
+            version: f.version,
+            expires_in_ms: expires_to_wire(f.expires_in),
+            codec: proto::Codec::Identity as i32,
+        }
+    }
+}
+
+/// A pushed entry as received; one in a codec this node cannot read is refused.
+pub(super) fn pushed_from_wire(e: proto::PushEntry) -> Result<(String, Fetched), Status> {
+    check_codec(e.codec)?;
+    let entry = Fetched {
+        value: e.value,
+        version: e.version,
+        expires_in: ttl_from_wire(e.expires_in_ms),
+        hot: false,
+    };
+    Ok((e.key, entry))
 }
 
 impl From<Status> for PeerFailure {

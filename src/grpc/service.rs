@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_codec, deadline_from_wire, ttl_from_wire};
+use super::convert::{check_codec, deadline_from_wire, pushed_from_wire, ttl_from_wire};
 use crate::group::Registry;
 use crate::proto::{self, peer_server::Peer};
 
@@ -74,5 +74,28 @@ impl Peer for PeerService {
             .get(&req.group)?
             .invalidate(&req.key, req.version)?;
         Ok(Response::new(proto::InvalidateResponse {}))
+    }
+
+    async fn peek(
+        &self,
+        req: Request<proto::PeekRequest>,
+    ) -> Result<Response<proto::PeekResponse>, Status> {
+        let req = req.into_inner();
+        let held = self.groups.get(&req.group)?.peek_for_peer(&req.key)?;
+        Ok(Response::new(held.into()))
+    }
+
+    async fn push(
+        &self,
+        req: Request<proto::PushRequest>,
+    ) -> Result<Response<proto::PushResponse>, Status> {
+        let req = req.into_inner();
+        let group = self.groups.get(&req.group)?;
+        let entries = (req.entries.into_iter())
+            .map(pushed_from_wire)
+            .collect::<Result<Vec<_>, Status>>()?;
+        let accepted = group.accept_pushed(entries)?;
+        let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
+        Ok(Response::new(proto::PushResponse { accepted }))
     }
 }

@@ -34,6 +34,9 @@ mod servers;
 
 use servers::Servers;
 
+/// How long a node stopping gracefully pushes entries to their new owners, by default.
+pub const DEFAULT_LEAVE_PUSH: Duration = Duration::from_secs(3);
+
 /// How a node presents itself and talks to peers.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -63,6 +66,12 @@ pub struct NodeConfig {
     /// The RESP server's groups and limits (it runs when [`Node::with_resp`] gives it a
     /// listener); it authenticates clients with [`NodeConfig::auth`]'s tokens.
     pub resp: RespConfig,
+    /// How long after a membership change a key's new owner asks its previous owner
+    /// for the entry before loading it (zero: never).
+    pub handoff_window: Duration,
+    /// How long a node stopping gracefully spends pushing its entries to their new
+    /// owners before it leaves the membership (zero: it pushes nothing).
+    pub leave_push: Duration,
 }
 
 impl NodeConfig {
@@ -82,6 +91,8 @@ impl NodeConfig {
             peer_tls: None,
             http_tls: None,
             resp: RespConfig::default(),
+            handoff_window: crate::peer::DEFAULT_HANDOFF_WINDOW,
+            leave_push: DEFAULT_LEAVE_PUSH,
         }
     }
 }
@@ -151,7 +162,9 @@ impl<N: Net> Node<N> {
         let connect: crate::peer::Connect = Box::new(move |member| {
             connect(member).map(|peer| Suspicious::wrap(peer, Some(recovered.clone())))
         });
-        let picker = Arc::new(PeerPicker::new(config.id.clone(), config.vnodes, connect));
+        let picker = PeerPicker::new(config.id.clone(), config.vnodes, connect)
+            .with_handoff_window(config.handoff_window);
+        let picker = Arc::new(picker);
         groups.set_peers(picker.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
         log_start(config, &grpc, http.as_ref(), self.resp.as_ref());
@@ -183,6 +196,9 @@ impl<N: Net> Node<N> {
             () = &mut shutdown => None,
             ended = servers.ended() => Some(ended),
         };
+        if failed.is_none() {
+            self.hand_off().await;
+        }
         self.leave().await;
         if let Some(ended) = failed {
             return ended;
@@ -192,6 +208,19 @@ impl<N: Net> Node<N> {
         groups.drain().await;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Pushes the entries this node owns to their owners in the ring without it, for at
+    /// most [`NodeConfig::leave_push`], so they need not be loaded again once it is gone.
+    async fn hand_off(&self) {
+        let budget = self.config.leave_push;
+        if budget.is_zero() {
+            return;
+        }
+        let started = crate::time::now();
+        let (sent, kept) = self.groups.hand_off_all(budget).await;
+        let took = started.elapsed();
+        tracing::info!(sent, kept, ?took, "pushed entries to their new owners");
     }
 
     /// Leaves the membership, so peers stop routing here before the servers stop.

@@ -16,7 +16,7 @@ use crate::error::Error;
 mod picker;
 mod suspicion;
 
-pub use picker::{Connect, PeerPicker, Pick, View};
+pub use picker::{Connect, DEFAULT_HANDOFF_WINDOW, PeerPicker, Pick, View};
 pub use suspicion::Suspicious;
 
 /// A value as the owner serves it to a peer.
@@ -83,6 +83,25 @@ pub trait PeerClient: Send + Sync + Debug + 'static {
         version: u64,
         deadline: Duration,
     ) -> Result<(), PeerFailure>;
+
+    /// The entry of `key` the member holds in memory (as its owner, or since it handed
+    /// the key on after a membership change), never loaded for this call; `None` if it
+    /// holds none. Asked by a key's new owner of its previous one.
+    async fn peek(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Option<Fetched>, PeerFailure>;
+
+    /// Hands `entries` (key, entry at its version) to the member, their owner once this
+    /// node has left; returns how many it kept (the others were stale or did not fit).
+    async fn push(
+        &self,
+        group: &str,
+        entries: Vec<(String, Fetched)>,
+        deadline: Duration,
+    ) -> Result<usize, PeerFailure>;
 }
 
 /// A peer as the picker and the groups hold it.

@@ -3,11 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use super::PeerRef;
 use crate::ring::{Member, Ring};
+use crate::time::{self, Instant};
+
+/// How long after a membership change a key's new owner asks the previous owner for
+/// its entry before loading it, by default in a node (a bare picker never asks).
+pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_secs(30);
+
+/// The handoff window ends early once this many asks in a row found nothing (a cluster
+/// starting with empty caches, say): asking then only adds a round trip to each miss.
+const HANDOFF_MISSES_TO_STOP: u32 = 256;
 
 /// Makes the peer of a newly seen member (a gRPC client, in a node).
 pub type Connect = Box<dyn Fn(&Member) -> crate::error::Result<PeerRef> + Send + Sync>;
@@ -22,6 +33,11 @@ pub struct View {
     /// (it is this node, or a member without a peer), so the ownership check on every
     /// hit is one ring lookup and one index.
     local: Vec<bool>,
+    /// The ring before the change that made this view (for a node new to the ring,
+    /// the ring without it): where a key's previous owner is found for a handoff.
+    previous: Option<Ring>,
+    /// When this view replaced the previous one.
+    since: Instant,
 }
 
 impl View {
@@ -30,14 +46,26 @@ impl View {
         self.ring.member(id).is_some()
     }
 
-    /// The view over `ring` and `peers` as node `self_id` sees it.
-    fn new(ring: Ring, peers: BTreeMap<String, (Member, PeerRef)>, self_id: &str) -> Self {
+    /// The view over `ring` and `peers` as node `self_id` sees it, replacing one over
+    /// `previous`.
+    fn new(
+        ring: Ring,
+        peers: BTreeMap<String, (Member, PeerRef)>,
+        self_id: &str,
+        previous: Option<Ring>,
+    ) -> Self {
         let local = ring
             .members()
             .iter()
             .map(|m| m.id == self_id || !peers.contains_key(&m.id))
             .collect();
-        View { ring, peers, local }
+        View {
+            ring,
+            peers,
+            local,
+            previous,
+            since: time::now(),
+        }
     }
 }
 
@@ -58,6 +86,10 @@ pub struct PeerPicker {
     /// Read on every hit (ownership check), so lock-free: readers never write a
     /// shared cache line.
     view: ArcSwap<View>,
+    /// How long after a change new owners ask previous ones (zero: never).
+    handoff_window: Duration,
+    /// Asks of previous owners in a row that found nothing, since the last change.
+    handoff_misses: AtomicU32,
 }
 
 impl PeerPicker {
@@ -67,8 +99,61 @@ impl PeerPicker {
             self_id: self_id.into(),
             vnodes,
             connect,
-            view: ArcSwap::from_pointee(View::new(Ring::new([], vnodes), BTreeMap::new(), "")),
+            view: ArcSwap::from_pointee(View::new(
+                Ring::new([], vnodes),
+                BTreeMap::new(),
+                "",
+                None,
+            )),
+            handoff_window: Duration::ZERO,
+            handoff_misses: AtomicU32::new(0),
         }
+    }
+
+    /// Sets how long after a membership change a key's new owner asks the previous
+    /// owner for its entry (zero: never; default [`DEFAULT_HANDOFF_WINDOW`]).
+    pub fn with_handoff_window(mut self, window: Duration) -> Self {
+        self.handoff_window = window;
+        self
+    }
+
+    /// How long a handoff lasts after a membership change.
+    pub fn handoff_window(&self) -> Duration {
+        self.handoff_window
+    }
+
+    /// The previous owner of `key`, a member other than this node, to ask for its
+    /// entry before loading: only within the handoff window after the change that made
+    /// the current view, while asks keep finding entries, and only if that member is
+    /// still in the view (a member that left or died has nothing to give).
+    pub fn previous_owner(&self, key: &str) -> Option<PeerRef> {
+        let view = self.view.load();
+        let previous = view.previous.as_ref()?;
+        if time::now().saturating_duration_since(view.since) >= self.handoff_window
+            || self.handoff_misses.load(Relaxed) >= HANDOFF_MISSES_TO_STOP
+        {
+            return None;
+        }
+        let was = previous.owner(key)?;
+        if was.id == self.self_id || view.ring.owner(key).is_none_or(|o| o.id == was.id) {
+            return None;
+        }
+        view.peers.get(&was.id).map(|(_, p)| p.clone())
+    }
+
+    /// Notes whether an ask of a previous owner found an entry.
+    pub fn note_handoff(&self, found: bool) {
+        match found {
+            true => self.handoff_misses.store(0, Relaxed),
+            false => drop(self.handoff_misses.fetch_add(1, Relaxed)),
+        }
+    }
+
+    /// The ring as it will be without this node: where its keys go when it leaves.
+    pub fn ring_without_self(&self) -> Ring {
+        let view = self.view.load();
+        let others = (view.ring.members().iter()).filter(|m| m.id != self.self_id);
+        Ring::new(others.cloned(), self.vnodes)
     }
 
     /// This node's member id.
@@ -152,9 +237,22 @@ impl PeerPicker {
             .filter(|(id, _)| !old.has(id))
             .map(|(_, (_, p))| p.clone())
             .collect();
-        let view = View::new(Ring::new(ring_members, self.vnodes), peers, &self.self_id);
+        // The previous owners of keys: the old ring, or for a node new to the ring
+        // (joining, or rejoining after it lost its place) the new ring without it.
+        let previous = match old.has(&self.self_id) {
+            true => Ring::new(old.ring.members().iter().cloned(), self.vnodes),
+            false => Ring::new(
+                (ring_members.iter())
+                    .filter(|m| m.id != self.self_id)
+                    .cloned(),
+                self.vnodes,
+            ),
+        };
+        let ring = Ring::new(ring_members, self.vnodes);
+        let view = View::new(ring, peers, &self.self_id, Some(previous));
         tracing::info!(members = view.ring.members().len(), "membership changed");
         self.view.store(Arc::new(view));
+        self.handoff_misses.store(0, Relaxed);
         added
     }
 }
@@ -202,6 +300,22 @@ mod tests {
             _: u64,
             _: Duration,
         ) -> Result<(), PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+        async fn peek(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<Fetched>, PeerFailure> {
+            unreachable!("the picker makes no calls")
+        }
+        async fn push(
+            &self,
+            _: &str,
+            _: Vec<(String, Fetched)>,
+            _: Duration,
+        ) -> Result<usize, PeerFailure> {
             unreachable!("the picker makes no calls")
         }
     }

@@ -226,6 +226,26 @@ impl PeerClient for Suspicious {
         })
         .await
     }
+
+    async fn peek(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Option<Fetched>, PeerFailure> {
+        self.guarded(deadline, || self.inner.peek(group, key, deadline))
+            .await
+    }
+
+    async fn push(
+        &self,
+        group: &str,
+        entries: Vec<(String, Fetched)>,
+        deadline: Duration,
+    ) -> Result<usize, PeerFailure> {
+        self.guarded(deadline, || self.inner.push(group, entries, deadline))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +312,22 @@ mod tests {
             _: u64,
             _: Duration,
         ) -> Result<(), PeerFailure> {
+            unreachable!()
+        }
+        async fn peek(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<Fetched>, PeerFailure> {
+            unreachable!()
+        }
+        async fn push(
+            &self,
+            _: &str,
+            _: Vec<(String, Fetched)>,
+            _: Duration,
+        ) -> Result<usize, PeerFailure> {
             unreachable!()
         }
     }

@@ -265,6 +265,34 @@ impl Core {
         dropped
     }
 
+    /// The live entries whose key `pick` accepts, most recently used first (the
+    /// protected list before the probation one), each taken out of the table when
+    /// `take` (not counted as an eviction). Expired entries are skipped.
+    pub(crate) fn collect(
+        &mut self,
+        pick: &mut dyn FnMut(&str) -> bool,
+        now: u64,
+        take: bool,
+    ) -> Vec<(Box<str>, Hit)> {
+        let order: Vec<u32> = (self.slab.walk(1))
+            .chain(self.slab.walk(0))
+            .filter(|&idx| {
+                let n = self.slab.node(idx);
+                n.expires > now && pick(&n.key)
+            })
+            .collect();
+        (order.into_iter())
+            .map(|idx| {
+                let hit = self.slab.node(idx).hit();
+                let key = match take {
+                    true => self.take(idx).0,
+                    false => self.slab.node(idx).key.clone(),
+                };
+                (key, hit)
+            })
+            .collect()
+    }
+
     pub(crate) fn add_stats(&self, stats: &mut Stats) {
         let c = &self.counters;
         stats.hits += c.hits + c.shared_hits.load(Relaxed);

@@ -194,6 +194,14 @@ pub trait Policy: Send + Sync + 'static {
     fn sweep(&mut self, now: u64, budget: usize, out: Option<&mut Vec<Evicted>>) -> usize;
     /// Drops every entry whose key `keep` refuses.
     fn retain(&mut self, keep: &mut dyn FnMut(&str) -> bool) -> usize;
+    /// The live entries whose key `pick` accepts, most recently used first; taken out
+    /// of the bucket when `take`.
+    fn collect(
+        &mut self,
+        pick: &mut dyn FnMut(&str) -> bool,
+        now: u64,
+        take: bool,
+    ) -> Vec<(Box<str>, Hit)>;
     /// Adds this bucket's counters into `stats`.
     fn add_stats(&self, stats: &mut Stats);
 }
@@ -259,6 +267,15 @@ macro_rules! delegate_policy {
                 self.core.retain(keep)
             }
 
+            fn collect(
+                &mut self,
+                pick: &mut dyn FnMut(&str) -> bool,
+                now: u64,
+                take: bool,
+            ) -> Vec<(Box<str>, $crate::store::Hit)> {
+                self.core.collect(pick, now, take)
+            }
+
             fn add_stats(&self, stats: &mut $crate::store::Stats) {
                 self.core.add_stats(stats)
             }
@@ -294,6 +311,15 @@ pub trait Store: Send + Sync + 'static {
     fn sweep(&self, now: Duration) -> usize;
     /// Drops every entry whose key `keep` refuses (a membership change moved it away).
     fn retain(&self, keep: &dyn Fn(&str) -> bool) -> usize;
+    /// The live entries whose key `pick` accepts, most recently used first across
+    /// buckets (each bucket's in turn), each taken out of the store when `take` (a
+    /// handoff: the entries go elsewhere; not counted as evictions).
+    fn collect(
+        &self,
+        pick: &dyn Fn(&str) -> bool,
+        now: Duration,
+        take: bool,
+    ) -> Vec<(Box<str>, Hit)>;
     /// The largest entry charge the store can hold.
     fn max_charge(&self) -> u64;
     /// Counters and gauges summed over buckets.

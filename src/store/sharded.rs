@@ -121,6 +121,26 @@ impl<P: Policy> Store for Sharded<P> {
             .sum()
     }
 
+    fn collect(
+        &self,
+        pick: &dyn Fn(&str) -> bool,
+        now: Duration,
+        take: bool,
+    ) -> Vec<(Box<str>, Hit)> {
+        let now = nanos(Some(now));
+        let per_bucket: Vec<_> = (self.buckets.iter())
+            .map(|b| b.0.write().collect(&mut |k| pick(k), now, take))
+            .collect();
+        // Round-robin over the buckets, so the most recent entries of each come first.
+        let total = per_bucket.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(total);
+        let mut iters: Vec<_> = per_bucket.into_iter().map(Vec::into_iter).collect();
+        while out.len() < total {
+            out.extend(iters.iter_mut().filter_map(Iterator::next));
+        }
+        out
+    }
+
     fn max_charge(&self) -> u64 {
         self.bucket_capacity
     }

@@ -193,6 +193,15 @@ impl Slab {
         self.push_front(list, idx);
     }
 
+    /// The entries of `list`, most recent first.
+    pub(crate) fn walk(&self, list: usize) -> impl Iterator<Item = u32> + '_ {
+        let head = self.lists[list].head;
+        std::iter::successors((head != NIL).then_some(head), |&i| {
+            let next = self.nodes[i as usize].next;
+            (next != NIL).then_some(next)
+        })
+    }
+
     /// The least recent entry of `list` other than `keep`.
     pub(crate) fn tail_except(&self, list: usize, keep: u32) -> Option<u32> {
         let mut t = self.lists[list].tail;

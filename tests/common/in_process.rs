@@ -137,6 +137,26 @@ impl PeerClient for FakePeer {
         let g = self.reach("invalidate", group, key).await?;
         g.invalidate(key, version).map_err(PeerFailure::Answered)
     }
+
+    async fn peek(
+        &self,
+        group: &str,
+        key: &str,
+        _: Duration,
+    ) -> Result<Option<Fetched>, PeerFailure> {
+        let g = self.reach("peek", group, key).await?;
+        g.peek_for_peer(key).map_err(PeerFailure::Answered)
+    }
+
+    async fn push(
+        &self,
+        group: &str,
+        entries: Vec<(String, Fetched)>,
+        _: Duration,
+    ) -> Result<usize, PeerFailure> {
+        let g = self.reach("push", group, "").await?;
+        g.accept_pushed(entries).map_err(PeerFailure::Answered)
+    }
 }
 
 /// Nodes in one process.
@@ -150,6 +170,16 @@ impl InProcess {
     /// copies, timeout) over a loader that answers `v:<key>` and counts its calls; every
     /// node sees every member.
     pub fn new(ids: &[&str], configure: impl Fn(GroupBuilder) -> GroupBuilder) -> Self {
+        Self::with_handoff(ids, Duration::ZERO, configure)
+    }
+
+    /// [`InProcess::new`], with new owners asking previous ones for `window` after each
+    /// membership change (see `PeerPicker::with_handoff_window`).
+    pub fn with_handoff(
+        ids: &[&str],
+        window: Duration,
+        configure: impl Fn(GroupBuilder) -> GroupBuilder,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let mut nodes = BTreeMap::new();
         for (i, id) in ids.iter().enumerate() {
@@ -176,7 +206,8 @@ impl InProcess {
         }
         let cluster = InProcess { nodes, shared };
         for id in ids {
-            let picker = PeerPicker::new(*id, peercache::ring::DEFAULT_VNODES, cluster.connect(id));
+            let picker = PeerPicker::new(*id, peercache::ring::DEFAULT_VNODES, cluster.connect(id))
+                .with_handoff_window(window);
             cluster.registry(id).set_peers(Arc::new(picker)).unwrap();
             cluster.view(id, ids);
         }

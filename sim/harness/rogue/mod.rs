@@ -36,6 +36,9 @@ pub const ROGUE_HOST: &str = "rogue";
 /// cluster mints, yet within the range peers accept, so only TLS keeps it out.
 pub const FORGED_VERSION: u64 = 1 << 61;
 
+/// Every call of the peer protocol, each made with every credential.
+pub const RPCS: [&str; 6] = ["get", "set", "remove", "invalidate", "peek", "push"];
+
 /// Longest the rogue waits for one call.
 const CALL_DEADLINE: Duration = Duration::from_secs(1);
 /// Pause between the rogue's rounds of calls.
@@ -145,7 +148,7 @@ async fn run(spec: RogueSpec, log: Arc<Mutex<RogueLog>>) -> turmoil::Result {
         let key = format!("k{}", round % spec.keys);
         for node in &nodes {
             for how in Credential::ALL {
-                for rpc in ["get", "set", "remove", "invalidate"] {
+                for rpc in RPCS {
                     // A fresh channel per call: each call is a handshake of its own.
                     let peer = dial::dial(how, node)?;
                     let at = now();
@@ -179,6 +182,17 @@ async fn call(peer: &PeerRef, rpc: &str, key: &str, value_size: usize) -> Answer
             .await
             .map(drop),
         "remove" => peer.remove(GROUP, key, CALL_DEADLINE).await.map(drop),
+        "peek" => peer.peek(GROUP, key, CALL_DEADLINE).await.map(drop),
+        "push" => {
+            let entry = peercache::peer::Fetched {
+                value: forged,
+                version: FORGED_VERSION,
+                expires_in: None,
+                hot: false,
+            };
+            let entries = vec![(key.to_owned(), entry)];
+            peer.push(GROUP, entries, CALL_DEADLINE).await.map(drop)
+        }
         _ => {
             peer.invalidate(GROUP, key, FORGED_VERSION, CALL_DEADLINE)
                 .await

@@ -125,6 +125,30 @@ impl proto::peer_server::Peer for Forged {
         self.received();
         Ok(Response::new(proto::InvalidateResponse {}))
     }
+
+    async fn peek(
+        &self,
+        request: Request<proto::PeekRequest>,
+    ) -> Result<Response<proto::PeekResponse>, Status> {
+        self.received();
+        let key = &request.get_ref().key;
+        Ok(Response::new(proto::PeekResponse {
+            found: true,
+            value: value_of(key, FORGED_VERSION, self.value_size),
+            version: FORGED_VERSION,
+            expires_in_ms: 0,
+            codec: proto::Codec::Identity as i32,
+        }))
+    }
+
+    async fn push(
+        &self,
+        request: Request<proto::PushRequest>,
+    ) -> Result<Response<proto::PushResponse>, Status> {
+        self.received();
+        let accepted = request.get_ref().entries.len() as u32;
+        Ok(Response::new(proto::PushResponse { accepted }))
+    }
 }
 
 /// An accepted TLS connection, made acceptable to tonic's server.

@@ -1,0 +1,323 @@
+//! Handoff: staying warm through membership changes.
+//!
+//! When a key moves to another owner its value usually still sits in the previous
+//! owner's memory. Instead of loading it from the source again:
+//!
+//! - a node whose main cache loses keys to a membership change moves those entries to
+//!   its handoff store, kept for the handoff window and never served to clients; within
+//!   the window the key's new owner, on a miss, asks this node for the entry (`peek`,
+//!   memory only, a short deadline) before it loads;
+//! - a node leaving gracefully pushes its main entries, most recently used first
+//!   within a time budget, to their owners in the ring without it (`push`); they keep
+//!   them in their handoff store until the key is theirs and asked for.
+//!
+//! Handed entries are copies like any other: a write or an invalidation drops them
+//! here. A new owner takes one into its main cache only if it has not itself applied
+//! or routed a write of the key lately, and at the version floor it read before asking
+//! (not the entry's own version, which another owner stamped): a write that lands
+//! meanwhile raises the floor and refuses it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::Group;
+use crate::error::{Error, Result};
+use crate::peer::{Fetched, PeerRef};
+use crate::ring::Ring;
+use crate::store::{Entry, Hit, Store};
+use crate::time::{self, Instant};
+
+/// Longest a new owner waits for a previous owner's entry before loading: a memory
+/// lookup one hop away.
+const PEEK_DEADLINE: Duration = Duration::from_millis(25);
+
+/// A push carries at most this many entries, and at most about the largest entry the
+/// group allows (what every member's message limit admits), at least one entry.
+const PUSH_BATCH: usize = 256;
+/// Bytes counted per pushed entry on top of its key and value: the protobuf fields.
+const PUSH_ENTRY_OVERHEAD: usize = 32;
+
+/// Entries in transit between owners, a store of their own (half the main cache's
+/// capacity), or none when the group keeps no copies.
+pub(super) struct Handoff {
+    store: Option<Box<dyn Store>>,
+}
+
+impl Handoff {
+    pub(super) fn new(store: Option<Box<dyn Store>>) -> Self {
+        Handoff { store }
+    }
+
+    /// Keeps `entry` of `key` until it expires, at most `window` from `now`.
+    fn keep(&self, key: &str, mut entry: Entry, now: Duration, window: Duration) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let until = now.saturating_add(window);
+        entry.expires_at = Some(entry.expires_at.map_or(until, |at| at.min(until)));
+        store.insert(key, entry).is_ok()
+    }
+
+    fn get(&self, key: &str, now: Duration) -> Option<Hit> {
+        self.store.as_ref()?.get(key, now)
+    }
+
+    /// Drops the entry of `key` after a write stamped `version`.
+    pub(super) fn drop_entry(&self, key: &str, version: u64) {
+        if let Some(store) = &self.store {
+            store.purge(key, version);
+        }
+    }
+
+    pub(super) fn sweep(&self, now: Duration) -> usize {
+        self.store.as_ref().map_or(0, |s| s.sweep(now))
+    }
+}
+
+/// A hit as an entry to hand on, its time left counted from `now`.
+fn handed(hit: Hit, now: Duration) -> Fetched {
+    Fetched {
+        expires_in: hit.expires_at().map(|at| at.saturating_sub(now)),
+        value: hit.value,
+        version: hit.version,
+        hot: false,
+    }
+}
+
+impl Group {
+    /// Moves main-cache entries of keys this node no longer owns (`owns` refuses them)
+    /// to the handoff store, where the keys' new owners find them for the handoff
+    /// window; returns how many left the main cache.
+    pub(super) fn hand_off_unowned(&self, owns: &dyn Fn(&str) -> bool) -> usize {
+        let inner = &*self.inner;
+        let now = inner.epoch.now();
+        let window = self.picker().map_or(Duration::ZERO, |p| p.handoff_window());
+        let moved = inner.main.collect(&|key| !owns(key), now, true);
+        let count = moved.len();
+        if !window.is_zero() {
+            for (key, hit) in moved {
+                let entry = Entry {
+                    expires_at: hit.expires_at(),
+                    value: hit.value,
+                    version: hit.version,
+                };
+                inner.handoff.keep(&key, entry, now, window);
+            }
+        }
+        count
+    }
+
+    /// Answers a new owner's peek: the entry of `key` this node holds in its main cache
+    /// (whoever owns the key here) or its handoff store; never loads.
+    pub fn peek_for_peer(&self, key: &str) -> Result<Option<Fetched>> {
+        let inner = &*self.inner;
+        inner.limits.check_key(key)?;
+        let now = inner.epoch.now();
+        let hit = (inner.main.get(key, now)).or_else(|| inner.handoff.get(key, now));
+        Ok(hit.map(|hit| handed(hit, now)))
+    }
+
+    /// Keeps entries a leaving member pushed here, in the handoff store until this
+    /// node owns their keys; returns how many it kept. Entries older than what this
+    /// node has seen of their key are refused; any invalid entry (key or value over the
+    /// limits, a version out of range) refuses the whole push.
+    pub fn accept_pushed(&self, entries: Vec<(String, Fetched)>) -> Result<usize> {
+        let inner = &*self.inner;
+        for (key, entry) in &entries {
+            inner.limits.check_key(key)?;
+            inner.limits.check_value(&entry.value)?;
+            super::writes::check_version(entry.version)?;
+        }
+        let now = inner.epoch.now();
+        let Some(window) = self.picker().map(|p| p.handoff_window()) else {
+            return Err(Error::Unavailable("this node has not joined".into()));
+        };
+        let mut kept = 0;
+        for (key, entry) in entries {
+            if entry.version < inner.main.floor(&key) || inner.writes.wrote_lately(&key, now) {
+                continue;
+            }
+            let entry = Entry {
+                expires_at: entry.expires_in.map(|d| now.saturating_add(d)),
+                value: entry.value,
+                version: entry.version,
+            };
+            kept += usize::from(inner.handoff.keep(&key, entry, now, window));
+        }
+        inner
+            .counters
+            .handoff_accepted
+            .fetch_add(kept as u64, Relaxed);
+        Ok(kept)
+    }
+
+    /// The entry of `key`, which this node owns now, from the handoff: its own handoff
+    /// store (pushed here by a leaving member, or kept from when this node owned the
+    /// key before), else the key's previous owner within the handoff window. Taken into
+    /// the main cache at `floor`, the key's version floor read before; `None` if there
+    /// is none to take, or this node applied or routed a write of the key lately.
+    pub(super) async fn take_handed(&self, key: &str, floor: u64) -> Option<Fetched> {
+        let inner = &*self.inner;
+        let now = inner.epoch.now();
+        if inner.writes.wrote_lately(key, now) {
+            return None;
+        }
+        let local = inner.handoff.get(key, now).map(|hit| handed(hit, now));
+        let fetched = match local {
+            Some(fetched) => fetched,
+            None => self.peek_previous_owner(key).await?,
+        };
+        // Stamped by another owner, so not comparable with our versions in general;
+        // but one below what we have seen of the key is certainly older.
+        if fetched.version < floor {
+            return None;
+        }
+        let now = inner.epoch.now();
+        let entry = Entry {
+            value: fetched.value.clone(),
+            version: floor,
+            expires_at: fetched.expires_in.map(|d| now.saturating_add(d)),
+        };
+        inner.main.insert(key, entry).ok()?;
+        inner.counters.handoff_hits.fetch_add(1, Relaxed);
+        Some(Fetched {
+            version: floor,
+            ..fetched
+        })
+    }
+
+    /// What this node holds of `key` (owned elsewhere) in its handoff store, to answer
+    /// a peer whose view already names this node as the owner.
+    pub(super) fn handed_copy(&self, key: &str) -> Option<Fetched> {
+        let now = self.inner.epoch.now();
+        self.inner.handoff.get(key, now).map(|hit| handed(hit, now))
+    }
+
+    /// Asks the previous owner of `key`, if there is one to ask, for its entry.
+    async fn peek_previous_owner(&self, key: &str) -> Option<Fetched> {
+        let picker = self.picker()?;
+        let peer = picker.previous_owner(key)?;
+        let inner = &*self.inner;
+        inner.counters.handoff_peeks.fetch_add(1, Relaxed);
+        let found = match peer.peek(&inner.name, key, PEEK_DEADLINE).await {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::debug!(group = %inner.name, peer = peer.id(), ?why, "peek failed");
+                None
+            }
+        };
+        let found = found.filter(|f| super::writes::check_version(f.version).is_ok());
+        picker.note_handoff(found.is_some());
+        found
+    }
+
+    /// Pushes this node's main entries, most recently used first, to their owners in
+    /// `ring` (the ring without this node), in batches, until `deadline`. Returns
+    /// (entries sent, entries kept by their receivers).
+    pub async fn push_to(&self, ring: &Ring, deadline: Instant) -> (usize, usize) {
+        let inner = &*self.inner;
+        let Some(picker) = self.picker() else {
+            return (0, 0);
+        };
+        let now = inner.epoch.now();
+        let mut per_owner: BTreeMap<String, (PeerRef, Vec<(String, Fetched)>)> = BTreeMap::new();
+        for (key, hit) in inner.main.collect(&|_| true, now, false) {
+            let Some(owner) = ring.owner(&key) else {
+                break;
+            };
+            let Some(peer) = picker.peer(&owner.id) else {
+                continue;
+            };
+            let slot = per_owner.entry(owner.id.clone());
+            let (_, entries) = slot.or_insert_with(|| (peer, Vec::new()));
+            entries.push((key.into(), handed(hit, now)));
+        }
+        let (name, budget) = (&inner.name, inner.limits.max_key + inner.limits.max_value);
+        let pushes = per_owner.into_values().map(|(peer, entries)| async move {
+            let (mut sent, mut kept) = (0, 0);
+            for batch in batches(entries, budget) {
+                let left = deadline.saturating_duration_since(time::now());
+                if left.is_zero() {
+                    break;
+                }
+                let n = batch.len();
+                match peer.push(name, batch, left).await {
+                    Ok(k) => (sent, kept) = (sent + n, kept + k),
+                    Err(why) => {
+                        tracing::warn!(group = %name, peer = peer.id(), ?why, "push to the new owner failed");
+                        break;
+                    }
+                }
+            }
+            (sent, kept)
+        });
+        let done = join_all(pushes).await;
+        let (sent, kept) = done
+            .iter()
+            .fold((0, 0), |(s, k), (s2, k2)| (s + s2, k + k2));
+        inner
+            .counters
+            .handoff_pushed
+            .fetch_add(kept as u64, Relaxed);
+        (sent, kept)
+    }
+}
+
+/// `entries` cut into pushes of at most [`PUSH_BATCH`] entries and `budget` bytes each
+/// (keys, values and [`PUSH_ENTRY_OVERHEAD`]), but at least one entry each.
+fn batches(entries: Vec<(String, Fetched)>, budget: usize) -> Vec<Vec<(String, Fetched)>> {
+    let mut out: Vec<Vec<(String, Fetched)>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry.0.len() + entry.1.value.len() + PUSH_ENTRY_OVERHEAD;
+        match out.last_mut() {
+            Some(last) if last.len() < PUSH_BATCH && bytes + size <= budget => {
+                bytes += size;
+                last.push(entry);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![entry]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, len: usize) -> (String, Fetched) {
+        let value = bytes::Bytes::from(vec![b'v'; len]);
+        let fetched = Fetched {
+            value,
+            version: 1,
+            expires_in: None,
+            hot: false,
+        };
+        (key.to_owned(), fetched)
+    }
+
+    #[test]
+    fn pushes_are_cut_by_count_and_bytes() {
+        let budget = 1 << 20;
+        let many: Vec<_> = (0..600).map(|i| entry(&format!("k{i}"), 10)).collect();
+        let sizes: Vec<usize> = batches(many, budget).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [256, 256, 88]);
+        let half = budget / 2 - PUSH_ENTRY_OVERHEAD - 1;
+        let big = vec![
+            entry("a", half),
+            entry("b", half),
+            entry("c", 2 * budget),
+            entry("d", 1),
+            entry("e", 1),
+        ];
+        let sizes: Vec<usize> = batches(big, budget).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1, 2], "over the byte budget starts a new push");
+        assert!(batches(Vec::new(), budget).is_empty());
+    }
+}

@@ -1,0 +1,231 @@
+//! Handoff through membership changes (src/group/handoff.rs), over in-process fake
+//! peers: a node joining takes the keys that move to it from their previous owners'
+//! memory, a node leaving pushes its entries to their new owners, and neither ever
+//! serves a value older than a write.
+
+#[path = "common/in_process.rs"]
+mod in_process;
+
+use std::time::Duration;
+
+use in_process::InProcess;
+
+const WINDOW: Duration = Duration::from_secs(30);
+const KEYS: usize = 300;
+
+fn keys() -> Vec<String> {
+    keys_up_to(KEYS)
+}
+
+fn keys_up_to(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("key{i}")).collect()
+}
+
+/// Nodes a, b and c with handoff on; a and b form the cluster, c is not in it yet.
+fn two_of_three() -> InProcess {
+    let cluster = InProcess::with_handoff(&["a", "b", "c"], WINDOW, |g| g);
+    for node in ["a", "b", "c"] {
+        cluster.view(node, &["a", "b"]);
+    }
+    cluster
+}
+
+/// c joins: every view has it, and a and b move what they no longer own aside, as a
+/// node following the membership does.
+fn c_joins(cluster: &InProcess) {
+    for node in ["a", "b", "c"] {
+        cluster.view(node, &["a", "b", "c"]);
+        cluster.registry(node).drop_unowned();
+    }
+}
+
+/// Gets every key through `node`, checking the values.
+async fn read_all(cluster: &InProcess, node: &str) {
+    read(cluster, node, &keys()).await;
+}
+
+async fn read(cluster: &InProcess, node: &str, keys: &[String]) {
+    for key in keys {
+        let value = cluster.group(node).get(key).await.unwrap();
+        assert_eq!(value, format!("v:{key}"), "{key} through {node}");
+    }
+}
+
+fn loads_on(cluster: &InProcess, node: &str, keys: &[String]) -> u64 {
+    keys.iter().map(|k| cluster.loads(node, k)).sum()
+}
+
+#[tokio::test]
+async fn a_joiner_takes_the_keys_that_move_to_it_from_their_previous_owners() {
+    let cluster = two_of_three();
+    read_all(&cluster, "a").await;
+    c_joins(&cluster);
+    let moved: Vec<String> = (keys().into_iter())
+        .filter(|k| cluster.owner_in_view_of("a", k) == "c")
+        .collect();
+    assert!(moved.len() > KEYS / 5, "{} keys moved", moved.len());
+    let held: u64 = ["a", "b"]
+        .iter()
+        .map(|n| cluster.group(n).stats().store.items)
+        .sum();
+    assert_eq!(
+        held as usize,
+        KEYS - moved.len(),
+        "moved keys left main caches"
+    );
+    cluster.take_calls();
+    read_all(&cluster, "c").await;
+    read_all(&cluster, "a").await;
+    read_all(&cluster, "b").await;
+    assert_eq!(
+        loads_on(&cluster, "c", &moved),
+        0,
+        "no moved key loaded again"
+    );
+    let all: u64 = ["a", "b", "c"]
+        .iter()
+        .map(|n| loads_on(&cluster, n, &keys()))
+        .sum();
+    assert_eq!(all as usize, KEYS, "each key loaded once, before the join");
+    let stats = cluster.group("c").stats();
+    assert_eq!(stats.handoff_hits as usize, moved.len());
+    assert_eq!(
+        stats.handoff_peeks as usize,
+        moved.len(),
+        "one peek per moved key"
+    );
+    let peeks = cluster.take_calls().into_iter().filter(|c| c.op == "peek");
+    assert!(
+        peeks.clone().all(|c| c.from == "c"),
+        "only the new owner peeks"
+    );
+    assert_eq!(peeks.count(), moved.len());
+}
+
+#[tokio::test]
+async fn a_handed_entry_is_refused_after_a_write_its_holder_missed() {
+    let cluster = two_of_three();
+    read_all(&cluster, "a").await;
+    c_joins(&cluster);
+    let key = (keys().into_iter())
+        .find(|k| cluster.owner_in_view_of("a", k) == "c" && cluster.loads("a", k) == 1)
+        .expect("a key a owned moved to c");
+    // a does not hear of the removal: it still holds the value aside.
+    cluster.set_down("a", true);
+    cluster.group("c").remove(&key).await.unwrap();
+    cluster.set_down("a", false);
+    let held = cluster.group("a").peek_for_peer(&key).unwrap();
+    assert_eq!(
+        held.map(|f| f.value),
+        Some(format!("v:{key}").into()),
+        "a still holds the old entry"
+    );
+    cluster.group("c").get(&key).await.unwrap();
+    assert_eq!(cluster.loads("c", &key), 1, "loaded, not taken from a");
+    assert_eq!(cluster.group("c").stats().handoff_hits, 0);
+}
+
+#[tokio::test]
+async fn a_write_drops_a_handed_entry_on_its_way() {
+    let cluster = two_of_three();
+    read_all(&cluster, "a").await;
+    c_joins(&cluster);
+    let key = (keys().into_iter())
+        .find(|k| cluster.owner_in_view_of("a", k) == "c" && cluster.loads("a", k) == 1)
+        .expect("a key a owned moved to c");
+    // Through b, whose view still has a as the owner: a applies it and its entry aside
+    // is replaced; c is told to drop what it has.
+    cluster.view("b", &["a", "b"]);
+    cluster
+        .group("b")
+        .set(&key, "new".into(), None)
+        .await
+        .unwrap();
+    let value = cluster.group("c").get(&key).await.unwrap();
+    assert_eq!(
+        value, "new",
+        "the peek finds the written value, not the old one"
+    );
+}
+
+#[tokio::test]
+async fn a_leaver_pushes_its_entries_and_the_new_owners_need_no_load() {
+    let cluster = InProcess::with_handoff(&["a", "b", "c"], WINDOW, |g| g);
+    read_all(&cluster, "a").await;
+    let theirs: Vec<String> = (keys().into_iter())
+        .filter(|k| cluster.owner_in_view_of("a", k) == "c")
+        .collect();
+    let (sent, kept) = cluster
+        .registry("c")
+        .hand_off_all(Duration::from_secs(5))
+        .await;
+    assert_eq!((sent, kept), (theirs.len(), theirs.len()));
+    // A write after the push, still through c as the owner, drops the pushed entry.
+    let written = &theirs[0];
+    cluster.group("a").remove(written).await.unwrap();
+    for node in ["a", "b"] {
+        cluster.view(node, &["a", "b"]);
+        cluster.registry(node).drop_unowned();
+    }
+    read_all(&cluster, "a").await;
+    read_all(&cluster, "b").await;
+    let reloaded = loads_on(&cluster, "a", &theirs) + loads_on(&cluster, "b", &theirs);
+    assert_eq!(
+        reloaded, 1,
+        "only the key written after the push is loaded again"
+    );
+    let accepted: u64 = ["a", "b"]
+        .iter()
+        .map(|n| cluster.group(n).stats().handoff_accepted)
+        .sum();
+    assert_eq!(accepted as usize, theirs.len());
+    assert_eq!(
+        cluster.group("c").stats().handoff_pushed as usize,
+        theirs.len()
+    );
+}
+
+#[tokio::test]
+async fn a_push_with_an_entry_over_the_limits_is_refused_whole() {
+    let cluster = InProcess::with_handoff(&["a", "b"], WINDOW, |g| g.max_value_len(8));
+    let entry = |value: &str, version| peercache::peer::Fetched {
+        value: value.to_owned().into(),
+        version,
+        expires_in: None,
+        hot: false,
+    };
+    let g = cluster.group("a");
+    let refused = g.accept_pushed(vec![
+        ("ok".into(), entry("small", 1)),
+        ("big".into(), entry("far too large", 1)),
+    ]);
+    assert!(
+        matches!(refused, Err(peercache::Error::ValueTooLarge { .. })),
+        "{refused:?}"
+    );
+    let refused = g.accept_pushed(vec![("k".into(), entry("v", u64::MAX))]);
+    assert!(
+        matches!(refused, Err(peercache::Error::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(g.peek_for_peer("ok").unwrap(), None, "nothing of it kept");
+}
+
+#[tokio::test]
+async fn a_cluster_starting_cold_stops_asking_after_a_run_of_misses() {
+    let cluster = two_of_three();
+    c_joins(&cluster);
+    // Nothing was read before: every peek finds nothing.
+    let keys = keys_up_to(1200);
+    read(&cluster, "c", &keys).await;
+    let peeks = cluster
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.op == "peek")
+        .count();
+    let owned = (keys.iter())
+        .filter(|k| cluster.owner_in_view_of("c", k) == "c")
+        .count();
+    assert!(owned > 256, "{owned} keys owned by c");
+    assert_eq!(peeks, 256, "asks stop after 256 misses in a row");
+}
