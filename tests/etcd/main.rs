@@ -22,6 +22,7 @@ mod common;
 #[path = "../conformance/mod.rs"]
 mod conformance;
 mod forged;
+mod handoff;
 mod nodes;
 mod secure;
 mod server;
