@@ -83,6 +83,7 @@ impl PeerClient for StubRef {
         &self,
         _: &str,
         _: &str,
+        _: &str,
         deadline: Duration,
     ) -> Result<Option<Fetched>, PeerFailure> {
         self.0.answer("peek", deadline, None)

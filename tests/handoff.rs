@@ -23,11 +23,7 @@ fn keys_up_to(n: usize) -> Vec<String> {
 
 /// Nodes a, b and c with handoff on; a and b form the cluster, c is not in it yet.
 fn two_of_three() -> InProcess {
-    let cluster = InProcess::with_handoff(&["a", "b", "c"], WINDOW, |g| g);
-    for node in ["a", "b", "c"] {
-        cluster.view(node, &["a", "b"]);
-    }
-    cluster
+    InProcess::with_handoff(&["a", "b", "c"], &["a", "b"], WINDOW, |g| g)
 }
 
 /// c joins: every view has it, and a and b move what they no longer own aside, as a
@@ -114,7 +110,7 @@ async fn a_handed_entry_is_refused_after_a_write_its_holder_missed() {
     cluster.set_down("a", true);
     cluster.group("c").remove(&key).await.unwrap();
     cluster.set_down("a", false);
-    let held = cluster.group("a").peek_for_peer(&key).unwrap();
+    let held = cluster.group("a").peek_for_peer(&key, "c").unwrap();
     assert_eq!(
         held.map(|f| f.value),
         Some(format!("v:{key}").into()),
@@ -150,7 +146,7 @@ async fn a_write_drops_a_handed_entry_on_its_way() {
 
 #[tokio::test]
 async fn a_leaver_pushes_its_entries_and_the_new_owners_need_no_load() {
-    let cluster = InProcess::with_handoff(&["a", "b", "c"], WINDOW, |g| g);
+    let cluster = InProcess::with_handoff(&["a", "b", "c"], &["a", "b", "c"], WINDOW, |g| g);
     read_all(&cluster, "a").await;
     let theirs: Vec<String> = (keys().into_iter())
         .filter(|k| cluster.owner_in_view_of("a", k) == "c")
@@ -187,7 +183,7 @@ async fn a_leaver_pushes_its_entries_and_the_new_owners_need_no_load() {
 
 #[tokio::test]
 async fn a_push_with_an_entry_over_the_limits_is_refused_whole() {
-    let cluster = InProcess::with_handoff(&["a", "b"], WINDOW, |g| g.max_value_len(8));
+    let cluster = InProcess::with_handoff(&["a", "b"], &["a", "b"], WINDOW, |g| g.max_value_len(8));
     let entry = |value: &str, version| peercache::peer::Fetched {
         value: value.to_owned().into(),
         version,
@@ -208,7 +204,11 @@ async fn a_push_with_an_entry_over_the_limits_is_refused_whole() {
         matches!(refused, Err(peercache::Error::Invalid(_))),
         "{refused:?}"
     );
-    assert_eq!(g.peek_for_peer("ok").unwrap(), None, "nothing of it kept");
+    assert_eq!(
+        g.peek_for_peer("ok", "b").unwrap(),
+        None,
+        "nothing of it kept"
+    );
 }
 
 #[tokio::test]
@@ -228,4 +228,52 @@ async fn a_cluster_starting_cold_stops_asking_after_a_run_of_misses() {
         .count();
     assert!(owned > 256, "{owned} keys owned by c");
     assert_eq!(peeks, 256, "asks stop after 256 misses in a row");
+}
+
+/// A member that comes back (it lost its registration, or restarted) may have owned
+/// keys in its own view meanwhile and taken writes the others never heard of, and the
+/// others may hold values from that time: for the handoff window nothing is handed in
+/// either direction, and entries that move are dropped as without handoff.
+#[tokio::test]
+async fn nothing_is_handed_for_the_window_after_a_member_comes_back() {
+    let cluster = InProcess::with_handoff(&["a", "b", "c"], &["a", "b", "c"], WINDOW, |g| g);
+    // c drops out of a's and b's views for a while; they take over its keys.
+    for node in ["a", "b"] {
+        cluster.view(node, &["a", "b"]);
+        cluster.registry(node).drop_unowned();
+    }
+    read_all(&cluster, "a").await;
+    let theirs: Vec<String> = (keys().into_iter())
+        .filter(|k| cluster.owner_in_view_of("c", k) == "c")
+        .collect();
+    // c is back: a and b see it return.
+    for node in ["a", "b"] {
+        cluster.view(node, &["a", "b", "c"]);
+        cluster.registry(node).drop_unowned();
+        assert!(!cluster.picker(node).handoff_allowed(), "{node}");
+    }
+    let aside: u64 = ["a", "b"]
+        .iter()
+        .map(|n| {
+            cluster
+                .group(n)
+                .peek_for_peer(&theirs[0], "c")
+                .unwrap()
+                .is_some() as u64
+        })
+        .sum();
+    assert_eq!(aside, 0, "nothing answered to a peek");
+    cluster.take_calls();
+    read(&cluster, "c", &theirs).await;
+    assert_eq!(
+        loads_on(&cluster, "c", &theirs) as usize,
+        theirs.len(),
+        "all loaded"
+    );
+    assert_eq!(cluster.group("c").stats().handoff_hits, 0);
+    let (sent, kept) = cluster
+        .registry("a")
+        .hand_off_all(Duration::from_secs(1))
+        .await;
+    assert_eq!((sent, kept), (0, 0), "no push either");
 }

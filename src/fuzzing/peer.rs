@@ -44,16 +44,14 @@ enum Call {
     Peek {
         group: GroupName,
         key: Key,
+        asker: String,
     },
     Push {
         group: GroupName,
         entries: Vec<(Key, Vec<u8>, u64, u64, i32)>,
     },
     /// A message of the kind `kind` (mod 6) prost-decoded from `bytes`.
-    Wire {
-        kind: u8,
-        bytes: Vec<u8>,
-    },
+    Wire { kind: u8, bytes: Vec<u8> },
 }
 
 /// A decoded request of any of the six kinds.
@@ -112,10 +110,11 @@ impl Call {
                 key: key.text(),
                 version,
             }),
-            Call::Peek { group, key } => R::Peek(proto::PeekRequest {
+            Call::Peek { group, key, asker } => R::Peek(proto::PeekRequest {
                 group: group.name().to_owned(),
                 key: key.text(),
                 deadline_ms: 0,
+                asker,
             }),
             Call::Push { group, entries } => R::Push(proto::PushRequest {
                 group: group.name().to_owned(),

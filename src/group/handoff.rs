@@ -51,6 +51,13 @@ impl Handoff {
         Handoff { store }
     }
 
+    /// Drops every entry (handoff was turned off: a member came back).
+    fn clear(&self) {
+        if let Some(store) = &self.store {
+            store.retain(&|_| false);
+        }
+    }
+
     /// Keeps `entry` of `key` until it expires, at most `window` from `now`.
     fn keep(&self, key: &str, mut entry: Entry, now: Duration, window: Duration) -> bool {
         let Some(store) = &self.store else {
@@ -91,10 +98,18 @@ impl Group {
     /// Moves main-cache entries of keys this node no longer owns (`owns` refuses them)
     /// to the handoff store, where the keys' new owners find them for the handoff
     /// window; returns how many left the main cache.
+    /// While handoff is off (a member came back lately) they are dropped instead, and
+    /// so is everything the handoff store holds.
     pub(super) fn hand_off_unowned(&self, owns: &dyn Fn(&str) -> bool) -> usize {
         let inner = &*self.inner;
         let now = inner.epoch.now();
-        let window = self.picker().map_or(Duration::ZERO, |p| p.handoff_window());
+        let window = match self.picker() {
+            Some(p) if p.handoff_allowed() => p.handoff_window(),
+            _ => {
+                inner.handoff.clear();
+                return inner.main.retain(owns);
+            }
+        };
         let moved = inner.main.collect(&|key| !owns(key), now, true);
         let count = moved.len();
         if !window.is_zero() {
@@ -110,11 +125,19 @@ impl Group {
         count
     }
 
-    /// Answers a new owner's peek: the entry of `key` this node holds in its main cache
-    /// (whoever owns the key here) or its handoff store; never loads.
-    pub fn peek_for_peer(&self, key: &str) -> Result<Option<Fetched>> {
+    /// Answers the peek of `asker`, a key's new owner: the entry of `key` this node
+    /// holds in its main cache (whoever owns the key here) or its handoff store; never
+    /// loads. Nothing while handoff is off here, nor to an asker this node does not have
+    /// in its view yet (it may be one coming back, which this node has yet to notice).
+    pub fn peek_for_peer(&self, key: &str, asker: &str) -> Result<Option<Fetched>> {
         let inner = &*self.inner;
         inner.limits.check_key(key)?;
+        let known = self
+            .picker()
+            .is_some_and(|p| p.handoff_allowed() && p.view().has(asker));
+        if !known {
+            return Ok(None);
+        }
         let now = inner.epoch.now();
         let hit = (inner.main.get(key, now)).or_else(|| inner.handoff.get(key, now));
         Ok(hit.map(|hit| handed(hit, now)))
@@ -132,9 +155,13 @@ impl Group {
             super::writes::check_version(entry.version)?;
         }
         let now = inner.epoch.now();
-        let Some(window) = self.picker().map(|p| p.handoff_window()) else {
+        let Some(picker) = self.picker() else {
             return Err(Error::Unavailable("this node has not joined".into()));
         };
+        if !picker.handoff_allowed() {
+            return Ok(0);
+        }
+        let window = picker.handoff_window();
         let mut kept = 0;
         for (key, entry) in entries {
             if entry.version < inner.main.floor(&key) || inner.writes.wrote_lately(&key, now) {
@@ -202,7 +229,8 @@ impl Group {
         let peer = picker.previous_owner(key)?;
         let inner = &*self.inner;
         inner.counters.handoff_peeks.fetch_add(1, Relaxed);
-        let found = match peer.peek(&inner.name, key, PEEK_DEADLINE).await {
+        let asker = picker.self_id();
+        let found = match peer.peek(&inner.name, key, asker, PEEK_DEADLINE).await {
             Ok(found) => found,
             Err(why) => {
                 tracing::debug!(group = %inner.name, peer = peer.id(), ?why, "peek failed");
@@ -219,7 +247,7 @@ impl Group {
     /// (entries sent, entries kept by their receivers).
     pub async fn push_to(&self, ring: &Ring, deadline: Instant) -> (usize, usize) {
         let inner = &*self.inner;
-        let Some(picker) = self.picker() else {
+        let Some(picker) = self.picker().filter(|p| p.handoff_allowed()) else {
             return (0, 0);
         };
         let now = inner.epoch.now();

@@ -170,12 +170,14 @@ impl PeerClient for GrpcPeer {
         &self,
         group: &str,
         key: &str,
+        asker: &str,
         deadline: Duration,
     ) -> Result<Option<Fetched>, PeerFailure> {
         let req = |left| proto::PeekRequest {
             group: group.to_owned(),
             key: key.to_owned(),
             deadline_ms: deadline_to_wire(left),
+            asker: asker.to_owned(),
         };
         let peek = |mut rpc: Rpc<Channel>, req| async move { rpc.peek(req).await };
         self.call("peek", deadline, peek, req).await?.try_into()

@@ -81,7 +81,7 @@ impl Peer for PeerService {
         req: Request<proto::PeekRequest>,
     ) -> Result<Response<proto::PeekResponse>, Status> {
         let req = req.into_inner();
-        let held = self.groups.get(&req.group)?.peek_for_peer(&req.key)?;
+        let held = (self.groups.get(&req.group)?).peek_for_peer(&req.key, &req.asker)?;
         Ok(Response::new(held.into()))
     }
 

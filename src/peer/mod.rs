@@ -86,11 +86,12 @@ pub trait PeerClient: Send + Sync + Debug + 'static {
 
     /// The entry of `key` the member holds in memory (as its owner, or since it handed
     /// the key on after a membership change), never loaded for this call; `None` if it
-    /// holds none. Asked by a key's new owner of its previous one.
+    /// holds none. Asked by a key's new owner, member `asker`, of its previous one.
     async fn peek(
         &self,
         group: &str,
         key: &str,
+        asker: &str,
         deadline: Duration,
     ) -> Result<Option<Fetched>, PeerFailure>;
 

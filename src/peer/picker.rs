@@ -90,6 +90,17 @@ pub struct PeerPicker {
     handoff_window: Duration,
     /// Asks of previous owners in a row that found nothing, since the last change.
     handoff_misses: AtomicU32,
+    /// Every member id this node has had in a view, and until when handoff is off
+    /// because one came back (see [`PeerPicker::handoff_allowed`]).
+    history: parking_lot::Mutex<History>,
+}
+
+/// Which members a node has seen, for telling a member that returns from a new one.
+#[derive(Default)]
+struct History {
+    seen: std::collections::BTreeSet<String>,
+    /// Handoff is off until then.
+    off_until: Option<Instant>,
 }
 
 impl PeerPicker {
@@ -107,6 +118,7 @@ impl PeerPicker {
             )),
             handoff_window: Duration::ZERO,
             handoff_misses: AtomicU32::new(0),
+            history: Default::default(),
         }
     }
 
@@ -122,15 +134,29 @@ impl PeerPicker {
         self.handoff_window
     }
 
+    /// Whether entries may be handed between owners now: not within the handoff
+    /// window after a member came back into this node's view (one it had in a view
+    /// before, gone since: a node that lost its registration, or restarted). While it
+    /// was gone the two may each have owned some keys in their own views and taken
+    /// writes the other never heard of; what this node holds from that time may be
+    /// stale in a way no version or invalidation here reveals, so it is not passed on
+    /// (and stays where it is, as without handoff).
+    pub fn handoff_allowed(&self) -> bool {
+        let history = self.history.lock();
+        history.off_until.is_none_or(|until| time::now() >= until)
+    }
+
     /// The previous owner of `key`, a member other than this node, to ask for its
     /// entry before loading: only within the handoff window after the change that made
-    /// the current view, while asks keep finding entries, and only if that member is
-    /// still in the view (a member that left or died has nothing to give).
+    /// the current view, while asks keep finding entries and handoff is allowed, and
+    /// only if that member is still in the view (a member that left or died has
+    /// nothing to give).
     pub fn previous_owner(&self, key: &str) -> Option<PeerRef> {
         let view = self.view.load();
         let previous = view.previous.as_ref()?;
         if time::now().saturating_duration_since(view.since) >= self.handoff_window
             || self.handoff_misses.load(Relaxed) >= HANDOFF_MISSES_TO_STOP
+            || !self.handoff_allowed()
         {
             return None;
         }
@@ -147,6 +173,20 @@ impl PeerPicker {
             true => self.handoff_misses.store(0, Relaxed),
             false => drop(self.handoff_misses.fetch_add(1, Relaxed)),
         }
+    }
+
+    /// Turns handoff off for the window if a member of `members` comes back: one seen
+    /// in an earlier view, not in `old`.
+    fn note_returns(&self, old: &View, members: &[Member]) {
+        let mut history = self.history.lock();
+        let back = (members.iter())
+            .find(|m| !old.has(&m.id) && history.seen.contains(&m.id))
+            .map(|m| m.id.clone());
+        if let Some(id) = back {
+            tracing::info!(member = %id, window = ?self.handoff_window, "a member came back; no handoff for the window");
+            history.off_until = Some(time::now() + self.handoff_window);
+        }
+        history.seen.extend(members.iter().map(|m| m.id.clone()));
     }
 
     /// The ring as it will be without this node: where its keys go when it leaves.
@@ -248,6 +288,7 @@ impl PeerPicker {
                 self.vnodes,
             ),
         };
+        self.note_returns(&old, &ring_members);
         let ring = Ring::new(ring_members, self.vnodes);
         let view = View::new(ring, peers, &self.self_id, Some(previous));
         tracing::info!(members = view.ring.members().len(), "membership changed");
@@ -304,6 +345,7 @@ mod tests {
         }
         async fn peek(
             &self,
+            _: &str,
             _: &str,
             _: &str,
             _: Duration,

@@ -231,9 +231,10 @@ impl PeerClient for Suspicious {
         &self,
         group: &str,
         key: &str,
+        asker: &str,
         deadline: Duration,
     ) -> Result<Option<Fetched>, PeerFailure> {
-        self.guarded(deadline, || self.inner.peek(group, key, deadline))
+        self.guarded(deadline, || self.inner.peek(group, key, asker, deadline))
             .await
     }
 
@@ -316,6 +317,7 @@ mod tests {
         }
         async fn peek(
             &self,
+            _: &str,
             _: &str,
             _: &str,
             _: Duration,

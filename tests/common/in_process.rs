@@ -142,10 +142,11 @@ impl PeerClient for FakePeer {
         &self,
         group: &str,
         key: &str,
+        asker: &str,
         _: Duration,
     ) -> Result<Option<Fetched>, PeerFailure> {
         let g = self.reach("peek", group, key).await?;
-        g.peek_for_peer(key).map_err(PeerFailure::Answered)
+        g.peek_for_peer(key, asker).map_err(PeerFailure::Answered)
     }
 
     async fn push(
@@ -170,13 +171,15 @@ impl InProcess {
     /// copies, timeout) over a loader that answers `v:<key>` and counts its calls; every
     /// node sees every member.
     pub fn new(ids: &[&str], configure: impl Fn(GroupBuilder) -> GroupBuilder) -> Self {
-        Self::with_handoff(ids, Duration::ZERO, configure)
+        Self::with_handoff(ids, ids, Duration::ZERO, configure)
     }
 
-    /// [`InProcess::new`], with new owners asking previous ones for `window` after each
-    /// membership change (see `PeerPicker::with_handoff_window`).
+    /// [`InProcess::new`], but every node starts with a view of only `members`, and new
+    /// owners ask previous ones for `window` after each membership change (see
+    /// `PeerPicker::with_handoff_window`).
     pub fn with_handoff(
         ids: &[&str],
+        members: &[&str],
         window: Duration,
         configure: impl Fn(GroupBuilder) -> GroupBuilder,
     ) -> Self {
@@ -209,7 +212,7 @@ impl InProcess {
             let picker = PeerPicker::new(*id, peercache::ring::DEFAULT_VNODES, cluster.connect(id))
                 .with_handoff_window(window);
             cluster.registry(id).set_peers(Arc::new(picker)).unwrap();
-            cluster.view(id, ids);
+            cluster.view(id, members);
         }
         cluster
     }

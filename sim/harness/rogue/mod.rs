@@ -182,7 +182,10 @@ async fn call(peer: &PeerRef, rpc: &str, key: &str, value_size: usize) -> Answer
             .await
             .map(drop),
         "remove" => peer.remove(GROUP, key, CALL_DEADLINE).await.map(drop),
-        "peek" => peer.peek(GROUP, key, CALL_DEADLINE).await.map(drop),
+        "peek" => peer
+            .peek(GROUP, key, ROGUE_HOST, CALL_DEADLINE)
+            .await
+            .map(drop),
         "push" => {
             let entry = peercache::peer::Fetched {
                 value: forged,
