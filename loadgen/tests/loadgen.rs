@@ -63,6 +63,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         "stampede",
         "churn",
         "stall",
+        "graceful-leave",
         "scale-out",
         "ceiling",
     ] {
@@ -144,13 +145,14 @@ fn quick_static_cluster_run(out: &Path) -> String {
     stdout.into_owned()
 }
 
-/// `dir/<name>.json` is scenario `name`'s: scale-out skipped for want of etcd, any other
+/// `dir/<name>.json` is scenario `name`'s: graceful-leave and scale-out skipped for want
+/// of etcd, any other
 /// with successful requests and percentiles, its checks passed and, but for churn, no
 /// failed request.
 fn assert_scenario_report(dir: &Path, name: &str) {
     let report = json(&dir.join(format!("{name}.json")));
     assert_eq!(report["name"], name);
-    if name == "scale-out" {
+    if name == "graceful-leave" || name == "scale-out" {
         assert!(
             report["skipped"]
                 .as_str()

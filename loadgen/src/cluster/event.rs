@@ -1,6 +1,6 @@
-//! What churn, stall and scale-out share: warmed uniform gets with one event a third
-//! into the measured part, the node the event befalls, the origin's loads per second
-//! around the event, and the failures it caused.
+//! What churn, stall, graceful-leave and scale-out share: warmed uniform gets with one
+//! event a third into the measured part, the node the event befalls, the origin's loads
+//! per second around the event, and the failures it caused.
 
 use std::future::Future;
 use std::time::Duration;
@@ -153,7 +153,7 @@ async fn loads_per_second(origin: &Origin, start: Instant, secs: u64) -> Vec<u64
     out
 }
 
-/// The node an event befalls (killed, stopped): the cluster's last.
+/// The node an event befalls (killed, stopped, leaving): the cluster's last.
 pub struct Victim {
     /// Its member id.
     pub id: String,

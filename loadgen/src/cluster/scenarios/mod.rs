@@ -3,6 +3,7 @@
 
 mod ceiling;
 mod churn;
+mod graceful_leave;
 mod hits;
 mod miss;
 mod scale_out;
@@ -12,6 +13,7 @@ mod zipf_mixed;
 
 pub use self::ceiling::ceiling;
 pub use self::churn::churn;
+pub use self::graceful_leave::graceful_leave;
 pub use self::hits::{hits, local_hit_resp};
 pub use self::miss::miss;
 pub use self::scale_out::scale_out;
