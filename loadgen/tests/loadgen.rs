@@ -61,6 +61,7 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
         "miss",
         "zipf-mixed",
         "stampede",
+        "hotspot",
         "churn",
         "stall",
         "graceful-leave",
@@ -90,6 +91,16 @@ fn a_quick_static_cluster_run_writes_reports_and_its_checks_hold() {
     assert_eq!(stampede["run"]["summary"]["ok"], 3000);
     // Every key went through every node: the two non-owners of each key asked its owner.
     assert!(stampede["peer_loads"].as_u64().unwrap() >= 6, "{stampede}");
+
+    // The hot key's figures are there whether or not its owner found it hot in so short
+    // a run: how fast it found it is a figure, not a check.
+    let hotspot = json(&dir.join("hotspot.json"));
+    assert!(
+        hotspot["extra"]["qps_ratio"].as_f64().unwrap() > 0.0,
+        "{hotspot}"
+    );
+    assert_eq!(hotspot["extra"]["hot_key"], "key:00000000", "{hotspot}");
+    assert_eq!(hotspot["source_loads"], 0, "{hotspot}");
 
     let miss = json(&dir.join("miss.json"));
     assert_eq!(

@@ -21,7 +21,7 @@ use crate::client::Route;
 use crate::procs::Etcd;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "local-hit",
     "local-hit-resp",
     "remote-hit",
@@ -29,6 +29,7 @@ pub const SCENARIOS: [&str; 12] = [
     "miss",
     "zipf-mixed",
     "stampede",
+    "hotspot",
     "churn",
     "stall",
     "graceful-leave",
@@ -54,13 +55,13 @@ pub struct Settings {
     /// Scenario names, in order.
     pub scenarios: Vec<String>,
     /// Measured time of a steady scenario (churn, stall, graceful-leave and scale-out
-    /// run twice as long).
+    /// run twice as long, hotspot two loads of it).
     pub duration: Duration,
     /// Unmeasured time before it.
     pub warmup: Duration,
     /// Closed-loop concurrency.
     pub concurrency: usize,
-    /// Keys of the hit, churn, stall, graceful-leave and scale-out scenarios.
+    /// Keys of the hit, hotspot, churn, stall, graceful-leave and scale-out scenarios.
     pub keys: u64,
     /// Keys of zipf-mixed.
     pub zipf_keys: u64,
@@ -86,7 +87,7 @@ impl Settings {
     /// The settings in one line, for the report and the terminal.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall, graceful-leave and scale-out twice as long), {} keys (zipf-mixed {})",
+            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall, graceful-leave and scale-out twice as long, hotspot two runs), {} keys (zipf-mixed {})",
             self.nodes,
             if self.etcd { "etcd" } else { "static" },
             match (self.peer_tls, self.client_tls) {
@@ -176,6 +177,7 @@ async fn run_one(ctx: &mut Ctx, name: &str, done: &[Outcome]) -> anyhow::Result<
         "miss" => miss(ctx).await,
         "zipf-mixed" => zipf_mixed(ctx).await,
         "stampede" => stampede(ctx).await,
+        "hotspot" => hotspot(ctx).await,
         "churn" => churn(ctx).await,
         "stall" => stall(ctx).await,
         "graceful-leave" => graceful_leave(ctx).await,
