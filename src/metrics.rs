@@ -1,6 +1,6 @@
 //! Prometheus metrics of a node (prometheus-client): request and peer-RPC latency
-//! histograms, HTTP connections and refusals, and the groups' counters and cache sizes
-//! read at scrape time.
+//! histograms, HTTP connections and refusals, and the groups' counters, cache sizes and
+//! hot keys read at scrape time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -206,13 +206,23 @@ impl CallObserver for Metrics {
     }
 }
 
-/// Reads every group's stats at scrape time.
+/// The most hot keys of one group in `/metrics`, hottest first: keys are client-chosen,
+/// so the label set must stay bounded whatever the detector's `top`.
+const HOT_KEYS_SHOWN: usize = 16;
+
+/// Reads every group's stats and hot keys at scrape time.
 #[derive(Debug)]
 struct GroupCollector(Registry);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HotKeyLabels {
+    group: String,
+    key: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,10 +233,8 @@ struct CacheLabels {
 
 impl Collector for GroupCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let stats: Vec<(String, GroupStats)> = self
-            .0
-            .groups()
-            .iter()
+        let groups = self.0.groups();
+        let stats: Vec<(String, GroupStats)> = (groups.iter())
             .map(|g| (g.name().to_owned(), g.stats()))
             .collect();
         for c in GroupStats::COUNTERS {
@@ -261,6 +269,22 @@ impl Collector for GroupCollector {
                         ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family)?;
                     }
                 }
+            }
+        }
+        let mut hot = encoder.encode_descriptor(
+            "hot_key_qps",
+            &format!("Keys hot at this node (their owner) now, by group and key: the estimated gets per second its peers sent for the key in the last detection window that found it hot; at most the {HOT_KEYS_SHOWN} hottest per group"),
+            None,
+            MetricType::Gauge,
+        )?;
+        for g in &groups {
+            for k in g.hot_keys().into_iter().take(HOT_KEYS_SHOWN) {
+                let labels = HotKeyLabels {
+                    group: g.name().to_owned(),
+                    key: k.key,
+                };
+                // The library escapes label values (`\`, `"`, newlines).
+                ConstGauge::new(k.rate).encode(hot.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -1,8 +1,8 @@
 //! Owner-side hot-key detection on loopback: a key that peers ask its owner for at a
 //! high rate becomes hot within about one detection window, the owner flags it in its
 //! answers, askers keep it as a hot copy at once (hot copies otherwise off), so the
-//! owner stops answering most of its gets; `/v1/hotkeys` lists it. A key read a few
-//! times never is.
+//! owner stops answering most of its gets; `/v1/hotkeys` lists it, and so does the
+//! `peercache_hot_key_qps` gauge in `/metrics`. A key read a few times never is.
 
 mod common;
 
@@ -40,7 +40,8 @@ fn setup(db: &Db) -> impl Fn(usize, &Registry) + '_ {
 async fn a_hot_key_is_detected_flagged_and_kept_by_its_askers() {
     let db = Db::default();
     let cluster = Cluster::start(3, setup(&db)).await;
-    let hot = cluster.key_owned_by(0, "hot");
+    // A quote in the key: the gauge's label value must be escaped.
+    let hot = cluster.key_owned_by(0, "hot\"");
     let cold = cluster.key_owned_by(0, "cold");
     let get = |i: usize, key: &str| {
         let url = format!("{}/v1/groups/g/keys/{key}", cluster.nodes[i].url);
@@ -83,4 +84,26 @@ async fn a_hot_key_is_detected_flagged_and_kept_by_its_askers() {
     assert_eq!(keys[0]["key"], hot.as_str(), "{listed}");
     assert!(keys[0]["rate"].as_f64().unwrap() >= 100.0, "{listed}");
     assert!(keys.iter().all(|k| k["key"] != cold.as_str()), "{listed}");
+    assert_the_gauge_shows_only(&cluster.nodes[0].url, &hot, &cold).await;
+}
+
+/// The owner's `/metrics` has a `peercache_hot_key_qps` sample for `hot` (its label
+/// escaped) and none for `cold`.
+async fn assert_the_gauge_shows_only(owner: &str, hot: &str, cold: &str) {
+    let (status, body) = http_get(&format!("{owner}/metrics")).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let samples: Vec<&str> = (text.lines())
+        .filter(|l| l.starts_with("peercache_hot_key_qps{"))
+        .collect();
+    let label = hot.replace('"', "\\\"");
+    let prefix = format!("peercache_hot_key_qps{{group=\"g\",key=\"{label}\"}} ");
+    let rate: f64 = (samples.iter())
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} sample in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(rate >= 100.0, "{samples:?}");
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert!(!text.contains(&format!("key=\"{cold}\"")), "{text}");
 }

@@ -126,6 +126,8 @@ pub struct Targets {
     index_of: BTreeMap<String, usize>,
     /// gRPC address of each target (from the ring), for the gRPC protocol.
     grpc_addr: Vec<Option<String>>,
+    /// A key sent round robin whatever the route (see [`Targets::spreading`]).
+    spread: Option<String>,
 }
 
 impl Targets {
@@ -137,6 +139,7 @@ impl Targets {
             ring: None,
             index_of: BTreeMap::new(),
             grpc_addr: vec![None; n],
+            spread: None,
         }
     }
 
@@ -159,9 +162,19 @@ impl Targets {
         Ok(t)
     }
 
+    /// Sends `key` round robin whatever the route: a hot key read through every node
+    /// while the other keys go to their owners.
+    pub fn spreading(mut self, key: String) -> Targets {
+        self.spread = Some(key);
+        self
+    }
+
     /// The target index for a request for `key`; `turn` advances the round robin.
     pub fn pick(&self, route: Route, key: &str, turn: usize, rng: &mut impl Rng) -> usize {
         let n = self.urls.len();
+        if self.spread.as_deref() == Some(key) {
+            return turn % n;
+        }
         let owner = || {
             let ring = self.ring.as_ref()?;
             self.index_of.get(&ring.owner(key)?.id).copied()

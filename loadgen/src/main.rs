@@ -4,8 +4,8 @@
 //!   QPS and latency percentiles (HdrHistogram), optionally as JSON.
 //! - `loadgen cluster` starts etcd (or not) and N `peercache serve` processes on
 //!   loopback behind a slow counting origin, runs the scenarios (hits, misses, a
-//!   stampede, churn, a stalled node, scale-out, the HTTP ceiling), and writes `reports/cluster.md`, one
-//!   JSON per scenario and SVG plots.
+//!   stampede, a hot key, churn, a stalled node, a graceful leave, scale-out, the HTTP
+//!   ceiling), and writes `reports/cluster.md`, one JSON per scenario and SVG plots.
 
 mod client;
 mod cluster;
@@ -127,7 +127,8 @@ struct ClusterArgs {
     /// Membership through an etcd this command starts (the default).
     #[arg(long, conflicts_with = "static_membership")]
     etcd: bool,
-    /// Membership from a static peer list (no etcd; scale-out is skipped).
+    /// Membership from a static peer list (no etcd; graceful-leave and scale-out are
+    /// skipped).
     #[arg(long = "static")]
     static_membership: bool,
     /// Latency of the origin behind the nodes.
@@ -137,14 +138,15 @@ struct ClusterArgs {
     #[arg(long, default_value = "500ms", value_parser = duration)]
     stampede_latency: Duration,
     /// all, or a comma-separated list of: local-hit, local-hit-resp, remote-hit (runs
-    /// remote-hit-hot too), remote-hit-hot, miss, zipf-mixed, stampede, churn, stall, scale-out, ceiling.
+    /// remote-hit-hot too), remote-hit-hot, miss, zipf-mixed, stampede, hotspot, churn, stall,
+    /// graceful-leave, scale-out, ceiling.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Directory for cluster.md and cluster/.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// Short runs (1 s warm-up, 4 s measured; churn, stall and scale-out 8 s) and fewer keys:
-    /// about a minute in all.
+    /// Short runs (1 s warm-up, 4 s measured; churn, stall, graceful-leave and scale-out
+    /// 8 s, hotspot two runs of 4 s) and fewer keys: about a minute and a half in all.
     #[arg(long)]
     quick: bool,
     /// Measured time per scenario (default 30 s, 4 s with --quick).

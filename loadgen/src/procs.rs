@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -68,18 +68,27 @@ impl Proc {
     /// SIGTERM, then SIGKILL if it has not exited within 5 s.
     pub async fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = self.signal("TERM");
+            if self.exited_within(Duration::from_secs(5)).await.is_some() {
+                return;
             }
         }
         self.kill9();
+    }
+
+    /// Waits up to `limit` for it to exit (after a signal): its exit status, or `None`
+    /// if it is still running then.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// An error if the process has exited, with the end of its log.

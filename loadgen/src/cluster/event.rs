@@ -1,18 +1,21 @@
-//! What churn, stall and scale-out share: warmed uniform gets with one event a
-//! third into the measured part, the origin's loads per second around the event, and
-//! the failures it caused.
+//! What churn, stall, graceful-leave and scale-out share: warmed uniform gets with one
+//! event a third into the measured part, the node the event befalls, the origin's loads
+//! per second around the event, and the failures it caused.
 
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::bail;
 use peercache::Ring;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::fixture::Ctx;
-use crate::client::Route;
+use super::fixture::{Cluster, Ctx};
+use super::outcome::Outcome;
+use crate::client::{RingView, Route};
 use crate::keys::{Mix, Workload};
 use crate::origin::Origin;
+use crate::procs::Node;
 use crate::run::RunReport;
 use crate::workload::key_name;
 
@@ -113,6 +116,26 @@ impl EventRun {
     }
 }
 
+/// [`run`] against all of `c`'s nodes but the last, the victim, with `event(victim,
+/// others)` a third into the measured part; the others' counters around the load go to
+/// `o`.
+pub async fn on_victim<T>(
+    ctx: &Ctx,
+    c: &mut Cluster,
+    label: &str,
+    o: &mut Outcome,
+    event: impl AsyncFnOnce(&mut Node, &mut [Node]) -> T,
+) -> anyhow::Result<(EventRun, T)> {
+    let n = c.nodes.len();
+    let others = 0..n - 1;
+    let (urls, before) = (c.urls(others.clone()), c.tally(ctx, others.clone()).await?);
+    let (alive, victim) = c.nodes.split_at_mut(n - 1);
+    let happened = event(&mut victim[0], alive);
+    let (run, returned) = self::run(ctx, label, urls, &c.origin, happened).await?;
+    o.counted(before, c.tally(ctx, others).await?);
+    Ok((run, returned))
+}
+
 /// Samples the origin's load count once a second from `start` for `secs` seconds:
 /// element `i` is the loads during second `i`.
 async fn loads_per_second(origin: &Origin, start: Instant, secs: u64) -> Vec<u64> {
@@ -128,6 +151,28 @@ async fn loads_per_second(origin: &Origin, start: Instant, secs: u64) -> Vec<u64
         prev = Some(now);
     }
     out
+}
+
+/// The node an event befalls (killed, stopped, leaving): the cluster's last.
+pub struct Victim {
+    /// Its member id.
+    pub id: String,
+    /// How many of the keys it owned before the event.
+    pub keys: u64,
+}
+
+/// Warms every key through all of `c`'s nodes (`scenario` needs two at least); returns
+/// the last node, which the event befalls.
+pub async fn warm_with_victim(ctx: &Ctx, c: &Cluster, scenario: &str) -> anyhow::Result<Victim> {
+    let n = c.nodes.len();
+    if n < 2 {
+        bail!("{scenario} needs at least 2 nodes");
+    }
+    ctx.warm(c.urls(0..n), ctx.s.keys, false).await?;
+    let ring = RingView::fetch(&ctx.http, &c.nodes[0].url).await?.ring;
+    let id = c.nodes[n - 1].id.clone();
+    let keys = keys_owned_by(&ring, &id, ctx.s.keys);
+    Ok(Victim { id, keys })
 }
 
 /// How many of keys `0..keys` member `id` owns in `ring`.

@@ -2,7 +2,8 @@
 //! counting origin, runs the scenarios, and collects what each one measured.
 //!
 //! [`fixture`] starts a cluster and measures around a load, [`event`] runs a load with a
-//! membership change in it (churn, scale-out), and `scenarios/` has one file per scenario.
+//! membership change or a fault in it (churn, stall, graceful-leave, scale-out), and
+//! `scenarios/` has one file per scenario.
 
 mod event;
 mod fixture;
@@ -20,7 +21,7 @@ use crate::client::Route;
 use crate::procs::Etcd;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 13] = [
     "local-hit",
     "local-hit-resp",
     "remote-hit",
@@ -28,8 +29,10 @@ pub const SCENARIOS: [&str; 11] = [
     "miss",
     "zipf-mixed",
     "stampede",
+    "hotspot",
     "churn",
     "stall",
+    "graceful-leave",
     "scale-out",
     "ceiling",
 ];
@@ -51,13 +54,14 @@ pub struct Settings {
     pub stampede_latency: Duration,
     /// Scenario names, in order.
     pub scenarios: Vec<String>,
-    /// Measured time of a steady scenario (churn and scale-out run twice as long).
+    /// Measured time of a steady scenario (churn, stall, graceful-leave and scale-out
+    /// run twice as long, hotspot two loads of it).
     pub duration: Duration,
     /// Unmeasured time before it.
     pub warmup: Duration,
     /// Closed-loop concurrency.
     pub concurrency: usize,
-    /// Keys of the hit, churn and scale-out scenarios.
+    /// Keys of the hit, hotspot, churn, stall, graceful-leave and scale-out scenarios.
     pub keys: u64,
     /// Keys of zipf-mixed.
     pub zipf_keys: u64,
@@ -83,7 +87,7 @@ impl Settings {
     /// The settings in one line, for the report and the terminal.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall and scale-out twice as long), {} keys (zipf-mixed {})",
+            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall, graceful-leave and scale-out twice as long, hotspot two runs), {} keys (zipf-mixed {})",
             self.nodes,
             if self.etcd { "etcd" } else { "static" },
             match (self.peer_tls, self.client_tls) {
@@ -173,8 +177,10 @@ async fn run_one(ctx: &mut Ctx, name: &str, done: &[Outcome]) -> anyhow::Result<
         "miss" => miss(ctx).await,
         "zipf-mixed" => zipf_mixed(ctx).await,
         "stampede" => stampede(ctx).await,
+        "hotspot" => hotspot(ctx).await,
         "churn" => churn(ctx).await,
         "stall" => stall(ctx).await,
+        "graceful-leave" => graceful_leave(ctx).await,
         "scale-out" => scale_out(ctx).await,
         "ceiling" => ceiling(ctx, done.iter().find(|o| o.name == "local-hit")).await,
         other => Err(anyhow::anyhow!("unknown scenario {other}")),

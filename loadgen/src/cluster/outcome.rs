@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 
 use crate::run::RunReport;
 
+/// "met" or "missed", for a goal in a note: goals are reported, not checked.
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
 /// Counters of the group summed over nodes (`/v1/stats`).
 pub type Counters = BTreeMap<String, u64>;
 

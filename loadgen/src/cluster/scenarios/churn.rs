@@ -2,15 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::client::RingView;
-use crate::cluster::event::{self, keys_owned_by};
+use crate::cluster::event::{self, Victim};
 use crate::cluster::fixture::Ctx;
 use crate::cluster::outcome::Outcome;
-use crate::procs::until_rings_agree;
+use crate::procs::{Node, until_rings_agree};
 
 /// Warmed gets to every node but the last, which is killed a third into the run.
 pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
@@ -19,28 +17,20 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "warmed uniform gets to all nodes but one; that node is killed (SIGKILL) a third into the run",
     );
     let mut c = ctx.cluster(false, ctx.s.source_latency).await?;
+    let Victim {
+        id: victim_id,
+        keys: victim_keys,
+    } = event::warm_with_victim(ctx, &c, "churn").await?;
     let n = c.nodes.len();
-    if n < 2 {
-        bail!("churn needs at least 2 nodes");
-    }
-    let survivors = c.urls(0..n - 1);
-    ctx.warm(c.urls(0..n), ctx.s.keys, false).await?;
-    let ring = RingView::fetch(&ctx.http, &survivors[0]).await?.ring;
-    let victim_id = c.nodes[n - 1].id.clone();
-    let victim_keys = keys_owned_by(&ring, &victim_id, ctx.s.keys);
     let ctx = &*ctx;
-    let before = c.tally(ctx, 0..n - 1).await?;
-    let (nodes, origin) = (&mut c.nodes, &c.origin);
     // Converged: from the kill until the survivors' rings no longer have the victim.
-    let kill = async {
-        let (alive, victim) = nodes.split_at_mut(n - 1);
-        victim[0].proc.kill9();
+    let kill = async |victim: &mut Node, alive: &mut [Node]| {
+        victim.proc.kill9();
         let killed = Instant::now();
         let gone = until_rings_agree(&ctx.http, alive, Duration::from_secs(15)).await;
         gone.ok().map(|_| killed.elapsed())
     };
-    let (run, converged) = event::run(ctx, "churn", survivors, origin, kill).await?;
-    o.counted(before, c.tally(ctx, 0..n - 1).await?);
+    let (run, converged) = event::on_victim(ctx, &mut c, "churn", &mut o, kill).await?;
     let kill_s = run.due().as_secs_f64();
     o.notes.push(format!(
         "killed {victim_id} at t={kill_s:.1}s; it owned {victim_keys} of the {} keys",

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use serde_json::json;
 
-use crate::client::RingView;
-use crate::cluster::event::{self, keys_owned_by};
+use crate::cluster::event::{self, Victim};
 use crate::cluster::fixture::Ctx;
 use crate::cluster::outcome::Outcome;
+use crate::procs::Node;
 
 /// How long the node stays stopped.
 const STALL: Duration = Duration::from_secs(5);
@@ -22,28 +21,19 @@ pub async fn stall(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "stall",
         "warmed uniform gets to all nodes but one; that node is stopped (SIGSTOP) for 5 s a third into the run, then continued",
     );
-    let c = ctx.cluster(false, ctx.s.source_latency).await?;
-    let n = c.nodes.len();
-    if n < 2 {
-        bail!("stall needs at least 2 nodes");
-    }
-    let others = c.urls(0..n - 1);
-    ctx.warm(c.urls(0..n), ctx.s.keys, false).await?;
-    let ring = RingView::fetch(&ctx.http, &others[0]).await?.ring;
-    let victim_id = c.nodes[n - 1].id.clone();
-    let victim_keys = keys_owned_by(&ring, &victim_id, ctx.s.keys);
+    let mut c = ctx.cluster(false, ctx.s.source_latency).await?;
+    let Victim {
+        id: victim_id,
+        keys: victim_keys,
+    } = event::warm_with_victim(ctx, &c, "stall").await?;
     let ctx = &*ctx;
-    let before = c.tally(ctx, 0..n - 1).await?;
-    let (nodes, origin) = (&c.nodes, &c.origin);
-    let victim = &nodes[n - 1].proc;
-    let pause = async {
-        victim.signal("STOP")?;
+    let pause = async |victim: &mut Node, _: &mut [Node]| {
+        victim.proc.signal("STOP")?;
         tokio::time::sleep(STALL).await;
-        victim.signal("CONT")
+        victim.proc.signal("CONT")
     };
-    let (run, paused) = event::run(ctx, "stall", others, origin, pause).await?;
+    let (run, paused) = event::on_victim(ctx, &mut c, "stall", &mut o, pause).await?;
     paused?;
-    o.counted(before, c.tally(ctx, 0..n - 1).await?);
     let at = run.due().as_secs_f64();
     o.notes.push(format!(
         "stopped {victim_id} at t={at:.1}s for {} s; it owned {victim_keys} of the {} keys",
