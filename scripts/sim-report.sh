@@ -34,8 +34,8 @@ elapsed=$(( $(date +%s) - started ))
   echo "node's call for the same key was in flight with no write between (must be 0);"
   echo "simulated seconds per wall-clock second of one test thread."
   echo
-  echo "| scenario | seeds | simulated | ops | errors | Get P99 (sim) | loads per key-version | stable excess loads | strict Gets | peer calls per node-key-version | duplicate calls | sim s / wall s |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | seeds | simulated | ops | errors | Get P99 (sim) | loads per key-version | stable excess loads | reloads after the first fault | handed over | strict Gets | peer calls per node-key-version | duplicate calls | sim s / wall s |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for s in steady_state partition one_way_partition registry_partition client_partition \
            registry_hold message_loss latency_spread crash_bounce scale_out graceful_leave stall swarm \
            steady_state_mtls partition_mtls crash_bounce_mtls rogue_host; do

@@ -27,6 +27,8 @@ struct Figures {
     loads: u64,
     distinct: u64,
     stable_excess: u64,
+    reloaded: u64,
+    handed: u64,
     gets: u64,
     strict_gets: u64,
     calls: u64,
@@ -137,6 +139,13 @@ fn judge(test: &str, swarm: Swarm, replay: bool) -> Result<Run, String> {
                 excerpt: String::new(),
             }),
         }
+    }
+    if matches!(s, Scenario::ScaleOut | Scenario::GracefulLeave) {
+        let e = efficiency::check(&first);
+        println!(
+            "sim: scenario={test} seed={seed}: after the change {} loads of key-versions loaded before it; {} misses answered by handoff",
+            e.reloaded, e.handed
+        );
     }
     if let Some(summary) = check::rogue::summary(&first) {
         println!("sim: scenario={test} seed={seed}: {summary}");
@@ -260,6 +269,8 @@ fn add(f: &mut Figures, run: &Run) {
     f.loads += e.loads;
     f.distinct += e.distinct;
     f.stable_excess += e.stable_excess;
+    f.reloaded += e.reloaded;
+    f.handed += e.handed;
 }
 
 /// With `SIM_REPORT=<dir>`, writes the scenario's row of reports/sim.md to
@@ -275,7 +286,7 @@ fn write_report(test: &str, f: &Figures) {
         .copied()
         .unwrap_or_default();
     let row = format!(
-        "| {test} | {} | {:.0} s | {} | {} ({:.2}%) | {:.1} ms | {:.3} | {} | {} of {} | {:.3} | {} | {:.1} |\n",
+        "| {test} | {} | {:.0} s | {} | {} ({:.2}%) | {:.1} ms | {:.3} | {} | {} | {} | {} of {} | {:.3} | {} | {:.1} |\n",
         f.seeds,
         f.sim.as_secs_f64(),
         f.ops,
@@ -284,6 +295,8 @@ fn write_report(test: &str, f: &Figures) {
         p99.as_secs_f64() * 1e3,
         f.loads as f64 / f.distinct.max(1) as f64,
         f.stable_excess,
+        f.reloaded,
+        f.handed,
         f.strict_gets,
         f.gets,
         f.calls as f64 / f.call_keys.max(1) as f64,

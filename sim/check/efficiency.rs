@@ -25,6 +25,12 @@ pub struct Efficiency {
     pub distinct: u64,
     /// Loads beyond one per (key, version) in stable phases.
     pub stable_excess: u64,
+    /// Loads from the first fault on of a (key, version) already loaded before it: what
+    /// a membership change cost in loads (handoff avoids them).
+    pub reloaded: u64,
+    /// Misses answered with an entry handed over from a key's previous owner or a
+    /// leaving member instead of a load (the nodes running at the end).
+    pub handed: u64,
     /// Peer calls in stable phases.
     pub calls: u64,
     /// Distinct (asker, key, version) among them.
@@ -84,6 +90,14 @@ pub fn check(run: &Run) -> Efficiency {
             .sum()
     };
     let (evictions, refused) = (total("evictions"), total("stale_rejections"));
+    e.handed = total("handoff_hits");
+    let before: std::collections::BTreeSet<(&str, u64)> = (run.history.loads.iter())
+        .filter(|l| l.ok && l.at < first_fault)
+        .map(|l| (l.key.as_str(), l.version))
+        .collect();
+    e.reloaded = (run.history.loads.iter())
+        .filter(|l| l.ok && l.at >= first_fault && before.contains(&(l.key.as_str(), l.version)))
+        .count() as u64;
     for ((_, key, version), times) in &stable {
         let extra = times
             .windows(2)

@@ -206,6 +206,9 @@ fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
                 ("peer_loads", s.peer_loads),
                 ("peer_errors", s.peer_errors),
                 ("invalidations_failed", s.invalidations_failed),
+                ("handoff_hits", s.handoff_hits),
+                ("handoff_peeks", s.handoff_peeks),
+                ("handoff_accepted", s.handoff_accepted),
                 ("evictions", s.store.evictions),
                 ("stale_rejections", s.store.stale_rejections),
             ]
