@@ -334,8 +334,11 @@ async fn peers_reconnect_to_a_restarted_owner() {
         "hot copy"
     );
     cluster.restart(0, db_group(&db)).await;
-    // Once its copy is dropped, node 1 asks the owner again over a fresh connection.
-    cluster.nodes[1].group("g").invalidate(&key, 0).unwrap();
+    // Once the copies are dropped (node 1's, and what the owner pushed to the others
+    // when it stopped), node 1 asks the owner again over a fresh connection.
+    for node in &cluster.nodes[1..] {
+        node.group("g").invalidate(&key, 0).unwrap();
+    }
     assert_eq!(
         get(&cluster.nodes[1].url, &key).await,
         (200, "while down".to_owned())
@@ -343,6 +346,40 @@ async fn peers_reconnect_to_a_restarted_owner() {
     let stats = cluster.nodes[1].group("g").stats();
     assert_eq!(stats.peer_loads, 2, "fetched from the restarted owner");
     assert_eq!(stats.loads, 0, "never loaded locally");
+}
+
+/// A node stopped gracefully pushes its entries to their owners in the ring without
+/// it; restarted within the handoff window, it takes them back instead of loading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_takes_back_what_it_pushed_when_it_stopped() {
+    let db = Db::default();
+    let mut cluster = Cluster::start(3, db_group(&db)).await;
+    // A key of node 0 that goes to node 2 without it.
+    let without_0 = {
+        let ids = [&cluster.nodes[1].id, &cluster.nodes[2].id];
+        let members = ids.iter().map(|id| peercache::Member::new(*id, *id));
+        peercache::Ring::new(members, peercache::ring::DEFAULT_VNODES)
+    };
+    let key = (0..)
+        .map(|i| format!("w{i}"))
+        .find(|k| cluster.owner(k) == 0 && without_0.owner(k).unwrap().id == cluster.nodes[2].id)
+        .unwrap();
+    assert_eq!(get(&cluster.nodes[1].url, &key).await.0, 200);
+    cluster.nodes[0].stop().await;
+    assert_eq!(cluster.nodes[2].group("g").stats().handoff_accepted, 1);
+    cluster.restart(0, db_group(&db)).await;
+    cluster.nodes[1].group("g").invalidate(&key, 0).unwrap();
+    assert_eq!(
+        get(&cluster.nodes[1].url, &key).await,
+        (200, "v:".to_owned() + &key)
+    );
+    let owner = cluster.nodes[0].group("g").stats();
+    assert_eq!(
+        (owner.handoff_hits, owner.loads),
+        (1, 0),
+        "handed back, not loaded"
+    );
+    assert_eq!(db.loads(&key), 1, "loaded once, before the restart");
 }
 
 /// A loader slower than any caller waits.
