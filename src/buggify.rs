@@ -58,11 +58,17 @@ pub enum Bug {
     KeepsUnowned,
     /// Churn: an owner does not replay its recent writes to members that appear.
     NoReplay,
+    /// Handoff: a new owner keeps a handed entry at the version its previous owner
+    /// stamped, even after a write of the key here (no check of recent writes, no floor
+    /// read before asking).
+    HandoffIgnoresFloor,
+    /// Handoff: entries are handed on even after a member came back into the view.
+    HandoffAfterReturn,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::LoadsUnowned,
         Bug::CallPerGet,
         Bug::LoadPerGet,
@@ -73,6 +79,8 @@ impl Bug {
         Bug::ErrorCached,
         Bug::KeepsUnowned,
         Bug::NoReplay,
+        Bug::HandoffIgnoresFloor,
+        Bug::HandoffAfterReturn,
     ];
 
     /// The bug's name, as `SIM_BUG` spells it.
@@ -88,6 +96,8 @@ impl Bug {
             Bug::ErrorCached => "error_cached",
             Bug::KeepsUnowned => "keeps_unowned",
             Bug::NoReplay => "no_replay",
+            Bug::HandoffIgnoresFloor => "handoff_ignores_floor",
+            Bug::HandoffAfterReturn => "handoff_after_return",
         }
     }
 

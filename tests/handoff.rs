@@ -86,6 +86,11 @@ async fn a_joiner_takes_the_keys_that_move_to_it_from_their_previous_owners() {
     let stats = cluster.group("c").stats();
     assert_eq!(stats.handoff_hits as usize, moved.len());
     assert_eq!(
+        cluster.group("c").cached_ttl(&moved[0]),
+        Some(None),
+        "no expiry added"
+    );
+    assert_eq!(
         stats.handoff_peeks as usize,
         moved.len(),
         "one peek per moved key"
@@ -175,6 +180,14 @@ async fn a_leaver_pushes_its_entries_and_the_new_owners_need_no_load() {
         .map(|n| cluster.group(n).stats().handoff_accepted)
         .sum();
     assert_eq!(accepted as usize, theirs.len());
+    // Kept as they were (no TTL here): the handoff window is not their expiry.
+    let taken = &theirs[1];
+    let owner = cluster.owner_in_view_of("a", taken);
+    assert_eq!(
+        cluster.group(&owner).cached_ttl(taken),
+        Some(None),
+        "{taken} at {owner}"
+    );
     assert_eq!(
         cluster.group("c").stats().handoff_pushed as usize,
         theirs.len()
@@ -246,6 +259,20 @@ async fn nothing_is_handed_for_the_window_after_a_member_comes_back() {
     let theirs: Vec<String> = (keys().into_iter())
         .filter(|k| cluster.owner_in_view_of("c", k) == "c")
         .collect();
+    // Before a sees c return, it answers a member it never saw, not c.
+    let held_by_a = (keys().into_iter())
+        .find(|k| cluster.group("a").holds(k))
+        .unwrap();
+    let a = cluster.group("a");
+    assert!(
+        a.peek_for_peer(&held_by_a, "d").unwrap().is_some(),
+        "a new member"
+    );
+    assert_eq!(
+        a.peek_for_peer(&held_by_a, "c").unwrap(),
+        None,
+        "one seen before"
+    );
     // c is back: a and b see it return.
     for node in ["a", "b"] {
         cluster.view(node, &["a", "b", "c"]);

@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::Group;
+use crate::buggify::{self, Bug};
 use crate::error::{Error, Result};
 use crate::peer::{Fetched, PeerRef};
 use crate::ring::Ring;
@@ -41,14 +42,33 @@ const PUSH_BATCH: usize = 256;
 const PUSH_ENTRY_OVERHEAD: usize = 32;
 
 /// Entries in transit between owners, a store of their own (half the main cache's
-/// capacity), or none when the group keeps no copies.
+/// capacity), or none when the group keeps no copies. Entries keep their own expiry;
+/// the store is emptied once the handoff window has passed since the last entry came
+/// in (a membership change moved some aside, or a leaving member pushed some).
 pub(super) struct Handoff {
     store: Option<Box<dyn Store>>,
+    /// When the last entry came in (group time).
+    last_in: parking_lot::Mutex<Duration>,
 }
 
 impl Handoff {
     pub(super) fn new(store: Option<Box<dyn Store>>) -> Self {
-        Handoff { store }
+        Handoff {
+            store,
+            last_in: parking_lot::Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Empties the store if `window` has passed since the last entry came in; returns
+    /// how many entries it dropped.
+    fn expire_window(&self, now: Duration, window: Duration) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        if now.saturating_sub(*self.last_in.lock()) < window || store.is_empty() {
+            return 0;
+        }
+        store.retain(&|_| false)
     }
 
     /// Drops every entry (handoff was turned off: a member came back).
@@ -58,13 +78,12 @@ impl Handoff {
         }
     }
 
-    /// Keeps `entry` of `key` until it expires, at most `window` from `now`.
-    fn keep(&self, key: &str, mut entry: Entry, now: Duration, window: Duration) -> bool {
+    /// Keeps `entry` of `key` (until it expires, or the window after `now` passes).
+    fn keep(&self, key: &str, entry: Entry, now: Duration) -> bool {
         let Some(store) = &self.store else {
             return false;
         };
-        let until = now.saturating_add(window);
-        entry.expires_at = Some(entry.expires_at.map_or(until, |at| at.min(until)));
+        *self.last_in.lock() = now;
         store.insert(key, entry).is_ok()
     }
 
@@ -79,8 +98,9 @@ impl Handoff {
         }
     }
 
-    pub(super) fn sweep(&self, now: Duration) -> usize {
-        self.store.as_ref().map_or(0, |s| s.sweep(now))
+    /// Drops expired entries, and every entry once the handoff `window` has passed.
+    pub(super) fn sweep(&self, now: Duration, window: Duration) -> usize {
+        self.expire_window(now, window) + self.store.as_ref().map_or(0, |s| s.sweep(now))
     }
 }
 
@@ -119,7 +139,7 @@ impl Group {
                     value: hit.value,
                     version: hit.version,
                 };
-                inner.handoff.keep(&key, entry, now, window);
+                inner.handoff.keep(&key, entry, now);
             }
         }
         count
@@ -127,15 +147,13 @@ impl Group {
 
     /// Answers the peek of `asker`, a key's new owner: the entry of `key` this node
     /// holds in its main cache (whoever owns the key here) or its handoff store; never
-    /// loads. Nothing while handoff is off here, nor to an asker this node does not have
-    /// in its view yet (it may be one coming back, which this node has yet to notice).
+    /// loads. Nothing while handoff is off here, nor to an asker that is not in this
+    /// node's view but was before (it may be coming back, which this node has yet to
+    /// notice): see [`crate::peer::PeerPicker::may_answer`].
     pub fn peek_for_peer(&self, key: &str, asker: &str) -> Result<Option<Fetched>> {
         let inner = &*self.inner;
         inner.limits.check_key(key)?;
-        let known = self
-            .picker()
-            .is_some_and(|p| p.handoff_allowed() && p.view().has(asker));
-        if !known {
+        if !self.picker().is_some_and(|p| p.may_answer(asker)) {
             return Ok(None);
         }
         let now = inner.epoch.now();
@@ -158,10 +176,9 @@ impl Group {
         let Some(picker) = self.picker() else {
             return Err(Error::Unavailable("this node has not joined".into()));
         };
-        if !picker.handoff_allowed() {
+        if !picker.handoff_allowed() || picker.handoff_window().is_zero() {
             return Ok(0);
         }
-        let window = picker.handoff_window();
         let mut kept = 0;
         for (key, entry) in entries {
             if entry.version < inner.main.floor(&key) || inner.writes.wrote_lately(&key, now) {
@@ -172,7 +189,7 @@ impl Group {
                 value: entry.value,
                 version: entry.version,
             };
-            kept += usize::from(inner.handoff.keep(&key, entry, now, window));
+            kept += usize::from(inner.handoff.keep(&key, entry, now));
         }
         inner
             .counters
@@ -189,7 +206,8 @@ impl Group {
     pub(super) async fn take_handed(&self, key: &str, floor: u64) -> Option<Fetched> {
         let inner = &*self.inner;
         let now = inner.epoch.now();
-        if inner.writes.wrote_lately(key, now) {
+        let careless = buggify::planted(Bug::HandoffIgnoresFloor);
+        if inner.writes.wrote_lately(key, now) && !careless {
             return None;
         }
         let local = inner.handoff.get(key, now).map(|hit| handed(hit, now));
@@ -199,9 +217,13 @@ impl Group {
         };
         // Stamped by another owner, so not comparable with our versions in general;
         // but one below what we have seen of the key is certainly older.
-        if fetched.version < floor {
+        if fetched.version < floor && !careless {
             return None;
         }
+        let floor = match careless {
+            true => fetched.version,
+            false => floor,
+        };
         let now = inner.epoch.now();
         let entry = Entry {
             value: fetched.value.clone(),
@@ -230,16 +252,19 @@ impl Group {
         let inner = &*self.inner;
         inner.counters.handoff_peeks.fetch_add(1, Relaxed);
         let asker = picker.self_id();
-        let found = match peer.peek(&inner.name, key, asker, PEEK_DEADLINE).await {
-            Ok(found) => found,
+        match peer.peek(&inner.name, key, asker, PEEK_DEADLINE).await {
+            Ok(found) => {
+                let found = found.filter(|f| super::writes::check_version(f.version).is_ok());
+                picker.note_handoff(found.is_some());
+                found
+            }
+            // Not an answer about the entry (a slow or suspected peer): not counted as
+            // a miss.
             Err(why) => {
                 tracing::debug!(group = %inner.name, peer = peer.id(), ?why, "peek failed");
                 None
             }
-        };
-        let found = found.filter(|f| super::writes::check_version(f.version).is_ok());
-        picker.note_handoff(found.is_some());
-        found
+        }
     }
 
     /// Pushes this node's main entries, most recently used first, to their owners in

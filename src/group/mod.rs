@@ -342,7 +342,9 @@ impl Group {
     /// Drops expired entries now (a bounded amount of work); returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.inner.epoch.now();
-        self.inner.main.sweep(now) + self.inner.hot.sweep(now) + self.inner.handoff.sweep(now)
+        let window = self.picker().map_or(Duration::ZERO, |p| p.handoff_window());
+        let handoff = self.inner.handoff.sweep(now, window);
+        self.inner.main.sweep(now) + self.inner.hot.sweep(now) + handoff
     }
 
     /// Drops this node's copies (the hot cache) of keys `member` owns in its view. Run

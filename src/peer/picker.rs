@@ -142,8 +142,22 @@ impl PeerPicker {
     /// stale in a way no version or invalidation here reveals, so it is not passed on
     /// (and stays where it is, as without handoff).
     pub fn handoff_allowed(&self) -> bool {
+        if crate::buggify::planted(crate::buggify::Bug::HandoffAfterReturn) {
+            return true;
+        }
         let history = self.history.lock();
         history.off_until.is_none_or(|until| time::now() >= until)
+    }
+
+    /// Whether this node may answer `asker`'s peek: handoff is allowed here, and the
+    /// asker is in this node's view or was never in any (a new member whose arrival
+    /// this node has yet to see). A member seen before but not in the view now may be
+    /// coming back, which this node has yet to notice.
+    pub fn may_answer(&self, asker: &str) -> bool {
+        if !self.handoff_allowed() {
+            return false;
+        }
+        self.view.load().has(asker) || !self.history.lock().seen.contains(asker)
     }
 
     /// The previous owner of `key`, a member other than this node, to ask for its
