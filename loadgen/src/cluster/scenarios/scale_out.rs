@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use crate::client::RingView;
 use crate::cluster::event::{self, keys_owned_by};
 use crate::cluster::fixture::{Ctx, add_node};
-use crate::cluster::outcome::Outcome;
+use crate::cluster::outcome::{Outcome, met};
 use crate::workload::key_name;
 
 /// Warmed gets to every node while one more joins through etcd; skipped without etcd.
@@ -60,8 +60,13 @@ pub async fn scale_out(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         n + 1,
         100.0 / (n + 1) as f64
     ));
+    let per_key = after_add as f64 / moved.max(1) as f64;
+    let joiner = c.tally(ctx, n..n + 1).await?;
+    let handed = joiner.counters.get("handoff_hits").copied().unwrap_or(0);
     o.notes.push(format!(
-        "origin loads per second: at most {base} before, peak {peak} after; {after_add} loads from the second before the join on, for {moved} moved keys"
+        "origin loads per second: at most {base} before, peak {peak} after; {after_add} loads from the second before the join on, for {moved} moved keys: {per_key:.3} per moved key (goal ≤ 0.1: {}); the new node answered {} misses with the previous owner's entry (handoff)",
+        met(per_key <= 0.1),
+        handed
     ));
     o.notes.push(run.failures());
     o.check("no errors", run.report.summary.errors == 0);
