@@ -304,3 +304,51 @@ async fn nothing_is_handed_for_the_window_after_a_member_comes_back() {
         .await;
     assert_eq!((sent, kept), (0, 0), "no push either");
 }
+
+/// Versions are stamped per owner: a previous owner's entry may carry a higher version
+/// than a write its new owner applied since. The new owner must still refuse it.
+#[tokio::test]
+async fn a_handed_entry_with_a_higher_version_than_a_later_write_is_refused() {
+    let cluster = two_of_three();
+    // A key a owns now and c will own; written several times through a, so a's
+    // version of it is well above what c will stamp.
+    let key = (keys().into_iter())
+        .find(|k| {
+            cluster.owner_in_view_of("a", k) == "a" && {
+                let ring = peercache::Ring::new(
+                    ["a", "b", "c"].map(|id| peercache::Member::new(id, format!("{id}:7000"))),
+                    peercache::ring::DEFAULT_VNODES,
+                );
+                ring.owner(k).unwrap().id == "c"
+            }
+        })
+        .unwrap();
+    for i in 0..10 {
+        cluster
+            .group("a")
+            .set(&key, format!("old {i}").into(), None)
+            .await
+            .unwrap();
+    }
+    c_joins(&cluster);
+    let held = cluster
+        .group("a")
+        .peek_for_peer(&key, "c")
+        .unwrap()
+        .unwrap();
+    // a misses the removal's invalidation: its entry stays aside.
+    cluster.set_down("a", true);
+    let removed = cluster.group("c").remove(&key).await.unwrap();
+    cluster.set_down("a", false);
+    assert!(
+        held.version > removed,
+        "a's entry at {} is above c's write at {removed}",
+        held.version
+    );
+    let value = cluster.group("c").get(&key).await.unwrap();
+    assert_eq!(
+        value,
+        format!("v:{key}"),
+        "loaded after the removal, not a's old entry"
+    );
+}
