@@ -292,10 +292,12 @@ impl Group {
     }
 
     /// Applies a write here as the owner, then tells every other member to drop older
-    /// copies, waiting until `deadline` (at most a second) for them. The messages go out
-    /// from a task the node tracks, so a caller that gives up does not cancel them and
-    /// shutdown waits for them; failures are counted, and any copy they miss expires
-    /// within the hot TTL.
+    /// copies, waiting until `deadline` (at most a second) for the trusted ones. The
+    /// messages go out from tasks the node tracks, so a caller that gives up does not
+    /// cancel them and shutdown waits for them; failures are counted, and any copy they
+    /// miss expires within the hot TTL. A suspected member's message (refused at once,
+    /// or the probe that ends its suspicion) is not waited for: when it answers again
+    /// the write is replayed to it.
     async fn write_as_owner(
         &self,
         key: &str,
@@ -312,10 +314,28 @@ impl Group {
             return version;
         }
         let wait = time_left(deadline).min(INVALIDATE_DEADLINE);
+        let (trusted, suspected): (Vec<_>, Vec<_>) =
+            (others.into_iter()).partition(|p| p.suspected_for().is_none());
+        if !suspected.is_empty() {
+            drop(self.invalidate_all(suspected, key, version, wait));
+        }
+        let _ = self.invalidate_all(trusted, key, version, wait).await;
+        version
+    }
+
+    /// Sends the invalidation of `key` at `version` to `peers` from a tracked task,
+    /// counting failures; the task's handle.
+    fn invalidate_all(
+        &self,
+        peers: Vec<PeerRef>,
+        key: &str,
+        version: u64,
+        wait: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let (group, key) = (self.clone(), key.to_owned());
-        let fan_out = self.inner.tasks.spawn(async move {
+        self.inner.tasks.spawn(async move {
             let name = &group.inner.name;
-            let sends = others.iter().map(|p| async {
+            let sends = peers.iter().map(|p| async {
                 buggify::delay(Point::BeforeInvalidate).await;
                 let sent = p.invalidate(name, &key, version, wait).await;
                 sent.map_err(|why| group.not_delivered(p, &why))
@@ -325,9 +345,7 @@ impl Group {
             counters
                 .invalidations_failed
                 .fetch_add(failed as u64, Relaxed);
-        });
-        let _ = fan_out.await;
-        version
+        })
     }
 
     /// Stores `value` (or removes the key when `None`) at a new version, which it
