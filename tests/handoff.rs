@@ -103,14 +103,20 @@ async fn a_joiner_takes_the_keys_that_move_to_it_from_their_previous_owners() {
     assert_eq!(peeks.count(), moved.len());
 }
 
-#[tokio::test]
-async fn a_handed_entry_is_refused_after_a_write_its_holder_missed() {
+/// a and b read every key, then c joins; a key that a loaded and c owns now.
+async fn warm_then_c_joins() -> (InProcess, String) {
     let cluster = two_of_three();
     read_all(&cluster, "a").await;
     c_joins(&cluster);
     let key = (keys().into_iter())
         .find(|k| cluster.owner_in_view_of("a", k) == "c" && cluster.loads("a", k) == 1)
         .expect("a key a owned moved to c");
+    (cluster, key)
+}
+
+#[tokio::test]
+async fn a_handed_entry_is_refused_after_a_write_its_holder_missed() {
+    let (cluster, key) = warm_then_c_joins().await;
     // a does not hear of the removal: it still holds the value aside.
     cluster.set_down("a", true);
     cluster.group("c").remove(&key).await.unwrap();
@@ -128,12 +134,7 @@ async fn a_handed_entry_is_refused_after_a_write_its_holder_missed() {
 
 #[tokio::test]
 async fn a_write_drops_a_handed_entry_on_its_way() {
-    let cluster = two_of_three();
-    read_all(&cluster, "a").await;
-    c_joins(&cluster);
-    let key = (keys().into_iter())
-        .find(|k| cluster.owner_in_view_of("a", k) == "c" && cluster.loads("a", k) == 1)
-        .expect("a key a owned moved to c");
+    let (cluster, key) = warm_then_c_joins().await;
     // Through b, whose view still has a as the owner: a applies it and its entry aside
     // is replaced; c is told to drop what it has.
     cluster.view("b", &["a", "b"]);
