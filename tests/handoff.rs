@@ -353,3 +353,36 @@ async fn a_handed_entry_with_a_higher_version_than_a_later_write_is_refused() {
         "loaded after the removal, not a's old entry"
     );
 }
+
+/// Peeks that fail (the previous owner unreachable) say nothing about whether entries
+/// are there: they do not count towards the misses that end the window.
+#[tokio::test]
+async fn failed_peeks_do_not_end_the_window() {
+    let cluster = two_of_three();
+    let keys = keys_up_to(2400);
+    read(&cluster, "a", &keys).await;
+    c_joins(&cluster);
+    let (first, second) = keys.split_at(1200);
+    let cs = |ks: &[String]| -> Vec<String> {
+        (ks.iter())
+            .filter(|k| cluster.owner_in_view_of("c", k) == "c")
+            .cloned()
+            .collect()
+    };
+    let (first, second) = (cs(first), cs(second));
+    assert!(first.len() > 256, "{} keys", first.len());
+    // a and b unreachable: every peek of the first run fails.
+    cluster.set_down("a", true);
+    cluster.set_down("b", true);
+    read(&cluster, "c", &first).await;
+    assert_eq!(cluster.group("c").stats().handoff_hits, 0);
+    cluster.set_down("a", false);
+    cluster.set_down("b", false);
+    read(&cluster, "c", &second).await;
+    assert_eq!(
+        cluster.group("c").stats().handoff_hits as usize,
+        second.len(),
+        "still asking after {} failed peeks",
+        first.len()
+    );
+}

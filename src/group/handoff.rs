@@ -104,43 +104,30 @@ impl Handoff {
     }
 }
 
-/// A hit as an entry to hand on, its time left counted from `now`.
-fn handed(hit: Hit, now: Duration) -> Fetched {
-    Fetched {
-        expires_in: hit.expires_at().map(|at| at.saturating_sub(now)),
-        value: hit.value,
-        version: hit.version,
-        hot: false,
-    }
-}
-
 impl Group {
     /// Moves main-cache entries of keys this node no longer owns (`owns` refuses them)
     /// to the handoff store, where the keys' new owners find them for the handoff
     /// window; returns how many left the main cache.
-    /// While handoff is off (a member came back lately) they are dropped instead, and
-    /// so is everything the handoff store holds.
+    /// While handoff is off (a member came back lately, or no window is set) they are
+    /// dropped instead, and so is everything the handoff store holds.
     pub(super) fn hand_off_unowned(&self, owns: &dyn Fn(&str) -> bool) -> usize {
         let inner = &*self.inner;
         let now = inner.epoch.now();
-        let window = match self.picker() {
-            Some(p) if p.handoff_allowed() => p.handoff_window(),
-            _ => {
-                inner.handoff.clear();
-                return inner.main.retain(owns);
-            }
-        };
+        let handing =
+            (self.picker()).is_some_and(|p| p.handoff_allowed() && !p.handoff_window().is_zero());
+        if !handing {
+            inner.handoff.clear();
+            return inner.main.retain(owns);
+        }
         let moved = inner.main.collect(&|key| !owns(key), now, true);
         let count = moved.len();
-        if !window.is_zero() {
-            for (key, hit) in moved {
-                let entry = Entry {
-                    expires_at: hit.expires_at(),
-                    value: hit.value,
-                    version: hit.version,
-                };
-                inner.handoff.keep(&key, entry, now);
-            }
+        for (key, hit) in moved {
+            let entry = Entry {
+                expires_at: hit.expires_at(),
+                value: hit.value,
+                version: hit.version,
+            };
+            inner.handoff.keep(&key, entry, now);
         }
         count
     }
@@ -158,7 +145,7 @@ impl Group {
         }
         let now = inner.epoch.now();
         let hit = (inner.main.get(key, now)).or_else(|| inner.handoff.get(key, now));
-        Ok(hit.map(|hit| handed(hit, now)))
+        Ok(hit.map(|hit| self.fetched(hit)))
     }
 
     /// Keeps entries a leaving member pushed here, in the handoff store until this
@@ -210,7 +197,7 @@ impl Group {
         if inner.writes.wrote_lately(key, now) && !careless {
             return None;
         }
-        let local = inner.handoff.get(key, now).map(|hit| handed(hit, now));
+        let local = inner.handoff.get(key, now).map(|hit| self.fetched(hit));
         let fetched = match local {
             Some(fetched) => fetched,
             None => self.peek_previous_owner(key).await?,
@@ -242,7 +229,10 @@ impl Group {
     /// a peer whose view already names this node as the owner.
     pub(super) fn handed_copy(&self, key: &str) -> Option<Fetched> {
         let now = self.inner.epoch.now();
-        self.inner.handoff.get(key, now).map(|hit| handed(hit, now))
+        self.inner
+            .handoff
+            .get(key, now)
+            .map(|hit| self.fetched(hit))
     }
 
     /// Asks the previous owner of `key`, if there is one to ask, for its entry.
@@ -286,7 +276,7 @@ impl Group {
             };
             let slot = per_owner.entry(owner.id.clone());
             let (_, entries) = slot.or_insert_with(|| (peer, Vec::new()));
-            entries.push((key.into(), handed(hit, now)));
+            entries.push((key.into(), self.fetched(hit)));
         }
         let (name, budget) = (&inner.name, inner.limits.max_key + inner.limits.max_value);
         let pushes = per_owner.into_values().map(|(peer, entries)| async move {

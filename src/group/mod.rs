@@ -182,7 +182,7 @@ impl Group {
         let owned = self.owns(key);
         // A key this node will own once a leaving member is gone from its view, pushed
         // here already: the asker's view is ahead of ours.
-        if let Some(handed) = self.handed_copy(key).filter(|_| !owned) {
+        if !owned && let Some(handed) = self.handed_copy(key) {
             return Ok(Fetched { hot, ..handed });
         }
         let at = time::now() + deadline;
