@@ -386,3 +386,54 @@ async fn failed_peeks_do_not_end_the_window() {
         first.len()
     );
 }
+
+/// a, b and c in the cluster; c goes down and a reads `key` (c's) while it is, then c
+/// leaves every view and `key` moves to a.
+async fn a_loads_while_c_is_down_then_c_leaves() -> (InProcess, String) {
+    let cluster = InProcess::with_handoff(&["a", "b", "c"], &["a", "b", "c"], WINDOW, |g| g);
+    let key = (keys().into_iter())
+        .find(|k| {
+            cluster.owner_in_view_of("a", k) == "c" && {
+                let after = InProcess::with_handoff(&["a", "b"], &["a", "b"], WINDOW, |g| g);
+                after.owner_in_view_of("a", k) == "a"
+            }
+        })
+        .expect("a key of c that moves to a");
+    cluster.set_down("c", true);
+    read(&cluster, "a", std::slice::from_ref(&key)).await;
+    assert_eq!(cluster.loads("a", &key), 1, "loaded as a fallback");
+    for node in ["a", "b"] {
+        cluster.view(node, &["a", "b"]);
+        cluster.registry(node).drop_unowned();
+    }
+    (cluster, key)
+}
+
+#[tokio::test]
+async fn a_new_owner_keeps_the_copy_it_loaded_while_the_old_owner_was_down() {
+    let (cluster, key) = a_loads_while_c_is_down_then_c_leaves().await;
+    let group = cluster.group("a");
+    let ttl_before = group.cached_ttl(&key);
+    read(&cluster, "a", std::slice::from_ref(&key)).await;
+    read(&cluster, "b", std::slice::from_ref(&key)).await;
+    assert_eq!(cluster.loads("a", &key), 1, "not loaded again as its owner");
+    assert_eq!(group.stats().copies_promoted, 1);
+    assert_eq!(group.stats().handoff_hits, 0);
+    // It lives no longer than the copy would have (the fallback TTL).
+    let ttl = group.cached_ttl(&key).expect("cached").expect("an expiry");
+    assert!(ttl <= Duration::from_secs(1), "{ttl:?}");
+    assert!(matches!(ttl_before, Some(Some(before)) if ttl <= before));
+}
+
+#[tokio::test]
+async fn a_copy_is_not_kept_as_owner_after_a_write_through_the_new_owner() {
+    let (cluster, key) = a_loads_while_c_is_down_then_c_leaves().await;
+    cluster
+        .group("b")
+        .set(&key, "new".into(), None)
+        .await
+        .unwrap();
+    let value = cluster.group("a").get(&key).await.unwrap();
+    assert_eq!(value, "new");
+    assert_eq!(cluster.group("a").stats().copies_promoted, 0);
+}

@@ -29,7 +29,8 @@ pub struct Efficiency {
     /// a membership change cost in loads (handoff avoids them).
     pub reloaded: u64,
     /// Misses answered with an entry handed over from a key's previous owner or a
-    /// leaving member instead of a load (the nodes running at the end).
+    /// leaving member, or with the new owner's own copy, instead of a load (the nodes
+    /// running at the end).
     pub handed: u64,
     /// Peer calls in stable phases.
     pub calls: u64,
@@ -90,7 +91,7 @@ pub fn check(run: &Run) -> Efficiency {
             .sum()
     };
     let (evictions, refused) = (total("evictions"), total("stale_rejections"));
-    e.handed = total("handoff_hits");
+    e.handed = total("handoff_hits") + total("copies_promoted");
     let before: std::collections::BTreeSet<(&str, u64)> = (run.history.loads.iter())
         .filter(|l| l.ok && l.at < first_fault)
         .map(|l| (l.key.as_str(), l.version))

@@ -209,6 +209,7 @@ fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
                 ("handoff_hits", s.handoff_hits),
                 ("handoff_peeks", s.handoff_peeks),
                 ("handoff_accepted", s.handoff_accepted),
+                ("copies_promoted", s.copies_promoted),
                 ("evictions", s.store.evictions),
                 ("stale_rejections", s.store.stale_rejections),
             ]

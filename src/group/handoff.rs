@@ -187,7 +187,9 @@ impl Group {
 
     /// The entry of `key`, which this node owns now, from the handoff: its own handoff
     /// store (pushed here by a leaving member, or kept from when this node owned the
-    /// key before), else the key's previous owner within the handoff window. Taken into
+    /// key before), else its own copy from when another member owned the key (the hot
+    /// cache: fetched from that owner, or loaded while it was unreachable), else the
+    /// key's previous owner within the handoff window. Taken into
     /// the main cache at `floor`, the key's version floor read before; `None` if there
     /// is none to take, or this node applied or routed a write of the key lately.
     pub(super) async fn take_handed(&self, key: &str, floor: u64) -> Option<Fetched> {
@@ -198,9 +200,15 @@ impl Group {
             return None;
         }
         let local = inner.handoff.get(key, now).map(|hit| self.fetched(hit));
-        let fetched = match local {
-            Some(fetched) => fetched,
-            None => self.peek_previous_owner(key).await?,
+        // This node's own copy from when the key was owned elsewhere: it keeps its
+        // expiry, so it is served no longer than it would have been as a copy.
+        let copy = || inner.hot.get(key, now).map(|hit| self.fetched(hit));
+        let (fetched, promoted) = match local {
+            Some(fetched) => (fetched, false),
+            None => match copy() {
+                Some(fetched) => (fetched, true),
+                None => (self.peek_previous_owner(key).await?, false),
+            },
         };
         // Stamped by another owner, so not comparable with our versions in general;
         // but one below what we have seen of the key is certainly older.
@@ -218,7 +226,13 @@ impl Group {
             expires_at: fetched.expires_in.map(|d| now.saturating_add(d)),
         };
         inner.main.insert(key, entry).ok()?;
-        inner.counters.handoff_hits.fetch_add(1, Relaxed);
+        match promoted {
+            true => {
+                inner.hot.forget(key, fetched.version);
+                inner.counters.copies_promoted.fetch_add(1, Relaxed)
+            }
+            false => inner.counters.handoff_hits.fetch_add(1, Relaxed),
+        };
         Some(Fetched {
             version: floor,
             ..fetched

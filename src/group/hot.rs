@@ -142,6 +142,13 @@ impl Hot {
         }
     }
 
+    /// Drops the copy of `key` at `version`: it moved to the main cache.
+    pub(super) fn forget(&self, key: &str, version: u64) {
+        if let Some(hot) = &self.store {
+            hot.remove(key, version.saturating_add(1));
+        }
+    }
+
     /// Drops expired copies; returns how many.
     pub(super) fn sweep(&self, now: Duration) -> usize {
         self.store.as_ref().map_or(0, |s| s.sweep(now))

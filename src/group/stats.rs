@@ -104,6 +104,10 @@ counters! {
     handoff_pushed,
     /// Entries leaving members pushed here, kept.
     handoff_accepted,
+    /// Misses of keys that moved here answered from this node's own copy (fetched from
+    /// the previous owner, or loaded while it was unreachable), kept in the main cache
+    /// until that copy would have expired.
+    copies_promoted,
 }
 
 impl StoreField {
