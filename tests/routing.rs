@@ -81,10 +81,27 @@ async fn a_peers_request_is_never_forwarded_even_when_views_differ() {
     assert_eq!(c.group("b").stats().served_to_peers, 1);
 }
 
+/// A key `owner` owns while every node is up, and `next` would own without it.
+fn key_of_then(c: &InProcess, owner: &str, next: &str) -> String {
+    let rest = NODES.iter().filter(|n| **n != owner);
+    let without = peercache::Ring::new(
+        rest.map(|id| peercache::Member::new(*id, format!("{id}:7000"))),
+        peercache::ring::DEFAULT_VNODES,
+    );
+    (0..)
+        .map(|i| format!("key{i}"))
+        .find(|k| {
+            NODES.iter().all(|v| c.owner_in_view_of(v, k) == owner)
+                && without.owner(k).is_some_and(|m| m.id == next)
+        })
+        .expect("some key")
+}
+
 #[tokio::test]
 async fn an_unreachable_owner_is_counted_and_loaded_around() {
     let c = cluster();
-    let key = c.key_owned_by("b", &["a"]);
+    // a would own it without b: it loads the key itself.
+    let key = key_of_then(&c, "b", "a");
     c.set_down("b", true);
     assert_eq!(c.group("a").get(&key).await.unwrap(), format!("v:{key}"));
     assert_eq!(c.take_calls(), [Call::new("a", "b", "get", &key)]);
@@ -255,4 +272,68 @@ async fn a_node_that_has_not_joined_keeps_nothing_it_loads_for_a_peer() {
     c.view("b", &NODES);
     assert_eq!(c.registry("b").drop_unowned(), 0);
     assert!(!c.group("b").holds(&key));
+}
+
+#[tokio::test]
+async fn the_keys_of_an_unreachable_owner_are_loaded_once_by_the_next_member() {
+    let c = cluster();
+    let key = key_of_then(&c, "b", "c");
+    c.set_down("b", true);
+    for node in ["a", "c", "a"] {
+        assert_eq!(c.group(node).get(&key).await.unwrap(), format!("v:{key}"));
+    }
+    let calls = c.take_calls();
+    assert_eq!(
+        calls,
+        [
+            Call::new("a", "b", "get", &key),
+            Call::new("a", "c", "relay", &key),
+            Call::new("c", "b", "get", &key),
+            Call::new("a", "b", "get", &key),
+            Call::new("a", "c", "relay", &key),
+        ],
+        "a asks c, which would own the key without b; c cannot reach b either, loads \
+         the key and then answers from its copy"
+    );
+    assert_eq!(
+        (c.loads("a", &key), c.loads("b", &key), c.loads("c", &key)),
+        (0, 0, 1),
+        "loaded once, by c"
+    );
+    let a = c.group("a").stats();
+    assert_eq!((a.failover_gets, a.peer_errors, a.loads), (2, 2, 0));
+    // c keeps it as a key it does not own: briefly, in its hot cache.
+    assert!(!c.group("c").holds(&key));
+    // When c is unreachable too, a loads the key itself.
+    c.set_down("c", true);
+    c.group("a").sweep();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.group("a").get(&key).await.unwrap(), format!("v:{key}"));
+    assert_eq!(c.loads("a", &key), 1);
+}
+
+#[tokio::test]
+async fn a_member_that_reaches_the_owner_asks_it_for_one_that_does_not() {
+    let c = cluster();
+    let key = key_of_then(&c, "b", "c");
+    // a's call to b fails (a cut off from b); c still reaches b.
+    c.fail_next("b", 1);
+    assert_eq!(c.group("a").get(&key).await.unwrap(), format!("v:{key}"));
+    assert_eq!(
+        c.take_calls(),
+        [
+            Call::new("a", "b", "get", &key),
+            Call::new("a", "c", "relay", &key),
+            Call::new("c", "b", "get", &key),
+        ]
+    );
+    assert_eq!(
+        (c.loads("a", &key), c.loads("b", &key), c.loads("c", &key)),
+        (0, 1, 0),
+        "loaded by its owner only"
+    );
+    assert_eq!(c.group("a").stats().failover_gets, 1);
+    assert_eq!(c.group("c").stats().relayed_gets, 1);
+    // A relayed get is not relayed again: b, asked by c, answers as the owner.
+    assert_eq!(c.group("b").stats().served_to_peers, 1);
 }

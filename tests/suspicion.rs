@@ -41,7 +41,9 @@ async fn read_for(
 }
 
 /// Before suspicion, each survivor loaded a dead owner's key again every second (the
-/// fallback TTL): about 3 loads per key per survivor in 3 s. Now once per survivor.
+/// fallback TTL): about 3 loads per key per survivor in 3 s. With suspicion, once per
+/// survivor; now that a survivor asks the member that would own the key without the
+/// dead one, about once in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_owners_keys_are_loaded_once_per_survivor_then_its_own_again() {
     let db = Db::default();
@@ -58,10 +60,14 @@ async fn a_dead_owners_keys_are_loaded_once_per_survivor_then_its_own_again() {
     read_for(&cluster, &[1, 2], &orphaned, Duration::from_secs(3), v).await;
     let loads: u64 = orphaned.iter().map(|k| db.loads(k)).sum();
     let n = orphaned.len() as u64;
+    eprintln!("{loads} loads of {n} orphaned keys");
+    // A key is loaded again where the first load came before that node suspected
+    // node 0 too (kept the fallback TTL, 1 s, instead of the hot TTL).
     assert!(
-        loads <= 2 * n,
+        loads <= n + n / 2,
         "{loads} loads of {n} orphaned keys read through 2 survivors for 3 s"
     );
+    let mut failovers = 0;
     for i in [1, 2] {
         let stats = http_get(&format!("{}/v1/stats", cluster.nodes[i].url))
             .await
@@ -69,12 +75,14 @@ async fn a_dead_owners_keys_are_loaded_once_per_survivor_then_its_own_again() {
         let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
         let suspected = &stats["suspected"][&cluster.nodes[0].id];
         assert!(suspected.is_number(), "node {i} suspects node 0: {stats}");
-        let peer_errors = cluster.nodes[i].group("g").stats().peer_errors;
-        assert!(
-            peer_errors as usize >= orphaned.len(),
-            "node {i}: every get of node 0's keys failed at once as unreachable ({peer_errors})"
-        );
+        let group = cluster.nodes[i].group("g").stats();
+        assert!(group.peer_errors > 0, "node {i} found node 0 unreachable");
+        failovers += group.failover_gets;
     }
+    assert!(
+        failovers as usize >= orphaned.len(),
+        "gets of node 0's keys went to the member that would own them ({failovers})"
+    );
 
     // The source changes while node 0 is down; node 0 comes back. Once the survivors'
     // probes find it (within the back-off, at most a few seconds here), they drop the

@@ -307,6 +307,7 @@ impl Client {
                             group,
                             key,
                             deadline_ms,
+                            relay: false,
                         })
                         .await
                         .map(drop),

@@ -210,6 +210,8 @@ fn counters(nodes: &Nodes) -> BTreeMap<usize, BTreeMap<&'static str, u64>> {
                 ("handoff_peeks", s.handoff_peeks),
                 ("handoff_accepted", s.handoff_accepted),
                 ("copies_promoted", s.copies_promoted),
+                ("failover_gets", s.failover_gets),
+                ("relayed_gets", s.relayed_gets),
                 ("evictions", s.store.evictions),
                 ("stale_rejections", s.store.stale_rejections),
             ]

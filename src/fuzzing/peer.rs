@@ -22,6 +22,7 @@ enum Call {
         group: GroupName,
         key: Key,
         deadline_ms: u64,
+        relay: bool,
     },
     Set {
         group: GroupName,
@@ -72,10 +73,12 @@ impl Call {
                 group,
                 key,
                 deadline_ms,
+                relay,
             } => R::Get(proto::GetRequest {
                 group: group.name().to_owned(),
                 key: key.text(),
                 deadline_ms,
+                relay,
             }),
             Call::Set {
                 group,

@@ -14,10 +14,15 @@
 //!                              │                    │ PeerClient::get(P, time left)
 //!                              │                    │   ok ─► maybe keep a hot copy ─► value
 //!                              │                    │   P's own error ─► returned as is
-//!                              │                    │   P unreachable ─► count, load here
-//!                              ▼                    ▼   (kept briefly in the hot cache)
+//!                              │                    │   P unreachable ─► count; ask N, the
+//!                              │                    │   member that would own the key
+//!                              │                    │   without P (a relayed get: N asks P
+//!                              │                    │   once if N reaches it) ─► value;
+//!                              │                    │   N is this node or unreachable too:
+//!                              ▼                    ▼   load here (kept briefly, hot cache)
 //!                   load flight(key) (fill.rs) ◄── also where a peer's get starts
-//!                              │                    (`get_for_peer`): never forwarded
+//!                              │                    (`get_for_peer`): never forwarded,
+//!                              │                    but for a relayed get, once, to P
 //!          version = store floor(key)        (newest write seen so far)
 //!          Loader::load(key) ── error ─► counted, returned, never cached
 //!                              │ ok
@@ -107,6 +112,11 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// How long a relayed get waits for the key's owner before answering with a load here
+/// (see [`Group::get_relayed_for_peer`]): the least that counts as evidence for a
+/// suspicion.
+const RELAY_WAIT: Duration = crate::peer::MIN_EVIDENCE;
+
 impl Group {
     /// Returns the value of `key`: from this node's caches, from the key's owner, or
     /// through the loader when this node owns the key (or the owner is unreachable).
@@ -168,6 +178,20 @@ impl Group {
     /// if this node disagrees about ownership it loads locally and keeps the value only
     /// briefly.
     pub async fn get_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
+        self.answer_peer(key, deadline, false).await
+    }
+
+    /// Answers a peer that could not reach the key's owner and asks this node, the
+    /// member that would own the key without it ([`PeerClient::get_relayed`]): if this
+    /// node does not own the key but trusts its owner, it answers with its copy or asks
+    /// the owner (once, a plain get); else as [`Self::get_for_peer`].
+    ///
+    /// [`PeerClient::get_relayed`]: crate::peer::PeerClient::get_relayed
+    pub async fn get_relayed_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
+        self.answer_peer(key, deadline, true).await
+    }
+
+    async fn answer_peer(&self, key: &str, deadline: Duration, relay: bool) -> Result<Fetched> {
         let inner = &*self.inner;
         inner.counters.served_to_peers.fetch_add(1, Relaxed);
         inner.limits.check_key(key)?;
@@ -186,8 +210,53 @@ impl Group {
             return Ok(Fetched { hot, ..handed });
         }
         let at = time::now() + deadline;
+        if relay
+            && !owned
+            && let Some(relayed) = self.relay(key, at).await?
+        {
+            return Ok(Fetched { hot, ..relayed });
+        }
         let fetched = time::until(Some(at), self.load(key, owned)).await??;
         Ok(Fetched { hot, ..fetched })
+    }
+
+    /// For a peer that could not reach the owner of `key` in this node's view: this
+    /// node's copy, or the owner's answer when this node trusts it; `None` to answer
+    /// here instead (the owner is suspected, unreachable or lacks the group).
+    async fn relay(&self, key: &str, deadline: Instant) -> Result<Option<Fetched>> {
+        let Pick::Peer(owner) = self.pick(key) else {
+            return Ok(None);
+        };
+        if owner.suspected_for().is_some() {
+            return Ok(None);
+        }
+        let inner = &*self.inner;
+        if let Some(hit) = inner.hot.get(key, inner.epoch.now()) {
+            return Ok(Some(self.fetched(hit)));
+        }
+        // Read before asking, as for a fetch of our own.
+        let hot_floor = inner.hot.floor(key);
+        // The asker found the owner unresponsive: wait for it only briefly. Long enough
+        // that no answer makes this node suspect the owner too, so the next relayed
+        // gets of its keys do not wait.
+        let wait = time_left(Some(deadline)).min(RELAY_WAIT);
+        match owner.get(&inner.name, key, wait).await {
+            Ok(fetched) => {
+                inner.counters.relayed_gets.fetch_add(1, Relaxed);
+                if let Some(floor) = hot_floor {
+                    let now = inner.epoch.now();
+                    inner.hot.keep(key, &fetched, floor, now, &inner.rng);
+                }
+                Ok(Some(fetched))
+            }
+            Err(PeerFailure::Answered(Error::UnknownGroup(_))) => Ok(None),
+            Err(PeerFailure::Answered(e)) => Err(e),
+            Err(PeerFailure::Unreachable(why)) => {
+                inner.counters.peer_errors.fetch_add(1, Relaxed);
+                tracing::debug!(group = %inner.name, peer = owner.id(), %why, "owner unreachable from here too; loading locally");
+                Ok(None)
+            }
+        }
     }
 
     /// The keys peers ask this node for most, hot now (see [`HotKeyConfig`]), hottest
@@ -231,50 +300,74 @@ impl Group {
             return Ok(value);
         }
         // Read before asking: an invalidation from here on refuses the copy we get back.
-        let mut hot_floor = inner.hot.floor(key);
-        let left = time_left(deadline);
+        let hot_floor = inner.hot.floor(key);
         let log = CallLog::start(self.picker().map_or("", |p| p.self_id()), peer.id(), key);
-        let answer = peer.get(&inner.name, key, left).await;
+        let answer = peer.get(&inner.name, key, time_left(deadline)).await;
         drop(log);
-        match answer {
-            Ok(fetched) => {
-                inner.counters.peer_loads.fetch_add(1, Relaxed);
-                buggify::delay(Point::BeforeKeepHot).await;
-                if buggify::planted(Bug::HotIgnoresInvalidation) {
-                    // The floor as it is now, raised by any invalidation meanwhile: the
-                    // copy passes the store's check.
-                    hot_floor = inner.hot.floor(key);
-                }
-                if let Some(floor) = hot_floor {
-                    let now = inner.epoch.now();
-                    inner.hot.keep(key, &fetched, floor, now, &inner.rng);
-                    if fetched.hot {
-                        inner.counters.hot_flagged.fetch_add(1, Relaxed);
-                    }
-                }
-                Ok(fetched.value)
-            }
+        let why = match answer {
+            Ok(fetched) => return Ok(self.received(key, fetched, hot_floor).await),
             // An owner that lacks the group (a rolling deploy) cannot serve it either.
             Err(PeerFailure::Answered(Error::UnknownGroup(_))) => {
                 inner.counters.peer_errors.fetch_add(1, Relaxed);
-                self.load(key, false).await.map(|f| f.value)
+                return self.load(key, false).await.map(|f| f.value);
             }
-            Err(PeerFailure::Answered(e)) => Err(e),
-            Err(PeerFailure::Unreachable(why)) => {
-                inner.counters.peer_errors.fetch_add(1, Relaxed);
-                if deadline.is_some_and(|at| time::now() >= at) {
-                    return Err(Error::Timeout);
+            Err(PeerFailure::Answered(e)) => return Err(e),
+            Err(PeerFailure::Unreachable(why)) => why,
+        };
+        inner.counters.peer_errors.fetch_add(1, Relaxed);
+        if deadline.is_some_and(|at| time::now() >= at) {
+            return Err(Error::Timeout);
+        }
+        // A suspected owner was logged once when the suspicion began; each get
+        // refused meanwhile is not worth a line.
+        if peer.suspected_for().is_some() {
+            tracing::debug!(group = %inner.name, peer = peer.id(), %why, "owner suspected; asking the next member");
+        } else {
+            tracing::warn!(group = %inner.name, peer = peer.id(), %why, "owner unreachable; asking the next member");
+        }
+        let failover = self.picker().and_then(|p| p.failover(key, peer.id()));
+        if let Some(next) = failover {
+            match next
+                .get_relayed(&inner.name, key, time_left(deadline))
+                .await
+            {
+                Ok(fetched) => {
+                    inner.counters.failover_gets.fetch_add(1, Relaxed);
+                    return Ok(self.received(key, fetched, hot_floor).await);
                 }
-                // A suspected owner was logged once when the suspicion began; each get
-                // refused meanwhile is not worth a line.
-                if peer.suspected_for().is_some() {
-                    tracing::debug!(group = %inner.name, peer = peer.id(), %why, "owner suspected; loading locally");
-                } else {
-                    tracing::warn!(group = %inner.name, peer = peer.id(), %why, "owner unreachable; loading locally");
+                Err(PeerFailure::Answered(Error::UnknownGroup(_))) => {}
+                Err(PeerFailure::Answered(e)) => return Err(e),
+                Err(PeerFailure::Unreachable(why)) => {
+                    tracing::debug!(group = %inner.name, peer = next.id(), %why, "next member unreachable too; loading locally");
                 }
-                self.load(key, false).await.map(|f| f.value)
+            }
+            inner.counters.peer_errors.fetch_add(1, Relaxed);
+            if deadline.is_some_and(|at| time::now() >= at) {
+                return Err(Error::Timeout);
             }
         }
+        self.load(key, false).await.map(|f| f.value)
+    }
+
+    /// A value a peer answered for `key`, kept as a hot copy if it deserves one;
+    /// `hot_floor` is the copy's floor read before asking.
+    async fn received(&self, key: &str, fetched: Fetched, mut hot_floor: Option<u64>) -> Bytes {
+        let inner = &*self.inner;
+        inner.counters.peer_loads.fetch_add(1, Relaxed);
+        buggify::delay(Point::BeforeKeepHot).await;
+        if buggify::planted(Bug::HotIgnoresInvalidation) {
+            // The floor as it is now, raised by any invalidation meanwhile: the
+            // copy passes the store's check.
+            hot_floor = inner.hot.floor(key);
+        }
+        if let Some(floor) = hot_floor {
+            let now = inner.epoch.now();
+            inner.hot.keep(key, &fetched, floor, now, &inner.rng);
+            if fetched.hot {
+                inner.counters.hot_flagged.fetch_add(1, Relaxed);
+            }
+        }
+        fetched.value
     }
 
     /// Who owns `key` in this node's current view (this node, without peers).

@@ -88,6 +88,12 @@ counters! {
     peer_loads,
     /// Calls to a peer that did not reach it or timed out.
     peer_errors,
+    /// Gets of keys whose owner was unreachable answered by the member that would own
+    /// them without it (instead of a load here).
+    failover_gets,
+    /// Gets from peers that could not reach a key's owner, answered here by asking the
+    /// owner for them.
+    relayed_gets,
     /// Get requests from peers that this node answered (or failed).
     served_to_peers,
     /// Values fetched from their owner that the owner flagged hot (kept as hot copies

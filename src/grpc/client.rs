@@ -97,6 +97,25 @@ impl GrpcPeer {
     }
 }
 
+impl GrpcPeer {
+    async fn get_as(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+        relay: bool,
+    ) -> Result<Fetched, PeerFailure> {
+        let req = |left| proto::GetRequest {
+            group: group.to_owned(),
+            key: key.to_owned(),
+            deadline_ms: deadline_to_wire(left),
+            relay,
+        };
+        let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
+        self.call("get", deadline, get, req).await?.try_into()
+    }
+}
+
 #[async_trait]
 impl PeerClient for GrpcPeer {
     fn id(&self) -> &str {
@@ -109,13 +128,16 @@ impl PeerClient for GrpcPeer {
         key: &str,
         deadline: Duration,
     ) -> Result<Fetched, PeerFailure> {
-        let req = |left| proto::GetRequest {
-            group: group.to_owned(),
-            key: key.to_owned(),
-            deadline_ms: deadline_to_wire(left),
-        };
-        let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
-        self.call("get", deadline, get, req).await?.try_into()
+        self.get_as(group, key, deadline, false).await
+    }
+
+    async fn get_relayed(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        self.get_as(group, key, deadline, true).await
     }
 
     async fn set(

@@ -33,7 +33,10 @@ impl Peer for PeerService {
         let req = req.into_inner();
         let group = self.groups.get(&req.group)?;
         let deadline = deadline_from_wire(req.deadline_ms);
-        let fetched = group.get_for_peer(&req.key, deadline).await?;
+        let fetched = match req.relay {
+            true => group.get_relayed_for_peer(&req.key, deadline).await?,
+            false => group.get_for_peer(&req.key, deadline).await?,
+        };
         Ok(Response::new(fetched.into()))
     }
 

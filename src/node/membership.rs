@@ -53,3 +53,36 @@ pub(super) async fn replay_to_recovered(
         while replays.try_join_next().is_some() {}
     }
 }
+
+/// How often suspected members whose period ran out are probed.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a probe waits for its answer.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Probes each suspected member once its suspicion period has run out, even when no
+/// get needs it: gets of its keys are answered from copies meanwhile and may never
+/// call it, and its copies are dropped only when it answers again. The probe is a
+/// peek (memory only, nothing loaded); any answer, an error included, ends the
+/// suspicion, and no answer renews it.
+pub(super) async fn probe_suspected(picker: Arc<PeerPicker>, groups: Registry) {
+    let mut probes = JoinSet::new();
+    loop {
+        crate::time::sleep(PROBE_EVERY).await;
+        while probes.try_join_next().is_some() {}
+        let Some(group) = groups.groups().first().map(|g| g.name().to_owned()) else {
+            continue;
+        };
+        for (id, left) in picker.suspected() {
+            let Some(peer) = picker.peer(&id).filter(|_| left.is_zero()) else {
+                continue;
+            };
+            let (group, asker) = (group.clone(), picker.self_id().to_owned());
+            probes.spawn(async move {
+                let _ = peer.peek(&group, PROBE_KEY, &asker, PROBE_DEADLINE).await;
+            });
+        }
+    }
+}
+
+/// The key a probe peeks at: any key does, the answer is not used.
+const PROBE_KEY: &str = "peercache-probe";

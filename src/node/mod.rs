@@ -252,6 +252,7 @@ fn background(
         picker.clone(),
         groups.clone(),
     ));
+    tasks.spawn(membership::probe_suspected(picker.clone(), groups.clone()));
     tasks.spawn(membership::follow(members, picker, groups.clone()));
     let sweeper = groups.clone();
     tasks.spawn(async move { sweeper.run_sweeper(sweep_every).await });

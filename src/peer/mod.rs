@@ -17,7 +17,7 @@ mod picker;
 mod suspicion;
 
 pub use picker::{Connect, DEFAULT_HANDOFF_WINDOW, PeerPicker, Pick, View};
-pub use suspicion::Suspicious;
+pub use suspicion::{MIN_EVIDENCE, Suspicious};
 
 /// A value as the owner serves it to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,8 @@ pub enum PeerFailure {
 ///
 /// The receiver treats each call as addressed to the key's owner and never forwards
 /// it: that is what keeps two nodes with different views from asking each other in a
-/// loop.
+/// loop. The one exception is [`PeerClient::get_relayed`], forwarded at most once, to
+/// the owner, as a plain get.
 #[async_trait]
 pub trait PeerClient: Send + Sync + Debug + 'static {
     /// The member's id.
@@ -61,6 +62,19 @@ pub trait PeerClient: Send + Sync + Debug + 'static {
     /// The value of `key` in `group`, from the owner's cache or its loader.
     async fn get(&self, group: &str, key: &str, deadline: Duration)
     -> Result<Fetched, PeerFailure>;
+
+    /// [`PeerClient::get`] of a key whose owner the caller could not reach, sent to the
+    /// member that would own it without that owner: if the member does not own the key
+    /// but can reach its owner, it asks the owner (a plain get) and answers with that;
+    /// else it answers as a get. Without support for it, a plain get.
+    async fn get_relayed(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        self.get(group, key, deadline).await
+    }
 
     /// Stores `value` under `key` at a new version, which it returns.
     async fn set(

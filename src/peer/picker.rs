@@ -238,6 +238,27 @@ impl PeerPicker {
         view.ring.owner_index(key).is_some_and(|i| view.local[i])
     }
 
+    /// Who answers a get of `key` while its owner `failed` is unreachable: the member
+    /// that would own the key if `failed` and the members suspected now left the
+    /// membership (the next one clockwise on the ring), so every asker sends it to the
+    /// same place and it is loaded there once rather than on each of them. `None` when
+    /// that is this node.
+    pub fn failover(&self, key: &str, failed: &str) -> Option<PeerRef> {
+        let view = self.view.load();
+        let members = view.ring.members().len();
+        for member in view.ring.successors(key, members) {
+            if member.id == failed {
+                continue;
+            }
+            match view.peers.get(&member.id) {
+                Some((_, peer)) if peer.suspected_for().is_some() => continue,
+                Some((_, peer)) => return Some(peer.clone()),
+                None => return None,
+            }
+        }
+        None
+    }
+
     /// The peer of member `id`, if it is in the current view.
     pub fn peer(&self, id: &str) -> Option<PeerRef> {
         self.view.load().peers.get(id).map(|(_, p)| p.clone())

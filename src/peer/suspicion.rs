@@ -195,6 +195,16 @@ impl PeerClient for Suspicious {
             .await
     }
 
+    async fn get_relayed(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        self.guarded(deadline, || self.inner.get_relayed(group, key, deadline))
+            .await
+    }
+
     async fn set(
         &self,
         group: &str,

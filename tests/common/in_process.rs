@@ -108,6 +108,18 @@ impl PeerClient for FakePeer {
             .map_err(PeerFailure::Answered)
     }
 
+    async fn get_relayed(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        let g = self.reach("relay", group, key).await?;
+        g.get_relayed_for_peer(key, deadline)
+            .await
+            .map_err(PeerFailure::Answered)
+    }
+
     async fn set(
         &self,
         group: &str,

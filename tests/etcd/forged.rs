@@ -176,6 +176,7 @@ async fn a_forged_member_record_is_not_routed_to() {
         );
         assert_eq!(seen.bytes.load(Ordering::Relaxed), 0, "{what} certificate");
     }
+    let mut loads = 0;
     for n in &nodes {
         let refused = metric(
             &n.url,
@@ -184,7 +185,9 @@ async fn a_forged_member_record_is_not_routed_to() {
         .await
         .unwrap_or_default();
         assert!(refused > 0, "{} counted no refused dial", n.id);
-        // The keys the forged members own were loaded here, not elsewhere.
-        assert!(n.stat("loads").await >= forged_owned, "{}", n.id);
+        loads += n.stat("loads").await;
     }
+    // The keys the forged members own were loaded by the real members (the one that
+    // asked, or the other one it turned to), not elsewhere.
+    assert!(loads >= forged_owned, "{loads} loads");
 }
