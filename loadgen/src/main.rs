@@ -146,7 +146,7 @@ struct ClusterArgs {
     #[arg(long, default_value = "reports")]
     out: PathBuf,
     /// Short runs (1 s warm-up, 4 s measured; churn, stall, graceful-leave and scale-out
-    /// 8 s, hotspot two runs of 4 s) and fewer keys: about a minute and a half in all.
+    /// 8 s, hotspot three runs of 4 s) and fewer keys: about a minute and a half in all.
     #[arg(long)]
     quick: bool,
     /// Measured time per scenario (default 30 s, 4 s with --quick).

@@ -87,7 +87,7 @@ impl Settings {
     /// The settings in one line, for the report and the terminal.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall, graceful-leave and scale-out twice as long, hotspot two runs), {} keys (zipf-mixed {})",
+            "{} nodes, membership {}{}, origin latency {:?} (stampede {:?}), {} in flight, {} B values, {:?} measured after {:?} warm-up per scenario (churn, stall, graceful-leave and scale-out twice as long, hotspot three runs), {} keys (zipf-mixed {})",
             self.nodes,
             if self.etcd { "etcd" } else { "static" },
             match (self.peer_tls, self.client_tls) {

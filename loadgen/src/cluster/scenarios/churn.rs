@@ -46,7 +46,7 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     o.notes.push(failures);
     o.notes.push(match converged {
         Some(d) => format!("the survivors' rings dropped {victim_id} {:.2} s after the kill", d.as_secs_f64()),
-        None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings, suspected; its keys are loaded by whoever is asked, kept up to the hot TTL, and probed for at most every 30 s"),
+        None if ctx.etcd.is_none() => format!("static membership: {victim_id} stays in the rings, suspected and probed at most every 30 s; each of its keys is loaded by the member next to it on the ring, kept there up to the hot TTL (the staleness bound of copies), so about once per hot TTL for as long as it is dead"),
         None => format!("the survivors' rings still had {victim_id} 15 s after the kill"),
     });
     let (base, peak, after_kill) = run.spike(kill_s);
@@ -55,13 +55,15 @@ pub async fn churn(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         "origin loads per second: at most {base} before the kill, peak {peak} after it; {after_kill} loads from the second before the kill on, for {victim_keys} orphaned keys: {per_key_survivor:.2} per orphaned key per survivor"
     ));
     o.notes.push(format!(
-        "a survivor whose call to the dead node fails suspects it ({} peer errors: the failed calls and the refusals while suspected): its keys are loaded there once and kept while it is suspected (up to the hot TTL), not for the 1 s fallback TTL",
-        o.delta("peer_errors")
+        "a survivor whose call to the dead node fails suspects it ({} peer errors: the failed calls and the refusals while suspected) and sends the dead node's keys to the member that would own them without it ({} such gets): each is loaded there once and kept while the dead node is suspected, up to the hot TTL",
+        o.delta("peer_errors"),
+        o.delta("failover_gets")
     ));
     if ctx.etcd.is_some() {
-        o.notes.push(
-            "once the rings drop the dead node, its keys' new owners load them again when the survivors' fallback copies expire".to_owned(),
-        );
+        o.notes.push(format!(
+            "once the rings drop the dead node, that member owns those keys and keeps its copies as owner until they expire ({} kept), then loads each once more",
+            o.delta("copies_promoted")
+        ));
         o.check("the rings drop the killed node", converged.is_some());
     }
     let converged = converged.map(|d| d.as_secs_f64());
