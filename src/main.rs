@@ -106,6 +106,13 @@ struct Serve {
     /// invalidation is lost).
     #[arg(long, env = "PEERCACHE_HOT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     hot_ttl: Duration,
+    /// Longest a value loaded while its owner is suspected of being unreachable is kept
+    /// (default: --hot-ttl). Longer (e.g. 1h) stops a dead member's keys from being
+    /// loaded again every hot TTL, which with --peers goes on for as long as it is
+    /// dead; the price: under a partition, a write its owner acknowledged without
+    /// reaching this node may be missed that long. Copies are dropped when it answers.
+    #[arg(long, env = "PEERCACHE_SUSPECT_COPY_TTL", value_parser = humantime::parse_duration)]
+    suspect_copy_ttl: Option<Duration>,
     /// Share of values fetched from peers kept as hot copies at random, 0 to 1, on top
     /// of those fetched twice recently.
     #[arg(long, env = "PEERCACHE_HOT_FILL", default_value_t = 0.0)]
@@ -294,6 +301,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             .timeout(args.timeout)
             .hot(peercache::HotConfig {
                 ttl: args.hot_ttl,
+                suspected_ttl: args.suspect_copy_ttl,
                 fill_ratio: args.hot_fill,
                 second_fetch: args.hot_second_fetch,
                 ..Default::default()

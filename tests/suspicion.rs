@@ -1,7 +1,8 @@
 //! Peer suspicion on loopback: a member whose calls fail as unreachable is suspected
-//! for a back-off period, and meanwhile its keys are answered from local fallbacks kept
-//! up to the hot TTL (not 1 s), writes do not wait for its invalidations, and when it
-//! answers again the copies of its keys are dropped.
+//! for a back-off period, and meanwhile its keys are answered by the member next to it
+//! on the ring, from fallbacks kept up to the hot TTL (not 1 s; or the suspected TTL
+//! when set), writes do not wait for its invalidations, and when it answers again the
+//! copies of its keys are dropped.
 
 mod common;
 
@@ -209,4 +210,54 @@ async fn a_stalled_member_is_treated_like_a_dead_one() {
         "of {writes} writes, one waited {slowest:?} for the suspected member's invalidation"
     );
     nodes[2].signal("CONT");
+}
+
+/// With a static membership a dead member stays in the ring, suspected. Each of its
+/// keys is loaded by the member next to it on the ring and kept there up to the hot TTL
+/// by default, so it is loaded again every hot TTL for as long as the member is dead;
+/// with a longer suspected TTL (`--suspect-copy-ttl`), about once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_suspect_copy_ttl_stops_the_loads_of_a_dead_owners_keys() {
+    let hot_ttl = Duration::from_millis(500);
+    let mut loads = vec![];
+    for suspected_ttl in [None, Some(Duration::from_secs(3600))] {
+        let db = Db::default();
+        let setup = |_, reg: &peercache::Registry| {
+            reg.group("g")
+                .capacity(4 << 20)
+                .hot(peercache::HotConfig {
+                    ttl: hot_ttl,
+                    suspected_ttl,
+                    ..peercache::HotConfig::default()
+                })
+                .timeout(Duration::from_secs(5))
+                .loader(db.clone())
+                .build()
+                .unwrap();
+        };
+        let mut cluster = Cluster::start(3, setup).await;
+        let orphaned: Vec<String> = (0..90)
+            .map(|i| format!("k{i}"))
+            .filter(|k| cluster.owner(k) == 0)
+            .collect();
+        cluster.nodes[0].stop().await;
+        let v = |key: &str| format!("v:{key}");
+        read_for(&cluster, &[1, 2], &orphaned, Duration::from_secs(4), v).await;
+        let n = orphaned.len() as u64;
+        loads.push((orphaned.iter().map(|k| db.loads(k)).sum::<u64>(), n));
+    }
+    let [(bounded, n), (kept, m)] = loads[..] else {
+        unreachable!()
+    };
+    // 4 s is 8 hot TTLs: every key loaded several times. Keys loaded before the member
+    // next to them suspected the dead one are kept the 1 s fallback TTL and loaded once
+    // more.
+    assert!(bounded >= 4 * n, "{bounded} loads of {n} keys by default");
+    assert!(
+        kept <= 2 * m,
+        "{kept} loads of {m} keys with a 1 h suspect TTL"
+    );
+    eprintln!(
+        "read for 4 s: {bounded} loads of {n} orphaned keys by default, {kept} of {m} with a 1 h suspect TTL"
+    );
 }

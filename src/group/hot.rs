@@ -31,6 +31,13 @@ pub struct HotConfig {
     /// Longest a value loaded here while its owner was unreachable (or while this node
     /// disagreed about ownership) is kept.
     pub fallback_ttl: Duration,
+    /// Longest a value loaded here while its owner is suspected of being unreachable is
+    /// kept; `None`: the hot TTL, so the staleness bound holds under partitions too.
+    /// Longer keeps a dead owner's keys from being loaded again every hot TTL (with a
+    /// static membership, for as long as it stays dead) at a price: under a partition,
+    /// a write the owner acknowledged without reaching this node is missed that long.
+    /// The copies of a member's keys are dropped when it answers again.
+    pub suspected_ttl: Option<Duration>,
     /// Share of values fetched from peers that are kept at random (groupcache keeps one
     /// in ten); 0 keeps none this way (the default), 1 keeps all.
     pub fill_ratio: f64,
@@ -46,6 +53,7 @@ impl Default for HotConfig {
         HotConfig {
             ttl: Duration::from_secs(10),
             fallback_ttl: Duration::from_secs(1),
+            suspected_ttl: None,
             fill_ratio: 0.0,
             second_fetch: true,
         }
@@ -88,13 +96,14 @@ impl Hot {
     }
 
     /// How long a value loaded here for a key owned elsewhere may live: the fallback
-    /// TTL, or, while the owner is `suspected` of being unreachable, the hot TTL (the
-    /// staleness bound of copies), so a key of a dead owner is loaded about once per
-    /// node per hot TTL instead of once per fallback TTL; when the owner answers again
-    /// the copies of its keys are dropped. Never past the group's `ttl`.
+    /// TTL, or, while the owner is `suspected` of being unreachable, the suspected TTL
+    /// (by default the hot TTL, the staleness bound of copies), so a key of a dead owner
+    /// is loaded about once per hot TTL instead of once per fallback TTL; when the
+    /// owner answers again the copies of its keys are dropped. Never past the group's
+    /// `ttl`.
     pub(super) fn fallback_ttl(&self, ttl: Option<Duration>, suspected: bool) -> Duration {
         let base = match suspected {
-            true => self.cfg.fallback_ttl.max(self.cfg.ttl),
+            true => (self.cfg.fallback_ttl).max(self.cfg.suspected_ttl.unwrap_or(self.cfg.ttl)),
             false => self.cfg.fallback_ttl,
         };
         ttl.map_or(base, |t| t.min(base))
