@@ -147,8 +147,9 @@ pub async fn stall(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ));
     let (base, peak, after) = run.spike(at);
     o.notes.push(format!(
-        "origin loads per second: at most {base} before the stall, peak {peak} from it on; {after} loads from the second before it on, for {victim_keys} keys of the stopped node: the others suspect it ({} peer errors) and load its keys themselves while it is suspected",
-        o.delta("peer_errors")
+        "origin loads per second: at most {base} before the stall, peak {peak} from it on; {after} loads from the second before it on, for {victim_keys} keys of the stopped node: the others suspect it ({} peer errors) and send its keys to the member next to it on the ring ({} such gets), which loads them while it is suspected; when it answers again their copies are dropped and its keys read from it",
+        o.delta("peer_errors"),
+        o.delta("failover_gets")
     ));
     o.check("no request failed", run.report.summary.errors == 0);
     o.check("no write failed during the stall", failed_writes == 0);
