@@ -230,6 +230,36 @@ mod tests {
         );
     }
 
+    /// A handler that takes a constant 300 µs, on the real clock: an open loop at a low
+    /// rate must report about what a closed loop with one connection does. Before the
+    /// open loop charged the timer's own lateness (tokio sleeps in whole milliseconds,
+    /// rounded up), its P50 read about 1 ms more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_low_rate_open_loop_reports_what_a_closed_loop_does() {
+        let call = |_to, _op, _key| async {
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_micros(300) {
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        };
+        let targets = Arc::new(Targets::plain(vec!["x".into()]));
+        let closed = config(Load::Closed { concurrency: 1 }, Duration::from_secs(1));
+        let closed = run(&closed, targets.clone(), call).await.summary;
+        let load = Load::Open {
+            rate: 200.0,
+            connections: 1,
+        };
+        let open = run(&config(load, Duration::from_secs(2)), targets, call).await;
+        let (c, o) = (closed.latency_ms.p50, open.summary.latency_ms.p50);
+        assert!(c >= 0.3, "closed loop P50 {c} ms");
+        assert!(
+            o >= 0.3 && o < c + 0.25,
+            "open loop P50 {o} ms, closed {c} ms"
+        );
+        assert_eq!(open.summary.ok, 400, "every scheduled request is sent");
+    }
+
     /// A closed loop keeps exactly `concurrency` requests in flight, leaves the warm-up
     /// out, and counts failures by kind.
     #[tokio::test(start_paused = true)]

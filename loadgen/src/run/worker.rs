@@ -198,7 +198,15 @@ where
     }
 
     /// When the next request is due: now (closed loop), or the next time on the schedule
-    /// once it has come (open loop); `None` from `end` on.
+    /// once it has come (open loop); `None` from `end` on. Latency is charged from the
+    /// time returned.
+    ///
+    /// A worker still busy with earlier requests when its next one is due sends late,
+    /// and that wait is charged to the request (the server made it wait: no coordinated
+    /// omission). A worker that was idle sleeps until the send time, but tokio's timer
+    /// has millisecond granularity and rounds a deadline up to its next tick, so it
+    /// wakes 0 to about 2 ms late (1 ms on average): that delay is the load generator's
+    /// own, so the request is charged from when the worker woke.
     async fn next_send(&mut self, end: Instant) -> Option<Instant> {
         let intended = match self.schedule.as_mut() {
             Some(s) => {
@@ -206,8 +214,13 @@ where
                 if at >= end {
                     return None;
                 }
-                tokio::time::sleep_until(at).await;
-                at
+                match at > Instant::now() {
+                    true => {
+                        tokio::time::sleep_until(at).await;
+                        Instant::now()
+                    }
+                    false => at,
+                }
             }
             None => Instant::now(),
         };
