@@ -39,6 +39,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== workload generator checks and a small hit-ratio replay (benches/hit_ratio.rs in test mode)"
 cargo test --bench hit_ratio
+echo "== every value codec round-trips the payloads of benches/codecs.rs (test mode)"
+cargo test --bench codecs
 echo "== cargo test (all features; the simulator's standalone tests, its scenarios below)"
 cargo test --all-features -- --skip scenarios::
 # The scenarios in a release build: a seed then takes seconds of wall-clock time. h2 (under
