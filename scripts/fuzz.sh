@@ -26,7 +26,7 @@ fi
 
 seconds="${1:-30}"
 report="${FUZZ_REPORT:-reports/fuzz.md}"
-targets=(http peer registry resp)
+targets=(codec http peer registry resp)
 # libFuzzer's limits per run: memory, input size, and the time one input may take.
 libfuzzer_args=(-max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -timeout=10
   -print_final_stats=1)
@@ -92,7 +92,9 @@ mkdir -p "$(dirname "$report")"
   echo "$(date -u +%F), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))."
   echo "Wall time: build $((built - started)) s, fuzzing $((fuzzed - built)) s, replay $((finished - fuzzed)) s."
   echo
-  echo "Targets (fuzz/fuzz_targets/, bodies in src/fuzzing/): **http**, one request (method,"
+  echo "Targets (fuzz/fuzz_targets/, bodies in src/fuzzing/): **codec**, a frame from a peer"
+  echo "decoded by the codec its first byte names, never past the limit, and what any codec"
+  echo "encodes decoding back; **http**, one request (method,"
   echo "path and query, headers, body) through the real router of a fresh node, no 5xx but"
   echo "502/503/504; **peer**, up to 16 peer gRPC calls (fields from the input or"
   echo "prost-decoded) on one node, no Internal but failed loads, every write's version"

@@ -38,6 +38,7 @@
 
 pub mod auth;
 pub mod buggify;
+pub mod codec;
 pub mod discovery;
 mod error;
 #[cfg(feature = "fuzzing")]

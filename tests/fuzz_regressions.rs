@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
+    ("codec", peercache::fuzzing::codec),
     ("http", peercache::fuzzing::http),
     ("peer", peercache::fuzzing::peer),
     ("registry", peercache::fuzzing::registry),

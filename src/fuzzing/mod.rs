@@ -19,11 +19,13 @@ use crate::loader::LoaderFn;
 use crate::peer::PeerPicker;
 use crate::ring::Member;
 
+mod codec;
 mod http;
 mod peer;
 mod registry;
 mod resp;
 
+pub use codec::codec;
 pub use http::http;
 pub use peer::peer;
 pub use registry::registry;
