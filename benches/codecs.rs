@@ -1,6 +1,8 @@
-//! Codecs for values: gzip (flate2), snappy (snap), LZ4 (lz4_flex) and zstd, each
-//! compressing and decompressing three payload kinds generated from a fixed seed (JSON
-//! records, HTML-like text, random bytes) at 1 KiB, 16 KiB and 256 KiB.
+//! The value codecs of src/codec.rs (gzip through flate2, snappy, LZ4 through lz4_flex,
+//! zstd), as the node uses them, each encoding and decoding three payload kinds
+//! generated from a fixed seed (JSON records, HTML-like text, random bytes) at 1 KiB,
+//! 16 KiB and 256 KiB. A value a codec does not shrink is kept raw, so it has no
+//! decode figure.
 //!
 //! `cargo bench --bench codecs` measures every pair with criterion (throughput in bytes
 //! of the raw payload, so criterion reports MB/s both ways) and then writes
@@ -9,19 +11,20 @@
 //! codec round-trips every payload.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
+use peercache::codec::{Codec, GZIP_LEVEL, ZSTD_LEVEL};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 const SEED: u64 = 0xc0de;
 const SIZES: [usize; 3] = [1 << 10, 16 << 10, 256 << 10];
-/// gzip's and zstd's levels: the libraries' defaults.
-const GZIP_LEVEL: u32 = 6;
-const ZSTD_LEVEL: i32 = 3;
+/// The codecs measured: every one but identity, at its default level.
+fn codecs() -> impl Iterator<Item = Codec> {
+    Codec::ALL.into_iter().filter(|c| *c != Codec::Identity)
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Payload {
@@ -124,85 +127,6 @@ fn word(rng: &mut SmallRng) -> &'static str {
     &words[rng.random_range(0..words.len())]
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Codec {
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Codec {
-    const ALL: [Codec; 4] = [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
-
-    fn name(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Snappy => "snappy",
-            Codec::Lz4 => "lz4",
-            Codec::Zstd => "zstd",
-        }
-    }
-
-    /// A coder of this codec, with the contexts it keeps between calls.
-    fn coder(self) -> Coder {
-        let zstd = self == Codec::Zstd;
-        Coder {
-            codec: self,
-            zstd_c: zstd.then(|| zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a valid level")),
-            zstd_d: zstd.then(|| zstd::bulk::Decompressor::new().expect("a context")),
-        }
-    }
-}
-
-/// One codec with the state a server would keep per thread: zstd's compression and
-/// decompression contexts are made once and reused (making one costs more than
-/// compressing a small value); the other codecs keep none worth keeping.
-struct Coder {
-    codec: Codec,
-    zstd_c: Option<zstd::bulk::Compressor<'static>>,
-    zstd_d: Option<zstd::bulk::Decompressor<'static>>,
-}
-
-impl Coder {
-    fn compress(&mut self, raw: &[u8]) -> Vec<u8> {
-        match self.codec {
-            Codec::Gzip => {
-                let level = flate2::Compression::new(GZIP_LEVEL);
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
-                enc.write_all(raw).expect("writes to a Vec");
-                enc.finish().expect("writes to a Vec")
-            }
-            Codec::Snappy => snap::raw::Encoder::new()
-                .compress_vec(raw)
-                .expect("snappy takes any input"),
-            Codec::Lz4 => lz4_flex::compress_prepend_size(raw),
-            Codec::Zstd => (self.zstd_c.as_mut().expect("a zstd coder"))
-                .compress(raw)
-                .expect("zstd takes any input"),
-        }
-    }
-
-    fn decompress(&mut self, packed: &[u8], len: usize) -> Vec<u8> {
-        match self.codec {
-            Codec::Gzip => {
-                let mut out = Vec::with_capacity(len);
-                flate2::read::GzDecoder::new(packed)
-                    .read_to_end(&mut out)
-                    .expect("our own gzip stream");
-                out
-            }
-            Codec::Snappy => snap::raw::Decoder::new()
-                .decompress_vec(packed)
-                .expect("our own snappy block"),
-            Codec::Lz4 => lz4_flex::decompress_size_prepended(packed).expect("our own lz4 block"),
-            Codec::Zstd => (self.zstd_d.as_mut().expect("a zstd coder"))
-                .decompress(packed, len)
-                .expect("our own zstd frame"),
-        }
-    }
-}
-
 fn group_name(dir: &str, payload: Payload, len: usize) -> String {
     format!("{dir}/{}/{}KiB", payload.name(), len >> 10)
 }
@@ -213,18 +137,19 @@ fn bench(c: &mut Criterion) {
             let raw = payload.generate(len);
             let mut group = c.benchmark_group(group_name("compress", payload, len));
             group.throughput(Throughput::Bytes(len as u64));
-            for codec in Codec::ALL {
-                let mut coder = codec.coder();
-                group.bench_function(codec.name(), |b| b.iter(|| coder.compress(black_box(&raw))));
+            for codec in codecs() {
+                group.bench_function(codec.name(), |b| b.iter(|| codec.encode(black_box(&raw))));
             }
             group.finish();
             let mut group = c.benchmark_group(group_name("decompress", payload, len));
             group.throughput(Throughput::Bytes(len as u64));
-            for codec in Codec::ALL {
-                let mut coder = codec.coder();
-                let packed = coder.compress(&raw);
+            // A value a codec does not shrink is kept raw: nothing to decode.
+            for codec in codecs() {
+                let Some(packed) = codec.encode(&raw) else {
+                    continue;
+                };
                 group.bench_function(codec.name(), |b| {
-                    b.iter(|| coder.decompress(black_box(&packed), len))
+                    b.iter(|| codec.decode(black_box(&packed), len))
                 });
             }
             group.finish();
@@ -239,22 +164,22 @@ fn check_round_trips() {
             let raw = payload.generate(len);
             assert_eq!(raw.len(), len);
             assert_eq!(raw, payload.generate(len), "deterministic");
-            for codec in Codec::ALL {
-                let mut coder = codec.coder();
-                let packed = coder.compress(&raw);
-                assert_eq!(coder.decompress(&packed, len), raw, "{}", codec.name());
-                println!(
-                    "{} {} {} KiB: {} -> {} bytes",
-                    codec.name(),
-                    payload.name(),
-                    len >> 10,
-                    len,
-                    packed.len()
-                );
+            for codec in codecs() {
+                let kept = match codec.encode(&raw) {
+                    Some(packed) => {
+                        assert_eq!(codec.decode(&packed, len).unwrap(), raw, "{codec}");
+                        format!("{} bytes", packed.len())
+                    }
+                    None => "kept raw".to_owned(),
+                };
+                println!("{codec} {} {} KiB: {kept}", payload.name(), len >> 10);
             }
         }
     }
 }
+
+/// When this run began.
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
 
 fn criterion_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -270,7 +195,13 @@ fn mean_ns(group: &str, function: &str) -> Option<f64> {
         .join(group.replace('/', "_"))
         .join(function)
         .join("new");
-    let text = std::fs::read_to_string(dir.join("estimates.json")).ok()?;
+    let path = dir.join("estimates.json");
+    // Only this run's: an estimate left by an earlier run is not this code's.
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if modified < *STARTED.get()? {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
     let est: serde_json::Value = serde_json::from_str(&text).ok()?;
     est["mean"]["point_estimate"]
         .as_f64()
@@ -289,8 +220,8 @@ fn rows(payload: Payload) -> Vec<Row> {
     let mut out = vec![];
     for len in SIZES {
         let raw = payload.generate(len);
-        for codec in Codec::ALL {
-            let packed = codec.coder().compress(&raw);
+        for codec in codecs() {
+            let packed = codec.encode(&raw).unwrap_or_else(|| raw.clone());
             let mbs = |dir: &str| {
                 mean_ns(&group_name(dir, payload, len), codec.name())
                     .map_or(f64::NAN, |ns| len as f64 / ns * 1e3)
@@ -318,7 +249,7 @@ fn recommend(payload: Payload, rows: &[Row]) -> String {
     let (densest, fastest) = (best(|r| r.ratio), best(|r| r.compress_mbs));
     if densest.ratio < 1.05 {
         return format!(
-            "{}: no codec shrinks it (best {} at {:.3}x): store such values raw. Finding that out costs one compression; {} is the cheapest at {:.0} MB/s.",
+            "{}: no codec shrinks it (best {} at {:.3}x), so each keeps it raw. Finding that out costs one compression; {} is the cheapest at {:.0} MB/s.",
             payload.name(),
             densest.codec.name(),
             densest.ratio,
@@ -327,7 +258,9 @@ fn recommend(payload: Payload, rows: &[Row]) -> String {
         );
     }
     let lz4 = at.iter().find(|r| r.codec == Codec::Lz4).expect("lz4");
-    let zstd = at.iter().find(|r| r.codec == Codec::Zstd).expect("zstd");
+    let zstd = (at.iter())
+        .find(|r| matches!(r.codec, Codec::Zstd { .. }))
+        .expect("zstd");
     format!(
         "{}: at 16 KiB, {} packs densest ({:.2}x, compress {:.0} MB/s, decompress {:.0} MB/s) and {} compresses fastest ({:.0} MB/s at {:.2}x). zstd gives {:.2}x at {:.0}/{:.0} MB/s against lz4's {:.2}x at {:.0}/{:.0} MB/s: zstd where memory is the limit (more keys per byte), lz4 where CPU on the request path is.",
         payload.name(),
@@ -352,7 +285,7 @@ fn report() -> String {
         "# Value codecs\n\nCommand: `cargo bench --bench codecs` (benches/codecs.rs, criterion; this file is written by it).\n\n",
     );
     out.push_str(&format!(
-        "Payloads are generated from seed {SEED:#x}; every codec runs on one thread of this 2-core machine, with its library's default level (gzip {GZIP_LEVEL} through flate2's default Rust backend, zstd {ZSTD_LEVEL} with its contexts reused between calls); snappy and LZ4 in their block formats (lz4_flex with the length prepended), gzip and zstd as whole frames. MB/s is raw payload bytes per second (10^6), both ways; ratio is raw size over compressed size.\n\n"
+        "Payloads are generated from seed {SEED:#x}; every codec runs on one thread of this 2-core machine, with its library's default level (gzip {GZIP_LEVEL} through flate2's default Rust backend, zstd {ZSTD_LEVEL} with its contexts reused between calls); snappy and LZ4 in their block formats (lz4_flex with the length prepended), gzip and zstd as whole frames. MB/s is raw payload bytes per second (10^6), both ways; ratio is raw size over stored size (a value a codec does not shrink is stored raw: 1.00, nothing to decode).\n\n"
     ));
     let mut advice = vec![];
     for payload in Payload::ALL {
@@ -367,12 +300,15 @@ fn report() -> String {
         );
         for r in &rows {
             out.push_str(&format!(
-                "| {} KiB | {} | {:.2} | {:.0} | {:.0} |\n",
+                "| {} KiB | {} | {:.2} | {:.0} | {} |\n",
                 r.len >> 10,
                 r.codec.name(),
                 r.ratio,
                 r.compress_mbs,
-                r.decompress_mbs
+                match r.decompress_mbs.is_nan() {
+                    true => "— (kept raw)".to_owned(),
+                    false => format!("{:.0}", r.decompress_mbs),
+                }
             ));
         }
         out.push('\n');
@@ -391,6 +327,7 @@ fn main() {
         check_round_trips();
         return;
     }
+    STARTED.get_or_init(std::time::SystemTime::now);
     let mut c = Criterion::default()
         .measurement_time(Duration::from_secs(1))
         .warm_up_time(Duration::from_millis(300))
