@@ -199,16 +199,14 @@ impl Group {
         if inner.writes.wrote_lately(key, now) && !careless {
             return None;
         }
-        let local = inner.handoff.get(key, now).map(|hit| self.fetched(hit));
-        // This node's own copy from when the key was owned elsewhere: it keeps its
+        // Else this node's own copy from when the key was owned elsewhere: it keeps its
         // expiry, so it is served no longer than it would have been as a copy.
-        let copy = || inner.hot.get(key, now).map(|hit| self.fetched(hit));
-        let (fetched, promoted) = match local {
-            Some(fetched) => (fetched, false),
-            None => match copy() {
-                Some(fetched) => (fetched, true),
-                None => (self.peek_previous_owner(key).await?, false),
-            },
+        let (fetched, promoted) = if let Some(hit) = inner.handoff.get(key, now) {
+            (self.fetched(hit), false)
+        } else if let Some(hit) = inner.hot.get(key, now) {
+            (self.fetched(hit), true)
+        } else {
+            (self.peek_previous_owner(key).await?, false)
         };
         // Stamped by another owner, so not comparable with our versions in general;
         // but one below what we have seen of the key is certainly older.

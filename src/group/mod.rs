@@ -243,10 +243,7 @@ impl Group {
         match owner.get(&inner.name, key, wait).await {
             Ok(fetched) => {
                 inner.counters.relayed_gets.fetch_add(1, Relaxed);
-                if let Some(floor) = hot_floor {
-                    let now = inner.epoch.now();
-                    inner.hot.keep(key, &fetched, floor, now, &inner.rng);
-                }
+                self.keep_copy(key, &fetched, hot_floor);
                 Ok(Some(fetched))
             }
             Err(PeerFailure::Answered(Error::UnknownGroup(_))) => Ok(None),
@@ -360,14 +357,24 @@ impl Group {
             // copy passes the store's check.
             hot_floor = inner.hot.floor(key);
         }
-        if let Some(floor) = hot_floor {
-            let now = inner.epoch.now();
-            inner.hot.keep(key, &fetched, floor, now, &inner.rng);
-            if fetched.hot {
-                inner.counters.hot_flagged.fetch_add(1, Relaxed);
-            }
+        if self.keep_copy(key, &fetched, hot_floor) && fetched.hot {
+            inner.counters.hot_flagged.fetch_add(1, Relaxed);
         }
         fetched.value
+    }
+
+    /// Keeps `fetched` as a hot copy of `key` if it deserves one (hot.rs); `hot_floor`
+    /// is the copy's floor read before asking, `None` without a hot cache. Returns
+    /// whether there is a hot cache.
+    fn keep_copy(&self, key: &str, fetched: &Fetched, hot_floor: Option<u64>) -> bool {
+        let inner = &*self.inner;
+        let Some(floor) = hot_floor else {
+            return false;
+        };
+        inner
+            .hot
+            .keep(key, fetched, floor, inner.epoch.now(), &inner.rng);
+        true
     }
 
     /// Who owns `key` in this node's current view (this node, without peers).

@@ -69,11 +69,17 @@ pub(super) async fn probe_suspected(picker: Arc<PeerPicker>, groups: Registry) {
     loop {
         crate::time::sleep(PROBE_EVERY).await;
         while probes.try_join_next().is_some() {}
+        let due: Vec<_> = (picker.suspected().into_iter())
+            .filter(|(_, left)| left.is_zero())
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
         let Some(group) = groups.groups().first().map(|g| g.name().to_owned()) else {
             continue;
         };
-        for (id, left) in picker.suspected() {
-            let Some(peer) = picker.peer(&id).filter(|_| left.is_zero()) else {
+        for (id, _) in due {
+            let Some(peer) = picker.peer(&id) else {
                 continue;
             };
             let (group, asker) = (group.clone(), picker.self_id().to_owned());

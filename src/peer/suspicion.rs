@@ -2,9 +2,10 @@
 //! unreachable, the member is suspected for a back-off period: [`FIRST_BACKOFF`],
 //! doubled by each failed probe up to [`MAX_BACKOFF`], back to the first once it
 //! answers. While it is suspected, calls to it fail at once as unreachable, so a get of
-//! one of its keys goes straight to the local fallback instead of waiting for a connect
-//! timeout, and a write does not wait for its invalidation. When the period runs out,
-//! one call at a time goes through as a probe. A member that answers again is reported
+//! one of its keys goes straight to the member next to it on the ring (or the local
+//! fallback) instead of waiting for a connect timeout, and a write does not wait for
+//! its invalidation. When the period runs out, one call at a time goes through as a
+//! probe (a get, or the node's periodic peek, src/node/membership.rs). A member that answers again is reported
 //! on the `recovered` channel, so the writes it missed can be replayed to it.
 //!
 //! A call given less than [`MIN_EVIDENCE`] that times out says little about the member
