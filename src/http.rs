@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
@@ -61,6 +61,7 @@ pub fn router(state: State) -> Router {
             "/v1/groups/{group}/keys/",
             get(empty_key).put(empty_key).delete(empty_key),
         )
+        .route("/v1/groups/{group}/mget", post(mget))
         .route("/v1/stats", get(stats))
         .route("/v1/ring", get(ring))
         .route("/v1/hotkeys", get(hot_keys))
@@ -133,15 +134,7 @@ async fn api_get(
     };
     let value = s.groups.get(&group)?.get(&key).await?;
     let mut body = json!({ "group": group, "key": key });
-    match std::str::from_utf8(&value) {
-        Ok(text) => body["value"] = text.into(),
-        Err(_) => {
-            body["value"] = base64::engine::general_purpose::STANDARD
-                .encode(&value)
-                .into();
-            body["encoding"] = "base64".into();
-        }
-    }
+    put_value(&mut body, &value);
     Ok(Json(body))
 }
 
@@ -204,6 +197,118 @@ async fn key_delete(axum::extract::State(s): AppState, path: KeyPath) -> ApiResu
     let (group, key) = key_path(path)?;
     let version = s.groups.get(&group)?.remove(&key).await?;
     Ok(Json(json!({ "version": version })))
+}
+
+/// Most keys in one mget.
+pub const MAX_MGET_KEYS: usize = 1024;
+/// Most bytes of an mget request body.
+const MAX_MGET_BODY: usize = 2 << 20;
+/// Most value bytes in one mget answer; the keys after that are answered 413 each (ask
+/// for them again).
+const MAX_MGET_VALUES: usize = 32 << 20;
+
+#[derive(Deserialize)]
+struct MgetRequest {
+    keys: Vec<String>,
+}
+
+/// `POST /v1/groups/{group}/mget` with `{"keys": [...]}`: every key's value as a single
+/// get would answer it, in order (`Group::get_many`: one call per owner). JSON by
+/// default: `{"results": [{"key", "value"[, "encoding": "base64"]} or {"key", "error",
+/// "status"}]}`; with `Accept: application/x-protobuf`, the binary form: a
+/// `peercache.v1.GetManyResponse` (proto/peercache/v1/peer.proto) whose entries carry
+/// the value (`found.value`, other fields zero) or the error (`kind`, `message`).
+async fn mget(
+    axum::extract::State(s): AppState,
+    Path(group): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    let group = s.groups.get(&group)?;
+    let body = axum::body::to_bytes(body, MAX_MGET_BODY)
+        .await
+        .map_err(|e| {
+            let (status, msg) = body::read_failure(&e, MAX_MGET_BODY);
+            ApiError::new(status, msg)
+        })?;
+    let MgetRequest { keys } = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"keys\": [\"key\", ...]}}: {e}"),
+        )
+    })?;
+    if keys.len() > MAX_MGET_KEYS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} keys; at most {MAX_MGET_KEYS} in one mget", keys.len()),
+        ));
+    }
+    let mut results = group.get_many(&keys).await;
+    let mut total = 0usize;
+    for result in &mut results {
+        if let Ok(value) = result {
+            total = total.saturating_add(value.len());
+            if total > MAX_MGET_VALUES {
+                *result = Err(Error::ValueTooLarge {
+                    len: total,
+                    max: MAX_MGET_VALUES,
+                });
+            }
+        }
+    }
+    let binary = (headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+        .is_some_and(|accept| accept.contains("application/x-protobuf"));
+    if binary {
+        let entries = results.into_iter().map(mget_entry).collect();
+        let answer = prost::Message::encode_to_vec(&crate::proto::GetManyResponse { entries });
+        return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], answer).into_response());
+    }
+    let results: Vec<Value> = (keys.into_iter().zip(results))
+        .map(|(key, result)| match result {
+            Ok(value) => {
+                let mut entry = json!({ "key": key });
+                put_value(&mut entry, &value);
+                entry
+            }
+            Err(e) => {
+                let ApiError(status, error) = e.into();
+                json!({ "key": key, "error": error, "status": status.as_u16() })
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// One key's answer in the binary form of an mget.
+fn mget_entry(result: crate::error::Result<bytes::Bytes>) -> crate::proto::GetManyEntry {
+    use crate::proto::get_many_entry::Result as Entry;
+    let entry = match result {
+        Ok(value) => Entry::Found(crate::proto::GetResponse {
+            value,
+            ..Default::default()
+        }),
+        Err(e) => {
+            let (kind, message) = crate::status::parts(&e);
+            Entry::Error(crate::proto::KeyError { kind, message })
+        }
+    };
+    crate::proto::GetManyEntry {
+        result: Some(entry),
+    }
+}
+
+/// Puts `value` in a JSON object as `"value"`: text as it is, other bytes in base64
+/// with `"encoding": "base64"`.
+fn put_value(body: &mut Value, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(text) => body["value"] = text.into(),
+        Err(_) => {
+            body["value"] = base64::engine::general_purpose::STANDARD
+                .encode(value)
+                .into();
+            body["encoding"] = "base64".into();
+        }
+    }
 }
 
 async fn empty_key() -> ApiError {
@@ -294,7 +399,11 @@ async fn timed(
     let op = operation(req.method(), matched.as_ref().map(MatchedPath::as_str));
     let started = crate::time::now();
     let joining = !s.ready.load(std::sync::atomic::Ordering::Acquire);
-    let resp = if joining && matches!(op, "api_get" | "get" | "set" | "remove" | "healthz") {
+    let resp = if joining
+        && matches!(
+            op,
+            "api_get" | "get" | "mget" | "set" | "remove" | "healthz"
+        ) {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "node is joining the cluster",
@@ -315,6 +424,7 @@ fn operation(method: &axum::http::Method, route: Option<&str>) -> &'static str {
         (Some("/v1/groups/{group}/keys/{key}"), &Method::GET) => "get",
         (Some("/v1/groups/{group}/keys/{key}"), &Method::PUT) => "set",
         (Some("/v1/groups/{group}/keys/{key}"), &Method::DELETE) => "remove",
+        (Some("/v1/groups/{group}/mget"), _) => "mget",
         (Some("/v1/stats"), _) => "stats",
         (Some("/v1/ring"), _) => "ring",
         (Some("/metrics"), _) => "metrics",

@@ -174,6 +174,10 @@ struct Serve {
     /// for.
     #[arg(long, env = "PEERCACHE_HANDOFF_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
     handoff_window: Duration,
+    /// Most gets to one peer sent together in one call (GetMany) when they are ready
+    /// at the same moment; 1 sends every get alone.
+    #[arg(long, env = "PEERCACHE_PEER_BATCH", default_value_t = peercache::grpc::DEFAULT_BATCH_KEYS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    peer_batch: u16,
     /// Threads that run requests (the runtime's workers); default: one per CPU core.
     #[arg(long, env = "PEERCACHE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -260,6 +264,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = args.shutdown_grace;
     config.leave_push = args.leave_push;
     config.handoff_window = args.handoff_window;
+    config.peer_batch = usize::from(args.peer_batch);
     let tls = args.tls.load()?;
     tls.warn_if_open(&args.grpc_addr, &args.http_addr);
     config.peer_tls = tls.peer.clone();

@@ -48,6 +48,7 @@ const REFUSAL_REASONS: [&str; 2] = ["unauthorized", "forbidden"];
 pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     peer_rpcs: Family<RpcLabels, Histogram>,
+    peer_batches: Histogram,
     requests: Family<RequestLabels, Histogram>,
     http_connections: Gauge,
     http_refused: Counter,
@@ -70,6 +71,12 @@ impl Metrics {
             "peer_rpc_seconds",
             "Latency of calls to peers, by RPC and outcome (ok, error: the peer answered with an error, unreachable)",
             peer_rpcs.clone(),
+        );
+        let peer_batches = Histogram::new(exponential_buckets(2.0, 2.0, 8));
+        registry.register(
+            "peer_batch_keys",
+            "Keys per GetMany call: gets to one peer ready at the same moment, sent together",
+            peer_batches.clone(),
         );
         registry.register(
             "http_request_seconds",
@@ -101,6 +108,7 @@ impl Metrics {
         Metrics {
             registry,
             peer_rpcs,
+            peer_batches,
             requests,
             http_connections,
             http_refused,
@@ -203,6 +211,10 @@ impl CallObserver for Metrics {
         self.peer_rpcs
             .get_or_create(&RpcLabels { rpc, outcome })
             .observe(took.as_secs_f64());
+    }
+
+    fn observe_batch(&self, keys: usize) {
+        self.peer_batches.observe(keys as f64);
     }
 }
 

@@ -14,31 +14,49 @@ const KIND: &str = "pc-error";
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        let (code, kind) = match &e {
-            Error::EmptyKey => (Code::InvalidArgument, "empty-key".to_owned()),
-            Error::KeyTooLong { len, max } => {
-                (Code::InvalidArgument, format!("key-too-long:{len}:{max}"))
-            }
-            Error::ValueTooLarge { len, max } => (
-                Code::InvalidArgument,
-                format!("value-too-large:{len}:{max}"),
-            ),
-            Error::UnknownGroup(_) => (Code::NotFound, "unknown-group".to_owned()),
-            Error::GroupExists(_) => (Code::AlreadyExists, "group-exists".to_owned()),
-            Error::NotFound(_) => (Code::NotFound, "not-found".to_owned()),
-            Error::Load(_) => (Code::Internal, "load".to_owned()),
-            Error::Config(_) => (Code::InvalidArgument, "config".to_owned()),
-            Error::Io(_) => (Code::Internal, "io".to_owned()),
-            Error::Invalid(_) => (Code::InvalidArgument, "invalid".to_owned()),
-            Error::Timeout => (Code::DeadlineExceeded, "timeout".to_owned()),
-            Error::Unavailable(_) => (Code::Unavailable, "unavailable".to_owned()),
-        };
-        let mut status = Status::new(code, payload(&e));
+        let (kind, message) = parts(&e);
+        let mut status = Status::new(code(&e), message);
         if let Ok(v) = kind.parse() {
             status.metadata_mut().insert(KIND, v);
         }
         status
     }
+}
+
+/// The gRPC code of an error.
+fn code(e: &Error) -> Code {
+    match e {
+        Error::EmptyKey
+        | Error::KeyTooLong { .. }
+        | Error::ValueTooLarge { .. }
+        | Error::Config(_)
+        | Error::Invalid(_) => Code::InvalidArgument,
+        Error::UnknownGroup(_) | Error::NotFound(_) => Code::NotFound,
+        Error::GroupExists(_) => Code::AlreadyExists,
+        Error::Load(_) | Error::Io(_) => Code::Internal,
+        Error::Timeout => Code::DeadlineExceeded,
+        Error::Unavailable(_) => Code::Unavailable,
+    }
+}
+
+/// An error as its kind (the `pc-error` entry) and message: what travels for it in a
+/// status, or in one key's answer of a GetMany. [`from_parts`] takes it back.
+pub(crate) fn parts(e: &Error) -> (String, String) {
+    let kind = match e {
+        Error::EmptyKey => "empty-key".to_owned(),
+        Error::KeyTooLong { len, max } => format!("key-too-long:{len}:{max}"),
+        Error::ValueTooLarge { len, max } => format!("value-too-large:{len}:{max}"),
+        Error::UnknownGroup(_) => "unknown-group".to_owned(),
+        Error::GroupExists(_) => "group-exists".to_owned(),
+        Error::NotFound(_) => "not-found".to_owned(),
+        Error::Load(_) => "load".to_owned(),
+        Error::Config(_) => "config".to_owned(),
+        Error::Io(_) => "io".to_owned(),
+        Error::Invalid(_) => "invalid".to_owned(),
+        Error::Timeout => "timeout".to_owned(),
+        Error::Unavailable(_) => "unavailable".to_owned(),
+    };
+    (kind, payload(e))
 }
 
 /// The message an error travels with: the inner text where the kind says the rest.
@@ -60,11 +78,15 @@ fn payload(e: &Error) -> String {
 /// transport.
 pub(crate) fn answered(status: &Status) -> Option<Error> {
     let kind = status.metadata().get(KIND).and_then(|v| v.to_str().ok())?;
-    let msg = status.message().to_owned();
+    Some(from_parts(kind, status.message().to_owned()))
+}
+
+/// The error of `kind` with `msg` (see [`parts`]); an unknown kind is a failed load.
+pub(crate) fn from_parts(kind: &str, msg: String) -> Error {
     let mut parts = kind.split(':');
     let name = parts.next().unwrap_or_default();
     let mut num = || parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    let e = match name {
+    match name {
         "empty-key" => Error::EmptyKey,
         "key-too-long" => Error::KeyTooLong {
             len: num(),
@@ -83,8 +105,7 @@ pub(crate) fn answered(status: &Status) -> Option<Error> {
         "timeout" => Error::Timeout,
         "unavailable" => Error::Unavailable(msg),
         _ => Error::Load(msg),
-    };
-    Some(e)
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +132,13 @@ mod tests {
             Error::Unavailable("owner down".into()),
         ];
         for e in all {
-            assert_eq!(answered(&Status::from(e.clone())), Some(e));
+            assert_eq!(answered(&Status::from(e.clone())), Some(e.clone()));
+            let (kind, msg) = parts(&e);
+            assert_eq!(
+                from_parts(&kind, msg),
+                e,
+                "as one key's answer of a GetMany"
+            );
         }
     }
 

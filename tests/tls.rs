@@ -308,6 +308,7 @@ async fn the_peer_port_refuses_clients_without_a_valid_certificate() {
         ChannelTimeouts::default(),
         Some(Arc::new(tls)),
         1 << 20,
+        peercache::grpc::DEFAULT_BATCH_KEYS,
         Arc::new(Unobserved),
     );
     let peer = connect(&Member::new(&node.grpc, &node.grpc)).unwrap();
@@ -340,6 +341,7 @@ async fn a_member_whose_certificate_names_another_host_is_not_sent_requests() {
         ChannelTimeouts::default(),
         Some(tls.clone()),
         1 << 20,
+        peercache::grpc::DEFAULT_BATCH_KEYS,
         Arc::new(Unobserved),
     );
     let impostor = connect(&Member::new("node7", &node.grpc)).unwrap();

@@ -146,6 +146,14 @@ impl Group {
         time::until(deadline, get).await?
     }
 
+    /// The values of `keys`, in order, each as [`Self::get`] answers it (a key that
+    /// fails does not fail the others). The gets of keys one peer owns are sent to it
+    /// together, as one call (src/grpc/batch.rs), and each key shares the flights of
+    /// concurrent single gets.
+    pub async fn get_many<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Result<Bytes>> {
+        futures::future::join_all(keys.iter().map(|key| self.get(key.as_ref()))).await
+    }
+
     /// What [`Self::get`] answers if this node holds `key` (main or hot cache), counted
     /// as that get; `None` (nothing counted) if it would have to load or ask the owner,
     /// or the key is refused. For callers with many gets at once (a pipeline), so hits

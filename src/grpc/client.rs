@@ -1,7 +1,8 @@
 //! The gRPC implementation of [`PeerClient`]: a lazily connected tonic channel, every call
 //! bounded by the caller's deadline and reported to a [`CallObserver`]. A call the
 //! channel never sent, because the peer had closed its connection (a restart), is sent
-//! again on a new one.
+//! again on a new one. Gets are coalesced into GetMany calls when several are ready
+//! at once (batch.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tonic::transport::Channel;
 
-use super::convert::{deadline_to_wire, ttl_to_wire};
+use super::batch::{Answer, Batcher, DEFAULT_BATCH_KEYS, Duty, Waiter};
+use super::convert::{deadline_to_wire, many_from_wire, ttl_to_wire};
 use crate::peer::{CallObserver, Fetched, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time;
@@ -22,6 +24,7 @@ pub struct GrpcPeer {
     id: Arc<str>,
     rpc: Rpc<Channel>,
     observer: Arc<dyn CallObserver>,
+    batch: Arc<Batcher>,
 }
 
 impl GrpcPeer {
@@ -39,7 +42,15 @@ impl GrpcPeer {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
             observer,
+            batch: Arc::new(Batcher::new(DEFAULT_BATCH_KEYS)),
         }
+    }
+
+    /// Sends at most `keys` gets in one GetMany; 0 or 1: every get is its own call.
+    #[must_use]
+    pub fn with_batch(mut self, keys: usize) -> Self {
+        self.batch = Arc::new(Batcher::new(keys));
+        self
     }
 
     /// One call with `deadline` as its gRPC timeout, timed for the observer. `req`
@@ -114,6 +125,73 @@ impl GrpcPeer {
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         self.call("get", deadline, get, req).await?.try_into()
     }
+
+    /// A get through the group's queue (batch.rs): led, or answered by its leader.
+    async fn get_coalesced(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        let started = time::now();
+        let joined = self.batch.join(group, key, started + deadline);
+        if joined.leads {
+            let mut duty = Duty {
+                batcher: &self.batch,
+                group,
+                armed: true,
+            };
+            // Gets ready to run now join the queue meanwhile.
+            tokio::task::yield_now().await;
+            duty.armed = false;
+            let calls = self.batch.split(self.batch.take(group));
+            futures::future::join_all(calls.into_iter().map(|call| self.send(group, call))).await;
+        }
+        let left = deadline.saturating_sub(started.elapsed());
+        match time::within(left, joined.rx).await {
+            Ok(Ok(Some(answer))) => answer,
+            // Not in the batch's answer, or its leader gave up: ask alone.
+            Ok(Ok(None) | Err(_)) => {
+                let left = deadline.saturating_sub(started.elapsed());
+                self.get_as(group, key, left, false).await
+            }
+            Err(_) => Err(PeerFailure::Unreachable(format!(
+                "no answer within {deadline:?}"
+            ))),
+        }
+    }
+
+    /// Sends the gets of `waiting` (one call's worth): a lone get as a Get, more as
+    /// a GetMany; each waiter receives its answer.
+    async fn send(&self, group: &str, mut waiting: Vec<Waiter>) {
+        let now = time::now();
+        if waiting.len() == 1 {
+            let w = waiting.pop().expect("one");
+            let left = w.deadline.saturating_duration_since(now);
+            let answer = self.get_as(group, &w.key, left, false).await;
+            let _ = w.tx.send(Some(answer));
+            return;
+        }
+        let deadline = (waiting.iter())
+            .map(|w| w.deadline.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        let keys: Vec<String> = waiting.iter().map(|w| w.key.clone()).collect();
+        self.observer.observe_batch(keys.len());
+        let req = |left| proto::GetManyRequest {
+            group: group.to_owned(),
+            keys: keys.clone(),
+            deadline_ms: deadline_to_wire(left),
+        };
+        let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
+        let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
+            Ok(answer) => many_from_wire(answer, waiting.len()),
+            Err(failure) => vec![Some(Err(failure)); waiting.len()],
+        };
+        for (w, answer) in waiting.into_iter().zip(answers) {
+            let _ = w.tx.send(answer);
+        }
+    }
 }
 
 #[async_trait]
@@ -128,7 +206,10 @@ impl PeerClient for GrpcPeer {
         key: &str,
         deadline: Duration,
     ) -> Result<Fetched, PeerFailure> {
-        self.get_as(group, key, deadline, false).await
+        if !self.batch.enabled() || deadline.is_zero() {
+            return self.get_as(group, key, deadline, false).await;
+        }
+        self.get_coalesced(group, key, deadline).await
     }
 
     async fn get_relayed(

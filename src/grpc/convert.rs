@@ -97,6 +97,61 @@ impl TryFrom<proto::GetResponse> for Fetched {
     }
 }
 
+/// What travels for one key of a GetMany besides its value: the entry's other fields
+/// and framing, counted against the message limit.
+const ENTRY_OVERHEAD: usize = 48;
+
+/// The answer to a GetMany: each key's result in order, as long as the values fit in
+/// `budget` bytes; the keys after that get an empty entry (the caller asks alone). The
+/// first key always gets its answer: the message limit fits any one value.
+pub(super) fn many_to_wire(results: Vec<Result<Fetched>>, budget: usize) -> proto::GetManyResponse {
+    let mut used = 0usize;
+    let entries = (results.into_iter().enumerate())
+        .map(|(i, result)| {
+            let result = match result {
+                Ok(fetched) => {
+                    used = used.saturating_add(fetched.value.len() + ENTRY_OVERHEAD);
+                    if i > 0 && used > budget {
+                        return proto::GetManyEntry { result: None };
+                    }
+                    proto::get_many_entry::Result::Found(fetched.into())
+                }
+                Err(e) => {
+                    let (kind, message) = crate::status::parts(&e);
+                    proto::get_many_entry::Result::Error(proto::KeyError { kind, message })
+                }
+            };
+            proto::GetManyEntry {
+                result: Some(result),
+            }
+        })
+        .collect();
+    proto::GetManyResponse { entries }
+}
+
+/// Each key's answer in a GetMany's response to `n` keys: `None` for a key left out
+/// (ask alone). A response with another number of entries is refused for every key.
+pub(super) fn many_from_wire(
+    r: proto::GetManyResponse,
+    n: usize,
+) -> Vec<Option<Result<Fetched, PeerFailure>>> {
+    if r.entries.len() != n {
+        let wrong = PeerFailure::Answered(Error::load(format!(
+            "the owner answered {} entries to {n} keys",
+            r.entries.len()
+        )));
+        return vec![Some(Err(wrong)); n];
+    }
+    (r.entries.into_iter())
+        .map(|e| match e.result? {
+            proto::get_many_entry::Result::Found(found) => Some(Fetched::try_from(found)),
+            proto::get_many_entry::Result::Error(e) => Some(Err(PeerFailure::Answered(
+                crate::status::from_parts(&e.kind, e.message),
+            ))),
+        })
+        .collect()
+}
+
 impl From<Option<Fetched>> for proto::PeekResponse {
     fn from(f: Option<Fetched>) -> Self {
         match f {

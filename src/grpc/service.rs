@@ -2,20 +2,31 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_codec, deadline_from_wire, pushed_from_wire, ttl_from_wire};
+use super::convert::{
+    check_codec, deadline_from_wire, many_to_wire, pushed_from_wire, ttl_from_wire,
+};
 use crate::group::Registry;
 use crate::proto::{self, peer_server::Peer};
+
+/// Most keys a GetMany may ask for: each is a get of its own while it runs.
+pub const MAX_MANY_KEYS: usize = 1024;
 
 /// The peer service of one node, over its registry of groups.
 #[derive(Clone)]
 pub struct PeerService {
     groups: Registry,
+    /// Room for values in a GetMany's answer: the message limit less the envelope.
+    many_budget: usize,
 }
 
 impl PeerService {
     /// Serves the groups of `groups`.
     pub fn new(groups: Registry) -> Self {
-        PeerService { groups }
+        let many_budget = super::message_limit(&groups).saturating_sub(super::ENVELOPE);
+        PeerService {
+            groups,
+            many_budget,
+        }
     }
 
     /// The groups it serves.
@@ -38,6 +49,24 @@ impl Peer for PeerService {
             false => group.get_for_peer(&req.key, deadline).await?,
         };
         Ok(Response::new(fetched.into()))
+    }
+
+    async fn get_many(
+        &self,
+        req: Request<proto::GetManyRequest>,
+    ) -> Result<Response<proto::GetManyResponse>, Status> {
+        let req = req.into_inner();
+        if req.keys.len() > MAX_MANY_KEYS {
+            return Err(Status::invalid_argument(format!(
+                "{} keys in one GetMany; at most {MAX_MANY_KEYS}",
+                req.keys.len()
+            )));
+        }
+        let group = self.groups.get(&req.group)?;
+        let deadline = deadline_from_wire(req.deadline_ms);
+        let gets = (req.keys.iter()).map(|key| group.get_for_peer(key, deadline));
+        let results = futures::future::join_all(gets).await;
+        Ok(Response::new(many_to_wire(results, self.many_budget)))
     }
 
     async fn set(

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `/healthz` | none: always open |
 //! | `/metrics` | none, or admin with [`ClientAuth::protect_metrics`] |
-//! | `GET /v1/groups/{g}/keys/{k}`, `GET /api` | read |
+//! | `GET /v1/groups/{g}/keys/{k}`, `GET /api`, `POST /v1/groups/{g}/mget` | read |
 //! | `PUT`, `DELETE /v1/groups/{g}/keys/{k}` | write |
 //! | `/v1/stats`, `/v1/ring`, and any route not named here | admin |
 //! | no such route | read: a valid token of any role, which then gets 404 |
@@ -67,6 +67,7 @@ fn required(method: &Method, route: Option<&str>, protect_metrics: bool) -> Opti
         Some("/healthz") => None,
         Some("/metrics") => protect_metrics.then_some(Action::Admin),
         Some("/api") if reads => Some(Action::Read),
+        Some("/v1/groups/{group}/mget") => Some(Action::Read),
         Some("/v1/groups/{group}/keys/{key}" | "/v1/groups/{group}/keys/") => {
             Some(if reads { Action::Read } else { Action::Write })
         }
@@ -133,6 +134,8 @@ mod tests {
         assert_eq!(need(&delete, key), Some(Action::Write));
         assert_eq!(need(&post, key), Some(Action::Write));
         assert_eq!(need(&get, Some("/api")), Some(Action::Read));
+        let mget = Some("/v1/groups/{group}/mget");
+        assert_eq!(need(&post, mget), Some(Action::Read), "a read of many keys");
         assert_eq!(need(&get, Some("/v1/stats")), Some(Action::Admin));
         assert_eq!(need(&get, Some("/v1/ring")), Some(Action::Admin));
         assert_eq!(need(&post, Some("/v1/admin/anything")), Some(Action::Admin));

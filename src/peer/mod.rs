@@ -157,6 +157,11 @@ impl Outcome {
 pub trait CallObserver: Send + Sync + 'static {
     /// One call ended.
     fn observe(&self, rpc: &'static str, outcome: Outcome, took: Duration);
+
+    /// A GetMany call of `keys` gets coalesced into one is being sent.
+    fn observe_batch(&self, keys: usize) {
+        let _ = keys;
+    }
 }
 
 /// An observer that keeps nothing.

@@ -76,8 +76,8 @@ pub(super) enum Flow {
     Close,
 }
 
-/// Most keys of one MGET fetched at once.
-const MGET_PARALLEL: usize = 32;
+/// Most keys of one MGET fetched at once (one `Group::get_many`).
+const MGET_PARALLEL: usize = 256;
 
 /// Runs one command (`args` is not empty): its reply, and whether to go on.
 pub(super) async fn execute(
@@ -238,8 +238,8 @@ async fn get(group: &Group, arg: &Bytes) -> Frame {
     }
 }
 
-/// The keys' values in order, fetched in parallel: keys of different owners (and of
-/// this node) go out together, and each owner's fetch flights share repeats.
+/// The keys' values in order, through `Group::get_many`: the keys of one owner go to
+/// it in one call, owners in parallel, and each key shares flights with single gets.
 async fn mget(group: &Group, args: &[Bytes]) -> Frame {
     let keys: Result<Vec<&str>, Frame> = args.iter().map(key).collect();
     let keys = match keys {
@@ -248,8 +248,7 @@ async fn mget(group: &Group, args: &[Bytes]) -> Frame {
     };
     let mut values = Vec::with_capacity(keys.len());
     for batch in keys.chunks(MGET_PARALLEL) {
-        let got = futures::future::join_all(batch.iter().map(|k| group.get(k))).await;
-        values.extend(got.into_iter().map(value));
+        values.extend(group.get_many(batch).await.into_iter().map(value));
     }
     // One key's failure fails the whole reply rather than passing for a nil.
     if let Some(failed) = values.iter().find(|v| matches!(v, Frame::Error(_))) {

@@ -79,6 +79,16 @@ impl Forged {
     fn received(&self) {
         self.log.lock().unwrap().requests += 1;
     }
+
+    fn forged(&self, key: &str) -> proto::GetResponse {
+        proto::GetResponse {
+            value: value_of(key, FORGED_VERSION, self.value_size),
+            version: FORGED_VERSION,
+            expires_in_ms: 0,
+            codec: proto::Codec::Identity as i32,
+            hot: true,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -88,14 +98,20 @@ impl proto::peer_server::Peer for Forged {
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
         self.received();
-        let key = &request.get_ref().key;
-        Ok(Response::new(proto::GetResponse {
-            value: value_of(key, FORGED_VERSION, self.value_size),
-            version: FORGED_VERSION,
-            expires_in_ms: 0,
-            codec: proto::Codec::Identity as i32,
-            hot: true,
-        }))
+        Ok(Response::new(self.forged(&request.get_ref().key)))
+    }
+
+    async fn get_many(
+        &self,
+        request: Request<proto::GetManyRequest>,
+    ) -> Result<Response<proto::GetManyResponse>, Status> {
+        self.received();
+        let entries = (request.get_ref().keys.iter())
+            .map(|key| proto::GetManyEntry {
+                result: Some(proto::get_many_entry::Result::Found(self.forged(key))),
+            })
+            .collect();
+        Ok(Response::new(proto::GetManyResponse { entries }))
     }
 
     async fn set(

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The peer hop under load (issue 19): wrk -t2 -c50 over HTTP on loopback, uniform over
+# 10,000 keys of 100-byte values, hot copies off, in three set-ups measured in turn, RUNS
+# times (default 3):
+#   local    one node: every get a local hit
+#   alone    three nodes, every get sent to node 1: two thirds of them a gRPC hop to the
+#            key's owner, each its own call (--peer-batch 1, as before GetMany)
+#   batched  the same with the default coalescing: gets to one owner that are ready at
+#            the same moment go as one GetMany
+# and, for the batched set-up, how many keys went per peer call. Writes
+# reports/hop-bench.md (the medians and every run). wrk and the nodes share the cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need wrk wrk
+need curl curl
+need_build_deps
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+cargo build --release --quiet --bin peercache
+BIN=target/release/peercache
+work=$(mktemp -d)
+PIDS=()
+stop() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
+trap 'stop; rm -rf "$work"' EXIT INT TERM
+
+# Keys as loadgen names them: key: and eight digits.
+cat >"$work/put.lua" <<'EOF'
+wrk.method = "PUT"
+wrk.body = string.rep("v", 100)
+local n = 0
+request = function()
+  local path = string.format("/v1/groups/demo/keys/key:%08d", n % 10000)
+  n = n + 1
+  return wrk.format(nil, path)
+end
+EOF
+cat >"$work/get.lua" <<'EOF'
+local seeded = false
+request = function()
+  if not seeded then math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)); seeded = true end
+  return wrk.format(nil, string.format("/v1/groups/demo/keys/key:%08d", math.random(0, 9999)))
+end
+EOF
+
+start() { # start N [serve flags...]: nodes on 127.0.0.1:1720i (gRPC), 1820i (HTTP)
+  local n=$1 peers="" i
+  shift
+  for i in $(seq "$n"); do peers+="${peers:+,}127.0.0.1:1720$i"; done
+  for i in $(seq "$n"); do
+    RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
+      --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 --hot-second-fetch false \
+      --hot-key-window 0 "$@" >"$work/node$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in $(seq "$n"); do
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:1820$i/healthz" >/dev/null && break; sleep 0.1; done
+  done
+  # Every key written once (through node 1, so to its owner), then a warm-up.
+  wrk -t1 -c4 -d4s -s "$work/put.lua" http://127.0.0.1:18201 >/dev/null
+  wrk -t2 -c50 -d2s -s "$work/get.lua" http://127.0.0.1:18201 >/dev/null
+}
+
+metric() { # metric NAME-AND-LABELS: its value at node 1, 0 if absent
+  curl -s http://127.0.0.1:18201/metrics | awk -v m="$1" '$1 == m { v = $2 } END { print v + 0 }'
+}
+calls() {
+  local get many keys
+  get=$(metric 'peercache_peer_rpc_seconds_count{rpc="get",outcome="ok"}')
+  many=$(metric 'peercache_peer_rpc_seconds_count{rpc="get_many",outcome="ok"}')
+  keys=$(metric 'peercache_peer_batch_keys_sum')
+  echo "$get $many $keys"
+}
+
+measure() { # measure SETUP RUN: one wrk run against node 1, appended to $work/runs
+  local before after out
+  before=$(calls)
+  out=$(wrk -t2 -c50 -d"$DURATION" --latency -s "$work/get.lua" http://127.0.0.1:18201)
+  after=$(calls)
+  awk -v setup="$1" -v run="$2" -v before="$before" -v after="$after" '
+    $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 } /Requests\/sec/ { rps = $2 }
+    /Non-2xx/ { bad += $NF } /Socket errors/ { bad += 1 }
+    END {
+      split(before, b, " "); split(after, a, " ")
+      get = a[1] - b[1]; many = a[2] - b[2]; keys = a[3] - b[3]
+      per = (get + many) > 0 ? (get + keys) / (get + many) : 0
+      printf "%s %s %.0f %s %s %d %d %.2f %d\n", setup, run, rps, p50, p99, get, many, per, bad
+    }' <<<"$out" | tee -a "$work/runs"
+}
+
+echo "setup run rps p50 p99 gets get_manys keys_per_call errors"
+for run in $(seq "$RUNS"); do
+  start 1; measure local "$run"; stop
+  start 3 --peer-batch 1; measure alone "$run"; stop
+  start 3; measure batched "$run"; stop
+done
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { awk -v s="$1" -v c="$2" '$1 == s { print $c }' "$work/runs"; }
+# wrk prints latencies with units; in microseconds for the medians.
+us() { awk '{ v = $1; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+  f = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1000000 : 0; print v * f }'; }
+local_rps=$(col local 3 | median)
+{
+  echo "# The peer hop under load: one node's local hits vs gets through one node of three"
+  echo
+  echo "wrk -t2 -c50 over HTTP on loopback, uniform over 10,000 keys of 100-byte values"
+  echo "(written once through node 1, then a 2 s warm-up), hot copies off"
+  echo "(\`--hot-fill 0 --hot-second-fetch false --hot-key-window 0\`), $DURATION per run;"
+  echo "wrk and the nodes share the machine's cores. Set-ups in turn, each run on fresh nodes:"
+  echo
+  echo "- **local**: one node, every get a hit in its own cache;"
+  echo "- **alone**: three nodes, every get sent to node 1, two thirds of them a gRPC hop to"
+  echo "  the key's owner, each in a call of its own (\`--peer-batch 1\`, as before GetMany);"
+  echo "- **batched**: the same with the default \`--peer-batch 64\`: gets to one owner that"
+  echo "  are ready at the same moment go as one GetMany (src/grpc/batch.rs)."
+  echo
+  echo "- Command: \`DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
+  dirty=$(git diff --quiet HEAD -- src Cargo.toml || echo " with uncommitted changes")
+  echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
+  echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  echo
+  echo "Medians of $RUNS runs:"
+  echo
+  echo "| set-up | requests/s | × local | P50 µs | P99 µs | keys per peer call |"
+  echo "|---|---|---|---|---|---|"
+  for s in local alone batched; do
+    rps=$(col "$s" 3 | median) p50=$(col "$s" 4 | us | median) p99=$(col "$s" 5 | us | median)
+    per=$(col "$s" 8 | median)
+    awk -v s="$s" -v r="$rps" -v l="$local_rps" -v p50="$p50" -v p99="$p99" -v per="$per" \
+      'BEGIN { printf "| %s | %.0f | %.2f× | %.0f | %.0f | %s |\n", s, r, r / l, p50, p99, (s == "local") ? "—" : per }'
+  done
+  echo
+  echo "Every run (gets and GetManys: node 1's calls to its peers during the run):"
+  echo
+  echo "| set-up | run | requests/s | P50 | P99 | gets | GetManys | keys per call | errors |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  awk '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' "$work/runs"
+} >reports/hop-bench.md
+echo "wrote reports/hop-bench.md"
