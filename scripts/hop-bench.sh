@@ -9,6 +9,7 @@
 #            the same moment go as one GetMany
 # and, for the batched set-up, how many keys went per peer call. Writes
 # reports/hop-bench.md (the medians and every run). wrk and the nodes share the cores.
+# BATCHED_FLAGS adds serve flags to the batched set-up (e.g. "--peer-calls 0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -50,6 +51,12 @@ EOF
 start() { # start N [serve flags...]: nodes on 127.0.0.1:1720i (gRPC), 1820i (HTTP)
   local n=$1 peers="" i
   shift
+  for i in $(seq "$n"); do
+    if curl -s "http://127.0.0.1:1820$i/healthz" >/dev/null; then
+      echo "error: 127.0.0.1:1820$i already answers: stop what runs there first" >&2
+      exit 1
+    fi
+  done
   for i in $(seq "$n"); do peers+="${peers:+,}127.0.0.1:1720$i"; done
   for i in $(seq "$n"); do
     RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
@@ -76,27 +83,47 @@ calls() {
   echo "$get $many $keys"
 }
 
+# CPU time (user + system, in clock ticks) of node 1 and of the other nodes together.
+ticks() {
+  local first=0 rest=0 i t
+  for i in "${!PIDS[@]}"; do
+    t=$(awk '{ print $14 + $15 }' "/proc/${PIDS[$i]}/stat")
+    if [ "$i" = 0 ]; then first=$t; else rest=$((rest + t)); fi
+  done
+  echo "$first $rest"
+}
+
 measure() { # measure SETUP RUN: one wrk run against node 1, appended to $work/runs
-  local before after out
+  local before after out cpu0 cpu1
   before=$(calls)
+  cpu0=$(ticks)
   out=$(wrk -t2 -c50 -d"$DURATION" --latency -s "$work/get.lua" http://127.0.0.1:18201)
+  cpu1=$(ticks)
   after=$(calls)
-  awk -v setup="$1" -v run="$2" -v before="$before" -v after="$after" '
+  awk -v setup="$1" -v run="$2" -v before="$before" -v after="$after" -v hz="$(getconf CLK_TCK)" \
+    -v cpu0="$cpu0" -v cpu1="$cpu1" '
     $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 } /Requests\/sec/ { rps = $2 }
+    /requests in/ { total = $1 }
     /Non-2xx/ { bad += $NF } /Socket errors/ { bad += 1 }
     END {
       split(before, b, " "); split(after, a, " ")
       get = a[1] - b[1]; many = a[2] - b[2]; keys = a[3] - b[3]
       per = (get + many) > 0 ? (get + keys) / (get + many) : 0
-      printf "%s %s %.0f %s %s %d %d %.2f %d\n", setup, run, rps, p50, p99, get, many, per, bad
+      split(cpu0, c0, " "); split(cpu1, c1, " ")
+      # CPU µs of node 1 per request, and of the owners per key they were asked for.
+      entry = (c1[1] - c0[1]) / hz * 1e6 / total
+      hopped = get + keys
+      owners = hopped > 0 ? (c1[2] - c0[2]) / hz * 1e6 / hopped : 0
+      printf "%s %s %.0f %s %s %d %d %.2f %d %.1f %.1f\n", setup, run, rps, p50, p99, get, many, per, bad, entry, owners
     }' <<<"$out" | tee -a "$work/runs"
 }
 
-echo "setup run rps p50 p99 gets get_manys keys_per_call errors"
+echo "setup run rps p50 p99 gets get_manys keys_per_call errors node1_cpu_us_per_request owners_cpu_us_per_key"
 for run in $(seq "$RUNS"); do
   start 1; measure local "$run"; stop
   start 3 --peer-batch 1; measure alone "$run"; stop
-  start 3; measure batched "$run"; stop
+  # shellcheck disable=SC2086
+  start 3 ${BATCHED_FLAGS:-}; measure batched "$run"; stop
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -126,19 +153,25 @@ local_rps=$(col local 3 | median)
   echo
   echo "Medians of $RUNS runs:"
   echo
-  echo "| set-up | requests/s | × local | P50 µs | P99 µs | keys per peer call |"
-  echo "|---|---|---|---|---|---|"
+  echo "| set-up | requests/s | × local | P50 µs | P99 µs | keys per peer call | node 1 CPU µs per request | owners' CPU µs per key asked |"
+  echo "|---|---|---|---|---|---|---|---|"
   for s in local alone batched; do
     rps=$(col "$s" 3 | median) p50=$(col "$s" 4 | us | median) p99=$(col "$s" 5 | us | median)
-    per=$(col "$s" 8 | median)
+    per=$(col "$s" 8 | median) entry=$(col "$s" 10 | median) owners=$(col "$s" 11 | median)
     awk -v s="$s" -v r="$rps" -v l="$local_rps" -v p50="$p50" -v p99="$p99" -v per="$per" \
-      'BEGIN { printf "| %s | %.0f | %.2f× | %.0f | %.0f | %s |\n", s, r, r / l, p50, p99, (s == "local") ? "—" : per }'
+      -v entry="$entry" -v owners="$owners" \
+      'BEGIN { local = (s == "local")
+        printf "| %s | %.0f | %.2f× | %.0f | %.0f | %s | %.1f | %s |\n", s, r, r / l, p50, p99,
+          local ? "—" : per, entry, local ? "—" : sprintf("%.1f", owners) }'
   done
+  echo
+  echo "CPU is user + system time from /proc over the measured run: node 1's per request it"
+  echo "answered, the two owners' together per key node 1 asked them for."
   echo
   echo "Every run (gets and GetManys: node 1's calls to its peers during the run):"
   echo
-  echo "| set-up | run | requests/s | P50 | P99 | gets | GetManys | keys per call | errors |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  awk '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' "$work/runs"
+  echo "| set-up | run | requests/s | P50 | P99 | gets | GetManys | keys per call | errors | node 1 CPU µs/request | owners' CPU µs/key |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  awk '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$work/runs"
 } >reports/hop-bench.md
 echo "wrote reports/hop-bench.md"

@@ -178,6 +178,11 @@ struct Serve {
     /// at the same moment; 1 sends every get alone.
     #[arg(long, env = "PEERCACHE_PEER_BATCH", default_value_t = peercache::grpc::DEFAULT_BATCH_KEYS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     peer_batch: u16,
+    /// Most calls of gets out to one peer at once; a get that finds this many waits
+    /// for one to end and goes with the gets that come meanwhile (more keys per call
+    /// under load). 0: no limit.
+    #[arg(long, env = "PEERCACHE_PEER_CALLS", default_value_t = peercache::grpc::DEFAULT_BATCH_CALLS as u16)]
+    peer_calls: u16,
     /// Threads that run requests (the runtime's workers); default: one per CPU core.
     #[arg(long, env = "PEERCACHE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -264,7 +269,10 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = args.shutdown_grace;
     config.leave_push = args.leave_push;
     config.handoff_window = args.handoff_window;
-    config.peer_batch = usize::from(args.peer_batch);
+    config.coalescing = peercache::grpc::Coalescing {
+        keys: usize::from(args.peer_batch),
+        calls: usize::from(args.peer_calls),
+    };
     let tls = args.tls.load()?;
     tls.warn_if_open(&args.grpc_addr, &args.http_addr);
     config.peer_tls = tls.peer.clone();

@@ -144,7 +144,7 @@ async fn a_call_after_the_owner_closed_the_connection_goes_out_on_a_new_one() {
         ChannelTimeouts::default(),
         None,
         peercache::grpc::message_limit(&owner.nodes[0].groups),
-        peercache::grpc::DEFAULT_BATCH_KEYS,
+        peercache::grpc::Coalescing::default(),
         Arc::new(Unobserved),
     );
     let id = &owner.nodes[0].id;

@@ -308,7 +308,7 @@ async fn the_peer_port_refuses_clients_without_a_valid_certificate() {
         ChannelTimeouts::default(),
         Some(Arc::new(tls)),
         1 << 20,
-        peercache::grpc::DEFAULT_BATCH_KEYS,
+        peercache::grpc::Coalescing::default(),
         Arc::new(Unobserved),
     );
     let peer = connect(&Member::new(&node.grpc, &node.grpc)).unwrap();
@@ -341,7 +341,7 @@ async fn a_member_whose_certificate_names_another_host_is_not_sent_requests() {
         ChannelTimeouts::default(),
         Some(tls.clone()),
         1 << 20,
-        peercache::grpc::DEFAULT_BATCH_KEYS,
+        peercache::grpc::Coalescing::default(),
         Arc::new(Unobserved),
     );
     let impostor = connect(&Member::new("node7", &node.grpc)).unwrap();

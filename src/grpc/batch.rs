@@ -22,15 +22,37 @@
 
 use std::collections::BTreeMap;
 use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::peer::{Fetched, PeerFailure};
 use crate::time::Instant;
 
 /// Most keys in one GetMany by default.
 pub const DEFAULT_BATCH_KEYS: usize = 64;
+/// Most calls of gets out to one peer at once by default.
+pub const DEFAULT_BATCH_CALLS: usize = 2;
+
+/// How a node coalesces its gets to each peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalescing {
+    /// Most keys in one GetMany; 0 or 1: every get is its own call.
+    pub keys: usize,
+    /// Most calls of gets out to one peer at once; 0: no limit. A get that finds this
+    /// many waits for one to end, and goes with the gets that come meanwhile.
+    pub calls: usize,
+}
+
+impl Default for Coalescing {
+    fn default() -> Self {
+        Coalescing {
+            keys: DEFAULT_BATCH_KEYS,
+            calls: DEFAULT_BATCH_CALLS,
+        }
+    }
+}
 /// Most key bytes in one GetMany: a request stays far below the message limit, which
 /// leaves room for one key and one value besides [`super::ENVELOPE`].
 const MAX_BATCH_KEY_BYTES: usize = super::ENVELOPE / 2;
@@ -55,6 +77,11 @@ struct Queue {
 /// The queues of one peer, one per group (ordered: the simulator replays runs).
 pub(super) struct Batcher {
     max_keys: usize,
+    /// Most calls of gets out to the peer at once (0: no limit); a leader that finds
+    /// this many waits for one to end, while more gets join its queue.
+    max_calls: usize,
+    calls: AtomicUsize,
+    call_ended: Notify,
     queues: Mutex<BTreeMap<String, Queue>>,
 }
 
@@ -66,12 +93,36 @@ pub(super) struct Joined {
 }
 
 impl Batcher {
-    /// Batches of at most `max_keys` keys; 0 or 1: every get is its own call.
-    pub fn new(max_keys: usize) -> Self {
+    /// Batches as `how` says.
+    pub fn new(how: Coalescing) -> Self {
         Batcher {
-            max_keys,
+            max_keys: how.keys,
+            max_calls: how.calls,
+            calls: AtomicUsize::new(0),
+            call_ended: Notify::new(),
             queues: Mutex::default(),
         }
+    }
+
+    /// Waits until fewer than the most calls are out.
+    pub async fn room(&self) {
+        if self.max_calls == 0 {
+            return;
+        }
+        loop {
+            // Registered before the check: an end between the two is not missed.
+            let ended = self.call_ended.notified();
+            if self.calls.load(Ordering::Acquire) < self.max_calls {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Counts a call out until the returned guard drops.
+    pub fn call(&self) -> CallOut<'_> {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        CallOut(self)
     }
 
     /// Whether gets are coalesced at all.
@@ -127,6 +178,16 @@ impl Batcher {
     }
 }
 
+/// A call of gets out to the peer; its end lets a waiting leader send.
+pub(super) struct CallOut<'a>(&'a Batcher);
+
+impl Drop for CallOut<'_> {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
+        self.0.call_ended.notify_waiters();
+    }
+}
+
 /// A leader's duty to take its queue. A leader cancelled before it took the queue
 /// (its caller gave up while it yielded) hands the gets waiting there back: each asks
 /// alone.
@@ -153,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_first_get_of_an_empty_queue_leads_and_takes_all() {
-        let b = Batcher::new(2);
+        let b = Batcher::new(Coalescing { keys: 2, calls: 0 });
         let at = time::now();
         let first = b.join("g", "a", at);
         let second = b.join("g", "b", at);
@@ -175,7 +236,7 @@ mod tests {
 
     #[test]
     fn long_keys_are_split_by_bytes() {
-        let b = Batcher::new(64);
+        let b = Batcher::new(Coalescing { keys: 64, calls: 0 });
         let at = time::now();
         let long = "k".repeat(MAX_BATCH_KEY_BYTES / 2);
         for _ in 0..3 {
@@ -187,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_leader_sends_the_waiting_gets_off_alone() {
-        let b = Batcher::new(8);
+        let b = Batcher::new(Coalescing { keys: 8, calls: 0 });
         let at = time::now();
         let lead = b.join("g", "a", at);
         let mut follower = b.join("g", "b", at);

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tonic::transport::Channel;
 
-use super::batch::{Answer, Batcher, DEFAULT_BATCH_KEYS, Duty, Waiter};
+use super::batch::{Answer, Batcher, Coalescing, Duty, Waiter};
 use super::convert::{deadline_to_wire, many_from_wire, ttl_to_wire};
 use crate::peer::{CallObserver, Fetched, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
@@ -42,14 +42,14 @@ impl GrpcPeer {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
             observer,
-            batch: Arc::new(Batcher::new(DEFAULT_BATCH_KEYS)),
+            batch: Arc::new(Batcher::new(Coalescing::default())),
         }
     }
 
-    /// Sends at most `keys` gets in one GetMany; 0 or 1: every get is its own call.
+    /// Coalesces gets as `how` says (batch.rs).
     #[must_use]
-    pub fn with_batch(mut self, keys: usize) -> Self {
-        self.batch = Arc::new(Batcher::new(keys));
+    pub fn with_coalescing(mut self, how: Coalescing) -> Self {
+        self.batch = Arc::new(Batcher::new(how));
         self
     }
 
@@ -141,8 +141,10 @@ impl GrpcPeer {
                 group,
                 armed: true,
             };
-            // Gets ready to run now join the queue meanwhile.
+            // Gets ready to run now join the queue meanwhile, and more while the most
+            // calls are out.
             tokio::task::yield_now().await;
+            self.batch.room().await;
             duty.armed = false;
             let calls = self.batch.split(self.batch.take(group));
             futures::future::join_all(calls.into_iter().map(|call| self.send(group, call))).await;
@@ -164,6 +166,7 @@ impl GrpcPeer {
     /// Sends the gets of `waiting` (one call's worth): a lone get as a Get, more as
     /// a GetMany; each waiter receives its answer.
     async fn send(&self, group: &str, mut waiting: Vec<Waiter>) {
+        let _out = self.batch.call();
         let now = time::now();
         if waiting.len() == 1 {
             let w = waiting.pop().expect("one");

@@ -23,7 +23,7 @@ mod client;
 mod convert;
 mod service;
 
-pub use batch::DEFAULT_BATCH_KEYS;
+pub use batch::{Coalescing, DEFAULT_BATCH_CALLS, DEFAULT_BATCH_KEYS};
 pub use client::GrpcPeer;
 pub use service::PeerService;
 
@@ -54,21 +54,21 @@ pub fn server(service: PeerService) -> PeerServer<PeerService> {
 
 /// Makes gRPC peers that dial through `net` (with `tls`, over mutual TLS that checks the
 /// peer's certificate names its member id), accept messages up to `limit` bytes (see
-/// [`message_limit`]), send up to `batch` gets at once as one GetMany (batch.rs) and
-/// report their calls to `observer`.
+/// [`message_limit`]), coalesce gets as `coalescing` says (batch.rs) and report their
+/// calls to `observer`.
 pub fn connector<N: Net>(
     net: N,
     timeouts: ChannelTimeouts,
     tls: Option<Arc<Tls>>,
     limit: usize,
-    batch: usize,
+    coalescing: Coalescing,
     observer: Arc<dyn CallObserver>,
 ) -> Connect {
     Box::new(move |member: &Member| {
         let channel =
             transport::channel(net.clone(), &member.id, &member.addr, timeouts, tls.clone())?;
-        let peer =
-            GrpcPeer::new(member.id.as_str(), channel, limit, observer.clone()).with_batch(batch);
+        let peer = GrpcPeer::new(member.id.as_str(), channel, limit, observer.clone())
+            .with_coalescing(coalescing);
         Ok(Arc::new(peer) as PeerRef)
     })
 }

@@ -72,9 +72,8 @@ pub struct NodeConfig {
     /// How long a node stopping gracefully spends pushing its entries to their new
     /// owners before it leaves the membership (zero: it pushes nothing).
     pub leave_push: Duration,
-    /// Most gets to one peer sent in one GetMany call (src/grpc/batch.rs); 1: each
-    /// alone.
-    pub peer_batch: usize,
+    /// How gets to each peer are sent together as GetMany calls (src/grpc/batch.rs).
+    pub coalescing: crate::grpc::Coalescing,
 }
 
 impl NodeConfig {
@@ -96,7 +95,7 @@ impl NodeConfig {
             resp: RespConfig::default(),
             handoff_window: crate::peer::DEFAULT_HANDOFF_WINDOW,
             leave_push: DEFAULT_LEAVE_PUSH,
-            peer_batch: crate::grpc::DEFAULT_BATCH_KEYS,
+            coalescing: crate::grpc::Coalescing::default(),
         }
     }
 }
@@ -158,7 +157,7 @@ impl<N: Net> Node<N> {
             config.channel,
             config.peer_tls.clone(),
             limit,
-            config.peer_batch,
+            config.coalescing,
             self.metrics.clone(),
         );
         // Every peer behind its member's suspicion; members that answer again after it

@@ -49,7 +49,7 @@ pub fn dial(how: Credential, node: &Member) -> peercache::Result<PeerRef> {
             ChannelTimeouts::default(),
             tls,
             LIMIT,
-            peercache::grpc::DEFAULT_BATCH_KEYS,
+            peercache::grpc::Coalescing::default(),
             Arc::new(Unobserved),
         )
     };
