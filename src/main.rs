@@ -125,6 +125,16 @@ struct Serve {
     /// (listed at /v1/hotkeys; askers keep a copy at once). 0 turns it off.
     #[arg(long, env = "PEERCACHE_HOT_KEY_WINDOW", default_value = "500ms", value_parser = humantime::parse_duration)]
     hot_key_window: Duration,
+    /// Compression of values: none, lz4, snappy, zstd[:LEVEL 1-22] or gzip[:LEVEL 0-9].
+    /// Values of at least --compress-min bytes are kept compressed in every group's
+    /// main and hot caches (the capacity then counts compressed bytes, so more keys
+    /// fit) and travel compressed between peers; a value the codec does not shrink is
+    /// kept as it is. Clients always receive the original bytes.
+    #[arg(long, env = "PEERCACHE_COMPRESS", default_value = "none")]
+    compress: peercache::codec::Codec,
+    /// Values shorter than this stay uncompressed (e.g. 1KiB, 512).
+    #[arg(long, env = "PEERCACHE_COMPRESS_MIN", default_value = "1KiB", value_parser = byte_size)]
+    compress_min: usize,
     /// Least gets per second from peers for a key to be hot.
     #[arg(long, env = "PEERCACHE_HOT_KEY_RATE", default_value_t = 500.0)]
     hot_key_rate: f64,
@@ -332,6 +342,12 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         if let Some(ttl) = args.negative_ttl {
             builder = builder.negative_ttl(ttl);
         }
+        if args.compress != peercache::codec::Codec::Identity {
+            builder = builder.compress(peercache::group::Compression {
+                codec: args.compress,
+                min: args.compress_min,
+            });
+        }
         builder.build()?;
     }
     let grpc = TokioNet
@@ -456,4 +472,10 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// A size in bytes such as 1KiB or 512.
+fn byte_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))?;
+    usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
 }

@@ -228,12 +228,7 @@ async fn grpc_rejects_bad_requests_and_survives_garbage() {
         Error::NotFound(_)
     ));
     // A codec the node does not speak, through the raw generated client.
-    let raw_channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.id))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = peercache::proto::peer_client::PeerClient::new(raw_channel);
+    let mut raw = common::raw_peer(&node.id).await;
     let status = raw
         .set(peercache::proto::SetRequest {
             group: "g".into(),

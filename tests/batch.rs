@@ -152,16 +152,12 @@ async fn a_get_many_of_too_many_keys_or_an_unknown_group_is_refused() {
     let db = Db::default();
     let cluster = Cluster::start(1, db_group(&db)).await;
     let node = &cluster.nodes[0];
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.id))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = peercache::proto::peer_client::PeerClient::new(channel);
+    let mut raw = common::raw_peer(&node.id).await;
     let many = |group: &str, keys: usize| peercache::proto::GetManyRequest {
         group: group.into(),
         keys: (0..keys).map(|i| format!("k{i}")).collect(),
         deadline_ms: 2000,
+        accept: vec![],
     };
     let status = raw.get_many(many("g", 5000)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);

@@ -308,6 +308,7 @@ impl Client {
                             key,
                             deadline_ms,
                             relay: false,
+                            accept: Vec::new(),
                         })
                         .await
                         .map(drop),

@@ -23,6 +23,13 @@ enum Call {
         key: Key,
         deadline_ms: u64,
         relay: bool,
+        accept: Vec<i32>,
+    },
+    GetMany {
+        group: GroupName,
+        keys: Vec<Key>,
+        deadline_ms: u64,
+        accept: Vec<i32>,
     },
     Set {
         group: GroupName,
@@ -51,13 +58,14 @@ enum Call {
         group: GroupName,
         entries: Vec<(Key, Vec<u8>, u64, u64, i32)>,
     },
-    /// A message of the kind `kind` (mod 6) prost-decoded from `bytes`.
+    /// A message of the kind `kind` (mod 7) prost-decoded from `bytes`.
     Wire { kind: u8, bytes: Vec<u8> },
 }
 
-/// A decoded request of any of the six kinds.
+/// A decoded request of any of the seven kinds.
 enum Req {
     Get(proto::GetRequest),
+    GetMany(proto::GetManyRequest),
     Set(proto::SetRequest),
     Remove(proto::RemoveRequest),
     Invalidate(proto::InvalidateRequest),
@@ -74,11 +82,24 @@ impl Call {
                 key,
                 deadline_ms,
                 relay,
+                accept,
             } => R::Get(proto::GetRequest {
                 group: group.name().to_owned(),
                 key: key.text(),
                 deadline_ms,
                 relay,
+                accept,
+            }),
+            Call::GetMany {
+                group,
+                keys,
+                deadline_ms,
+                accept,
+            } => R::GetMany(proto::GetManyRequest {
+                group: group.name().to_owned(),
+                keys: keys.into_iter().map(|k| k.text()).collect(),
+                deadline_ms,
+                accept,
             }),
             Call::Set {
                 group,
@@ -136,8 +157,9 @@ impl Call {
             }),
             Call::Wire { kind, bytes } => {
                 let bytes = bytes.as_slice();
-                match kind % 6 {
+                match kind % 7 {
                     0 => R::Get(proto::GetRequest::decode(bytes).ok()?),
+                    5 => R::GetMany(proto::GetManyRequest::decode(bytes).ok()?),
                     1 => R::Set(proto::SetRequest::decode(bytes).ok()?),
                     2 => R::Remove(proto::RemoveRequest::decode(bytes).ok()?),
                     3 => R::Peek(proto::PeekRequest::decode(bytes).ok()?),
@@ -163,6 +185,7 @@ pub fn peer(data: &[u8]) {
             };
             let written = match req {
                 Req::Get(r) => service.get(Request::new(r)).await.map(|_| None),
+                Req::GetMany(r) => service.get_many(Request::new(r)).await.map(|_| None),
                 Req::Set(r) => {
                     let (group, key) = (r.group.clone(), r.key.clone());
                     (service.set(Request::new(r)).await)

@@ -14,7 +14,7 @@ use super::{Group, HotConfig, HotKeyConfig, Inner, Registry, stores};
 use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::singleflight::SingleFlight;
-use crate::store::{self, Listener};
+use crate::store::{self, Listener, Store};
 
 /// Default capacity of a group's main cache.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
@@ -62,6 +62,7 @@ pub struct GroupBuilder {
     hot_keys: HotKeyConfig,
     timeout: Option<Duration>,
     negative_ttl: Option<Duration>,
+    compression: Option<super::Compression>,
 }
 
 impl GroupBuilder {
@@ -83,6 +84,7 @@ impl GroupBuilder {
             hot_keys: HotKeyConfig::default(),
             timeout: None,
             negative_ttl: None,
+            compression: None,
         }
     }
 
@@ -179,6 +181,13 @@ impl GroupBuilder {
         self
     }
 
+    /// Keeps values compressed in the main and hot caches (compressed.rs): their byte
+    /// budgets then count compressed bytes. Values are decompressed for every reader.
+    pub fn compress(mut self, how: super::Compression) -> Self {
+        self.compression = Some(how);
+        self
+    }
+
     /// Called with every entry the main cache evicts or expires.
     pub fn on_evict(mut self, listener: Listener) -> Self {
         self.listener = Some(listener);
@@ -198,6 +207,17 @@ impl GroupBuilder {
         // for it; they are then served from their owner each time.
         let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
         let hot_store = stores::hot(hot_capacity, checked.largest);
+        let counters = Arc::new(super::stats::Counters::default());
+        let packed = |store: Box<dyn Store>| match self.compression {
+            Some(how) => Box::new(super::compressed::Compressed::new(
+                store,
+                how,
+                checked.limits.max_value,
+                counters.clone(),
+            )) as Box<dyn Store>,
+            None => store,
+        };
+        let (main, hot_store) = (packed(main), hot_store.map(packed));
         let seed = self.registry.seed() ^ store::key_hash(&self.name);
         let group = Group {
             inner: Arc::new(Inner {
@@ -226,7 +246,7 @@ impl GroupBuilder {
                 epoch: self.registry.epoch(),
                 timeout: self.timeout,
                 rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-                counters: Default::default(),
+                counters,
                 tasks: self.registry.tasks(),
             }),
         };

@@ -46,6 +46,7 @@ use rand::rngs::SmallRng;
 use tokio_util::task::TaskTracker;
 
 use crate::buggify::{self, Bug, CallLog, Point};
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::peer::{Fetched, PeerFailure, PeerPicker, PeerRef, Pick};
@@ -54,6 +55,7 @@ use crate::store::{Hit, Store};
 use crate::time::{self, Epoch, Instant};
 
 mod builder;
+mod compressed;
 mod fill;
 mod handoff;
 pub mod hot;
@@ -64,6 +66,7 @@ mod stores;
 mod writes;
 
 pub use builder::{GroupBuilder, PolicyKind};
+pub use compressed::{Compression, DEFAULT_COMPRESS_MIN};
 pub use hot::HotConfig;
 pub use hotkeys::{HotKey, HotKeyConfig};
 pub use registry::Registry;
@@ -106,7 +109,7 @@ struct Inner {
     timeout: Option<Duration>,
     /// TTL jitter and hot-copy sampling, seeded per group.
     rng: Mutex<SmallRng>,
-    counters: stats::Counters,
+    counters: Arc<stats::Counters>,
     /// Invalidation fan-outs, which outlive the write that started them; the node
     /// waits for them at shutdown.
     tasks: TaskTracker,
@@ -186,7 +189,8 @@ impl Group {
     /// if this node disagrees about ownership it loads locally and keeps the value only
     /// briefly.
     pub async fn get_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
-        self.answer_peer(key, deadline, false).await
+        let (fetched, _) = self.answer_peer(key, deadline, false, &[]).await?;
+        Ok(fetched)
     }
 
     /// Answers a peer that could not reach the key's owner and asks this node, the
@@ -196,36 +200,57 @@ impl Group {
     ///
     /// [`PeerClient::get_relayed`]: crate::peer::PeerClient::get_relayed
     pub async fn get_relayed_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
-        self.answer_peer(key, deadline, true).await
+        let (fetched, _) = self.answer_peer(key, deadline, true, &[]).await?;
+        Ok(fetched)
     }
 
-    async fn answer_peer(&self, key: &str, deadline: Duration, relay: bool) -> Result<Fetched> {
+    /// [`Self::get_for_peer`] (or, with `relay`, [`Self::get_relayed_for_peer`]) for a
+    /// peer that decodes the codecs of `accept`: a value this node keeps compressed in
+    /// one of them is answered as it is kept, in the codec returned, not decompressed.
+    pub async fn serve_peer(
+        &self,
+        key: &str,
+        deadline: Duration,
+        relay: bool,
+        accept: &[Codec],
+    ) -> Result<(Fetched, Codec)> {
+        self.answer_peer(key, deadline, relay, accept).await
+    }
+
+    async fn answer_peer(
+        &self,
+        key: &str,
+        deadline: Duration,
+        relay: bool,
+        accept: &[Codec],
+    ) -> Result<(Fetched, Codec)> {
         let inner = &*self.inner;
         inner.counters.served_to_peers.fetch_add(1, Relaxed);
         inner.limits.check_key(key)?;
         let now = inner.epoch.now();
         let hot = inner.hot_keys.record(key, now);
-        if let Some(hit) = self.main_hit(key, now) {
-            return Ok(Fetched {
+        if let Some((hit, codec)) = self.main_hit_as(key, now, accept) {
+            let fetched = Fetched {
                 hot,
                 ..self.fetched(hit)
-            });
+            };
+            return Ok((fetched, codec));
         }
         let owned = self.owns(key);
+        let raw = |fetched: Fetched| Ok((Fetched { hot, ..fetched }, Codec::Identity));
         // A key this node will own once a leaving member is gone from its view, pushed
         // here already: the asker's view is ahead of ours.
         if !owned && let Some(handed) = self.handed_copy(key) {
-            return Ok(Fetched { hot, ..handed });
+            return raw(handed);
         }
         let at = time::now() + deadline;
         if relay
             && !owned
             && let Some(relayed) = self.relay(key, at).await?
         {
-            return Ok(Fetched { hot, ..relayed });
+            return raw(relayed);
         }
-        let fetched = time::until(Some(at), self.load(key, owned)).await??;
-        Ok(Fetched { hot, ..fetched })
+        raw(time::until(Some(at), self.load(key, owned)).await??)
     }
 
     /// For a peer that could not reach the owner of `key` in this node's view: this
@@ -290,11 +315,25 @@ impl Group {
     /// moved the key elsewhere it is dropped: the new owner may take writes this node
     /// never hears of.
     fn main_hit(&self, key: &str, now: Duration) -> Option<Hit> {
-        let hit = self.inner.main.get(key, now)?;
+        self.main_hit_as(key, now, &[]).map(|(hit, _)| hit)
+    }
+
+    /// [`Self::main_hit`], its bytes as kept when that is in a codec of `accept`, else
+    /// decompressed (in the codec returned).
+    fn main_hit_as(&self, key: &str, now: Duration, accept: &[Codec]) -> Option<(Hit, Codec)> {
+        let main = &self.inner.main;
+        let (hit, codec) = match accept {
+            [] => (main.get(key, now)?, Codec::Identity),
+            accept => match main.get_stored(key, now)? {
+                (hit, codec) if codec == Codec::Identity || accept.contains(&codec) => (hit, codec),
+                // Kept in a codec the asker does not decode.
+                _ => (main.get(key, now)?, Codec::Identity),
+            },
+        };
         if self.owns(key) || buggify::planted(Bug::KeepsUnowned) {
-            return Some(hit);
+            return Some((hit, codec));
         }
-        self.inner.main.remove(key, hit.version.saturating_add(1));
+        main.remove(key, hit.version.saturating_add(1));
         None
     }
 

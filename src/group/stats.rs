@@ -114,6 +114,18 @@ counters! {
     /// the previous owner, or loaded while it was unreachable), kept in the main cache
     /// until that copy would have expired.
     copies_promoted,
+    /// Bytes of the values put in the main and hot caches, as they are (with
+    /// `--compress`; else 0).
+    raw_bytes_in,
+    /// The same values as the caches hold them, compressed where that shrank them:
+    /// raw_bytes_in / stored_bytes_in is the compression ratio.
+    stored_bytes_in,
+    /// Microseconds spent compressing values.
+    compress_micros,
+    /// Microseconds spent decompressing values (cache hits, values from peers).
+    decompress_micros,
+    /// Stored or received compressed values that failed to decompress (dropped).
+    decode_errors,
 }
 
 impl StoreField {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tonic::transport::Channel;
 
 use super::batch::{Answer, Batcher, Coalescing, Duty, Waiter};
-use super::convert::{deadline_to_wire, many_from_wire, ttl_to_wire};
+use super::convert::{accepted, deadline_to_wire, fetched_from_wire, many_from_wire, ttl_to_wire};
 use crate::peer::{CallObserver, Fetched, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time;
@@ -25,6 +25,8 @@ pub struct GrpcPeer {
     rpc: Rpc<Channel>,
     observer: Arc<dyn CallObserver>,
     batch: Arc<Batcher>,
+    /// Longest value an answer may decode to (the message limit).
+    limit: usize,
 }
 
 impl GrpcPeer {
@@ -43,6 +45,7 @@ impl GrpcPeer {
                 .max_encoding_message_size(limit),
             observer,
             batch: Arc::new(Batcher::new(Coalescing::default())),
+            limit,
         }
     }
 
@@ -121,9 +124,11 @@ impl GrpcPeer {
             key: key.to_owned(),
             deadline_ms: deadline_to_wire(left),
             relay,
+            accept: accepted(),
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
-        self.call("get", deadline, get, req).await?.try_into()
+        let answer = self.call("get", deadline, get, req).await?;
+        fetched_from_wire(answer, self.limit)
     }
 
     /// A get through the group's queue (batch.rs): led, or answered by its leader.
@@ -185,10 +190,11 @@ impl GrpcPeer {
             group: group.to_owned(),
             keys: keys.clone(),
             deadline_ms: deadline_to_wire(left),
+            accept: accepted(),
         };
         let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
         let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
-            Ok(answer) => many_from_wire(answer, waiting.len()),
+            Ok(answer) => many_from_wire(answer, waiting.len(), self.limit),
             Err(failure) => vec![Some(Err(failure)); waiting.len()],
         };
         for (w, answer) in waiting.into_iter().zip(answers) {

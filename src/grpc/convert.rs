@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use bytes::Bytes;
+
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::peer::{Fetched, PeerFailure};
 use crate::proto;
@@ -61,40 +64,54 @@ fn expires_to_wire(expires_in: Option<Duration>) -> u64 {
     })
 }
 
-/// A value from a peer in `codec`: only raw values can be read.
-fn read_codec(codec: i32) -> Result<(), PeerFailure> {
-    if codec == proto::Codec::Identity as i32 {
-        return Ok(());
-    }
-    Err(PeerFailure::Answered(Error::load(format!(
-        "the owner sent codec {codec}, which this node cannot read"
-    ))))
+/// Every codec this node decodes, as a get advertises them (`accept`).
+pub(super) fn accepted() -> Vec<i32> {
+    (Codec::ALL.into_iter())
+        .filter(|&c| c != Codec::Identity)
+        .map(|c| c.wire() as i32)
+        .collect()
 }
 
-impl From<Fetched> for proto::GetResponse {
-    fn from(f: Fetched) -> Self {
-        proto::GetResponse {
-            value: f.value,
-            version: f.version,
-            expires_in_ms: expires_to_wire(f.expires_in),
-            codec: proto::Codec::Identity as i32,
-            hot: f.hot,
-        }
+/// The codecs of a get's `accept` this node knows (others are ignored: a newer peer's).
+pub(super) fn accept_from_wire(accept: &[i32]) -> Vec<Codec> {
+    (accept.iter())
+        .filter_map(|&c| Codec::from_wire(c).ok())
+        .collect()
+}
+
+/// A value from a peer in `codec`, decoded within `limit` bytes: a corrupt frame, an
+/// unknown codec or one that would expand past the limit (a decompression bomb) is
+/// the peer's error, and nothing of it is kept.
+fn read_value(value: Bytes, codec: i32, limit: usize) -> Result<Bytes, PeerFailure> {
+    let refuse = |e: Error| PeerFailure::Answered(Error::load(format!("the owner's value: {e}")));
+    match Codec::from_wire(codec).map_err(refuse)? {
+        Codec::Identity => Ok(value),
+        codec => codec.decode(&value, limit).map(Bytes::from).map_err(refuse),
     }
 }
 
-impl TryFrom<proto::GetResponse> for Fetched {
-    type Error = PeerFailure;
-
-    fn try_from(r: proto::GetResponse) -> Result<Self, PeerFailure> {
-        read_codec(r.codec)?;
-        Ok(Fetched {
-            value: r.value,
-            version: r.version,
-            expires_in: ttl_from_wire(r.expires_in_ms),
-            hot: r.hot,
-        })
+/// A get's answer: `f`'s value is in `codec` (as the owner keeps it).
+pub(super) fn get_response((f, codec): (Fetched, Codec)) -> proto::GetResponse {
+    proto::GetResponse {
+        value: f.value,
+        version: f.version,
+        expires_in_ms: expires_to_wire(f.expires_in),
+        codec: codec.wire() as i32,
+        hot: f.hot,
     }
+}
+
+/// A get's answer as received, its value decoded within `limit` bytes.
+pub(super) fn fetched_from_wire(
+    r: proto::GetResponse,
+    limit: usize,
+) -> Result<Fetched, PeerFailure> {
+    Ok(Fetched {
+        value: read_value(r.value, r.codec, limit)?,
+        version: r.version,
+        expires_in: ttl_from_wire(r.expires_in_ms),
+        hot: r.hot,
+    })
 }
 
 /// What travels for one key of a GetMany besides its value: the entry's other fields
@@ -104,17 +121,20 @@ const ENTRY_OVERHEAD: usize = 48;
 /// The answer to a GetMany: each key's result in order, as long as the values fit in
 /// `budget` bytes; the keys after that get an empty entry (the caller asks alone). The
 /// first key always gets its answer: the message limit fits any one value.
-pub(super) fn many_to_wire(results: Vec<Result<Fetched>>, budget: usize) -> proto::GetManyResponse {
+pub(super) fn many_to_wire(
+    results: Vec<Result<(Fetched, Codec)>>,
+    budget: usize,
+) -> proto::GetManyResponse {
     let mut used = 0usize;
     let entries = (results.into_iter().enumerate())
         .map(|(i, result)| {
             let result = match result {
                 Ok(fetched) => {
-                    used = used.saturating_add(fetched.value.len() + ENTRY_OVERHEAD);
+                    used = used.saturating_add(fetched.0.value.len() + ENTRY_OVERHEAD);
                     if i > 0 && used > budget {
                         return proto::GetManyEntry { result: None };
                     }
-                    proto::get_many_entry::Result::Found(fetched.into())
+                    proto::get_many_entry::Result::Found(get_response(fetched))
                 }
                 Err(e) => {
                     let (kind, message) = crate::status::parts(&e);
@@ -134,6 +154,7 @@ pub(super) fn many_to_wire(results: Vec<Result<Fetched>>, budget: usize) -> prot
 pub(super) fn many_from_wire(
     r: proto::GetManyResponse,
     n: usize,
+    limit: usize,
 ) -> Vec<Option<Result<Fetched, PeerFailure>>> {
     if r.entries.len() != n {
         let wrong = PeerFailure::Answered(Error::load(format!(
@@ -144,7 +165,7 @@ pub(super) fn many_from_wire(
     }
     (r.entries.into_iter())
         .map(|e| match e.result? {
-            proto::get_many_entry::Result::Found(found) => Some(Fetched::try_from(found)),
+            proto::get_many_entry::Result::Found(found) => Some(fetched_from_wire(found, limit)),
             proto::get_many_entry::Result::Error(e) => Some(Err(PeerFailure::Answered(
                 crate::status::from_parts(&e.kind, e.message),
             ))),
@@ -174,7 +195,13 @@ impl TryFrom<proto::PeekResponse> for Option<Fetched> {
         if !r.found {
             return Ok(None);
         }
-        read_codec(r.codec)?;
+        // Values are peeked as they are: no codec is accepted.
+        if r.codec != proto::Codec::Identity as i32 {
+            return Err(PeerFailure::Answered(Error::load(format!(
+                "the previous owner sent codec {} unasked",
+                r.codec
+            ))));
+        }
         Ok(Some(Fetched {
             value: r.value,
             version: r.version,
@@ -245,7 +272,7 @@ mod tests {
             expires_in: Some(Duration::from_micros(1)),
             hot: true,
         };
-        let back = Fetched::try_from(proto::GetResponse::from(f)).unwrap();
+        let back = fetched_from_wire(get_response((f, Codec::Identity)), 1 << 20).unwrap();
         assert_eq!(
             back.expires_in,
             Some(Duration::from_millis(1)),
@@ -255,19 +282,43 @@ mod tests {
     }
 
     #[test]
-    fn a_value_in_a_codec_this_node_cannot_read_is_refused_not_served_raw() {
-        let compressed = proto::GetResponse {
-            value: "\x04\x22\x4d\x18".into(),
+    fn compressed_values_are_decoded_and_bad_ones_refused_not_served_raw() {
+        let answer = |value: Vec<u8>, codec: i32| proto::GetResponse {
+            value: value.into(),
             version: 1,
             expires_in_ms: 0,
-            codec: proto::Codec::Lz4 as i32,
+            codec,
             hot: false,
         };
-        let refused = Fetched::try_from(compressed);
-        assert!(
-            matches!(refused, Err(PeerFailure::Answered(Error::Load(_)))),
-            "{refused:?}"
-        );
+        let raw = "abc".repeat(1000);
+        for codec in Codec::ALL {
+            let packed = codec
+                .encode(raw.as_bytes())
+                .unwrap_or_else(|| raw.clone().into_bytes());
+            let wire = if codec == Codec::Identity {
+                0
+            } else {
+                codec.wire() as i32
+            };
+            let back = fetched_from_wire(answer(packed, wire), 1 << 20).unwrap();
+            assert_eq!(back.value, raw, "{codec}");
+        }
+        let refused = [
+            answer(vec![0x04, 0x22, 0x4d, 0x18], proto::Codec::Lz4 as i32),
+            answer(b"x".to_vec(), 99),
+            // A bomb: 10 MiB of zeros past a 1 MiB limit.
+            answer(
+                Codec::Zstd { level: 3 }.encode(&vec![0; 10 << 20]).unwrap(),
+                proto::Codec::Zstd as i32,
+            ),
+        ];
+        for bad in refused {
+            let refused = fetched_from_wire(bad, 1 << 20);
+            assert!(
+                matches!(refused, Err(PeerFailure::Answered(Error::Load(_)))),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    check_codec, deadline_from_wire, many_to_wire, pushed_from_wire, ttl_from_wire,
+    accept_from_wire, check_codec, deadline_from_wire, get_response, many_to_wire,
+    pushed_from_wire, ttl_from_wire,
 };
 use crate::group::Registry;
 use crate::proto::{self, peer_server::Peer};
@@ -44,11 +45,9 @@ impl Peer for PeerService {
         let req = req.into_inner();
         let group = self.groups.get(&req.group)?;
         let deadline = deadline_from_wire(req.deadline_ms);
-        let fetched = match req.relay {
-            true => group.get_relayed_for_peer(&req.key, deadline).await?,
-            false => group.get_for_peer(&req.key, deadline).await?,
-        };
-        Ok(Response::new(fetched.into()))
+        let accept = accept_from_wire(&req.accept);
+        let answer = (group.serve_peer(&req.key, deadline, req.relay, &accept)).await?;
+        Ok(Response::new(get_response(answer)))
     }
 
     async fn get_many(
@@ -64,7 +63,8 @@ impl Peer for PeerService {
         }
         let group = self.groups.get(&req.group)?;
         let deadline = deadline_from_wire(req.deadline_ms);
-        let gets = (req.keys.iter()).map(|key| group.get_for_peer(key, deadline));
+        let accept = accept_from_wire(&req.accept);
+        let gets = (req.keys.iter()).map(|key| group.serve_peer(key, deadline, false, &accept));
         let results = futures::future::join_all(gets).await;
         Ok(Response::new(many_to_wire(results, self.many_budget)))
     }

@@ -296,6 +296,12 @@ pub(crate) fn nanos(at: Option<Duration>) -> u64 {
 pub trait Store: Send + Sync + 'static {
     /// Finds a live entry.
     fn get(&self, key: &str, now: Duration) -> Option<Hit>;
+    /// Finds a live entry as the store holds it: its bytes in the returned codec
+    /// (compressed by a store that compresses, src/group/compressed.rs).
+    fn get_stored(&self, key: &str, now: Duration) -> Option<(Hit, crate::codec::Codec)> {
+        self.get(key, now)
+            .map(|hit| (hit, crate::codec::Codec::Identity))
+    }
     /// Inserts unless a newer version of the key was seen.
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected>;
     /// Raises the key's version floor to `version` and drops an older entry.

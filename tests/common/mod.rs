@@ -302,3 +302,16 @@ pub async fn metric(url: &str, prefix: &str) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The generated gRPC client of the peer protocol, connected to `addr` (a node's id):
+/// requests exactly as a test builds them.
+pub async fn raw_peer(
+    addr: &str,
+) -> peercache::proto::peer_client::PeerClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    peercache::proto::peer_client::PeerClient::new(channel)
+}
