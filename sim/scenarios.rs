@@ -67,6 +67,21 @@ fn pinned(s: Scenario, seed: u64) {
     }
 }
 
+/// `s` with every node keeping its values compressed (and sending them so to peers),
+/// the codec drawn from the seed: the same swarms, judged by the same checkers. Gets
+/// to peers are coalesced in every scenario (the node's default). No report row.
+fn scenario_compressed(s: Scenario) {
+    let test = format!("{}_compressed", s.name());
+    let codecs = peercache::codec::Codec::ALL;
+    for seed in seeds(CI_SEEDS) {
+        let mut swarm = Swarm::draw(s, seed);
+        swarm.compress = Some(codecs[1 + (seed as usize) % (codecs.len() - 1)]);
+        if let Err(report) = judge(&test, swarm, false) {
+            panic!("{report}");
+        }
+    }
+}
+
 /// `s` with clients speaking the Redis protocol instead of HTTP: the same swarms (the
 /// protocol is not drawn), judged by the same checkers. No report row of its own.
 fn scenario_resp(s: Scenario) {
@@ -326,6 +341,16 @@ fn steady_state_resp() {
 #[test]
 fn partition_resp() {
     scenario_resp(Scenario::Partition);
+}
+
+#[test]
+fn steady_state_compressed() {
+    scenario_compressed(Scenario::SteadyState);
+}
+
+#[test]
+fn swarm_compressed() {
+    scenario_compressed(Scenario::Swarm);
 }
 
 #[test]

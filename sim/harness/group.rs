@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use peercache::group::Compression;
 use peercache::{HotConfig, Loader, Registry};
 
 /// The name of the one group every test uses.
@@ -23,6 +24,8 @@ pub struct GroupSpec {
     pub hot: Option<HotConfig>,
     /// The deadline of one request.
     pub timeout: Option<Duration>,
+    /// Values kept compressed, and sent so between peers.
+    pub compress: Option<Compression>,
 }
 
 impl GroupSpec {
@@ -34,6 +37,7 @@ impl GroupSpec {
             ttl: None,
             hot: None,
             timeout: None,
+            compress: None,
         }
     }
 
@@ -53,6 +57,9 @@ impl GroupSpec {
         }
         if let Some(timeout) = self.timeout {
             group = group.timeout(timeout);
+        }
+        if let Some(how) = self.compress {
+            group = group.compress(how);
         }
         group.build()?;
         Ok(registry)

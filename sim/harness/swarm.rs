@@ -67,6 +67,9 @@ pub struct Swarm {
     /// Clients speak the Redis protocol instead of HTTP (set by the `_resp` tests, never
     /// drawn, so every seed's draw stays as it was).
     pub resp: bool,
+    /// Values kept compressed in this codec, every length (set by the `_compressed`
+    /// tests, never drawn).
+    pub compress: Option<peercache::codec::Codec>,
     /// Whether the nodes talk to each other over mutual TLS.
     pub tls: PeerTls,
     /// When the rogue host is in the registry (joins, leaves), if there is one.
@@ -138,6 +141,7 @@ impl Swarm {
             hot_writes: 0.0,
             bug: planted_bug(),
             resp: false,
+            compress: None,
             tls: PeerTls::Off,
             rogue: None,
         };
@@ -221,6 +225,7 @@ impl Swarm {
                 ..HotConfig::default()
             }),
             timeout: Some(self.timeout),
+            compress: (self.compress).map(|codec| peercache::group::Compression { codec, min: 0 }),
             ..GroupSpec::new(DbLoader {
                 timeout: self.load_timeout(),
             })
