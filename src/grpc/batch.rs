@@ -158,6 +158,17 @@ impl Batcher {
         mem::take(&mut queue.waiting)
     }
 
+    /// Answers every get queued, in every group, with `failure`: the peer was found
+    /// unreachable. Leaders keep their duty; they find their queues emptied.
+    pub fn fail_all(&self, failure: &PeerFailure) {
+        let waiting: Vec<Waiter> = (self.queues.lock().values_mut())
+            .flat_map(|queue| mem::take(&mut queue.waiting))
+            .collect();
+        for w in waiting {
+            let _ = w.tx.send(Some(Err(failure.clone())));
+        }
+    }
+
     /// `waiting` cut into the calls to send: at most `max_keys` keys and
     /// [`MAX_BATCH_KEY_BYTES`] of keys each (a longer key alone).
     pub fn split(&self, waiting: Vec<Waiter>) -> Vec<Vec<Waiter>> {

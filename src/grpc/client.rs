@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use super::batch::{Answer, Batcher, Coalescing, Duty, Waiter};
 use super::convert::{accepted, deadline_to_wire, fetched_from_wire, many_from_wire, ttl_to_wire};
-use crate::peer::{CallObserver, Fetched, Outcome, PeerClient, PeerFailure};
+use crate::peer::{CallObserver, Fetched, MIN_EVIDENCE, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time;
 
@@ -168,22 +168,34 @@ impl GrpcPeer {
         }
     }
 
+    /// After a call given `deadline` found the peer unreachable (with time enough that
+    /// it says something of the peer, as for a suspicion), the gets still queued for
+    /// it get the same answer at once: sent after it, they would wait out their own
+    /// deadlines on the same dead connection and leave no time to ask another member.
+    fn unreachable<T>(&self, answer: &Result<T, PeerFailure>, deadline: Duration) {
+        if let Err(failure @ PeerFailure::Unreachable(_)) = answer
+            && deadline >= MIN_EVIDENCE
+        {
+            self.batch.fail_all(failure);
+        }
+    }
+
     /// Sends the gets of `waiting` (one call's worth): a lone get as a Get, more as
     /// a GetMany; each waiter receives its answer.
     async fn send(&self, group: &str, mut waiting: Vec<Waiter>) {
         let _out = self.batch.call();
         let now = time::now();
-        if waiting.len() == 1 {
-            let w = waiting.pop().expect("one");
-            let left = w.deadline.saturating_duration_since(now);
-            let answer = self.get_as(group, &w.key, left, false).await;
-            let _ = w.tx.send(Some(answer));
-            return;
-        }
         let deadline = (waiting.iter())
             .map(|w| w.deadline.saturating_duration_since(now))
             .max()
             .unwrap_or_default();
+        if waiting.len() == 1 {
+            let w = waiting.pop().expect("one");
+            let answer = self.get_as(group, &w.key, deadline, false).await;
+            self.unreachable(&answer, deadline);
+            let _ = w.tx.send(Some(answer));
+            return;
+        }
         let keys: Vec<String> = waiting.iter().map(|w| w.key.clone()).collect();
         self.observer.observe_batch(keys.len());
         let req = |left| proto::GetManyRequest {
@@ -195,7 +207,11 @@ impl GrpcPeer {
         let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
         let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
             Ok(answer) => many_from_wire(answer, waiting.len(), self.limit),
-            Err(failure) => vec![Some(Err(failure)); waiting.len()],
+            Err(failure) => {
+                let failed = Err(failure);
+                self.unreachable(&failed, deadline);
+                vec![Some(failed); waiting.len()]
+            }
         };
         for (w, answer) in waiting.into_iter().zip(answers) {
             let _ = w.tx.send(answer);
@@ -361,6 +377,39 @@ mod tests {
         async fn connect(&self, _: &str) -> io::Result<Self::Stream> {
             std::future::pending().await
         }
+    }
+
+    /// A get waiting for a call slot behind a call that finds the peer unreachable is
+    /// answered with that at once, not after its own deadline: it has time left to ask
+    /// another member. (Before: it was sent after the failed call and waited out its
+    /// 2 s deadline.)
+    #[tokio::test(start_paused = true)]
+    async fn gets_queued_behind_an_unreachable_call_fail_with_it() {
+        let timeouts = ChannelTimeouts {
+            connect: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+        };
+        let channel = transport::channel(Silent, "silent", "silent:7000", timeouts, None).unwrap();
+        let peer = GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved))
+            .with_coalescing(Coalescing { keys: 64, calls: 1 });
+        let started = time::now();
+        let first = peer.get("g", "a", Duration::from_millis(300));
+        let queued = async {
+            // Joins after the first call is out, so it waits for the call slot.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let got = peer.get("g", "b", Duration::from_secs(2)).await;
+            (got, started.elapsed())
+        };
+        let (first, (queued, took)) = tokio::join!(first, queued);
+        assert!(
+            matches!(first, Err(PeerFailure::Unreachable(_))),
+            "{first:?}"
+        );
+        assert!(
+            matches!(queued, Err(PeerFailure::Unreachable(_))),
+            "{queued:?}"
+        );
+        assert!(took < Duration::from_millis(400), "{took:?}");
     }
 
     /// Calls queued behind a connection attempt end at their own deadlines, not when the
