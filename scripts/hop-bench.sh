@@ -146,7 +146,7 @@ local_rps=$(col local 3 | median)
   echo "- **batched**: the same with the default \`--peer-batch 64\`: gets to one owner that"
   echo "  are ready at the same moment go as one GetMany (src/grpc/batch.rs)."
   echo
-  echo "- Command: \`DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
+  echo "- Command: \`${BATCHED_FLAGS:+BATCHED_FLAGS=\"$BATCHED_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
   dirty=$(git diff --quiet HEAD -- src Cargo.toml || echo " with uncommitted changes")
   echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
   echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
