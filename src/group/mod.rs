@@ -189,8 +189,7 @@ impl Group {
     /// if this node disagrees about ownership it loads locally and keeps the value only
     /// briefly.
     pub async fn get_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
-        let (fetched, _) = self.answer_peer(key, deadline, false, &[]).await?;
-        Ok(fetched)
+        Ok(self.serve_peer(key, deadline, false, &[]).await?.0)
     }
 
     /// Answers a peer that could not reach the key's owner and asks this node, the
@@ -200,24 +199,13 @@ impl Group {
     ///
     /// [`PeerClient::get_relayed`]: crate::peer::PeerClient::get_relayed
     pub async fn get_relayed_for_peer(&self, key: &str, deadline: Duration) -> Result<Fetched> {
-        let (fetched, _) = self.answer_peer(key, deadline, true, &[]).await?;
-        Ok(fetched)
+        Ok(self.serve_peer(key, deadline, true, &[]).await?.0)
     }
 
     /// [`Self::get_for_peer`] (or, with `relay`, [`Self::get_relayed_for_peer`]) for a
     /// peer that decodes the codecs of `accept`: a value this node keeps compressed in
     /// one of them is answered as it is kept, in the codec returned, not decompressed.
     pub async fn serve_peer(
-        &self,
-        key: &str,
-        deadline: Duration,
-        relay: bool,
-        accept: &[Codec],
-    ) -> Result<(Fetched, Codec)> {
-        self.answer_peer(key, deadline, relay, accept).await
-    }
-
-    async fn answer_peer(
         &self,
         key: &str,
         deadline: Duration,

@@ -379,19 +379,23 @@ mod tests {
         }
     }
 
+    /// A client of a peer whose connection attempts hang, giving up after 10 s.
+    fn silent_peer() -> GrpcPeer {
+        let timeouts = ChannelTimeouts {
+            connect: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+        };
+        let channel = transport::channel(Silent, "silent", "silent:7000", timeouts, None).unwrap();
+        GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved))
+    }
+
     /// A get waiting for a call slot behind a call that finds the peer unreachable is
     /// answered with that at once, not after its own deadline: it has time left to ask
     /// another member. (Before: it was sent after the failed call and waited out its
     /// 2 s deadline.)
     #[tokio::test(start_paused = true)]
     async fn gets_queued_behind_an_unreachable_call_fail_with_it() {
-        let timeouts = ChannelTimeouts {
-            connect: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(2),
-        };
-        let channel = transport::channel(Silent, "silent", "silent:7000", timeouts, None).unwrap();
-        let peer = GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved))
-            .with_coalescing(Coalescing { keys: 64, calls: 1 });
+        let peer = silent_peer().with_coalescing(Coalescing { keys: 64, calls: 1 });
         let started = time::now();
         let first = peer.get("g", "a", Duration::from_millis(300));
         let queued = async {
@@ -416,12 +420,7 @@ mod tests {
     /// attempt gives up (here after 10 s).
     #[tokio::test(start_paused = true)]
     async fn calls_to_a_silent_peer_end_at_their_deadline() {
-        let timeouts = ChannelTimeouts {
-            connect: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(2),
-        };
-        let channel = transport::channel(Silent, "silent", "silent:7000", timeouts, None).unwrap();
-        let peer = GrpcPeer::new("silent", channel, 1 << 20, Arc::new(Unobserved));
+        let peer = silent_peer();
         let started = time::now();
         let (get, remove) = tokio::join!(
             peer.get("g", "k", Duration::from_millis(300)),
