@@ -21,13 +21,7 @@ RUNS=${RUNS:-3}
 cargo build --release --quiet --bin peercache
 BIN=target/release/peercache
 work=$(mktemp -d)
-PIDS=()
-stop() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  PIDS=()
-}
-trap 'stop; rm -rf "$work"' EXIT INT TERM
+bench_procs
 
 # Keys as loadgen names them: key: and eight digits.
 cat >"$work/put.lua" <<'EOF'
@@ -51,12 +45,7 @@ EOF
 start() { # start N [serve flags...]: nodes on 127.0.0.1:1720i (gRPC), 1820i (HTTP)
   local n=$1 peers="" i
   shift
-  for i in $(seq "$n"); do
-    if curl -s "http://127.0.0.1:1820$i/healthz" >/dev/null; then
-      echo "error: 127.0.0.1:1820$i already answers: stop what runs there first" >&2
-      exit 1
-    fi
-  done
+  for i in $(seq "$n"); do port_free "http://127.0.0.1:1820$i"; done
   for i in $(seq "$n"); do peers+="${peers:+,}127.0.0.1:1720$i"; done
   for i in $(seq "$n"); do
     RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
@@ -120,10 +109,10 @@ measure() { # measure SETUP RUN: one wrk run against node 1, appended to $work/r
 
 echo "setup run rps p50 p99 gets get_manys keys_per_call errors node1_cpu_us_per_request owners_cpu_us_per_key"
 for run in $(seq "$RUNS"); do
-  start 1; measure local "$run"; stop
-  start 3 --peer-batch 1; measure alone "$run"; stop
+  start 1; measure local "$run"; stop_procs
+  start 3 --peer-batch 1; measure alone "$run"; stop_procs
   # shellcheck disable=SC2086
-  start 3 ${BATCHED_FLAGS:-}; measure batched "$run"; stop
+  start 3 ${BATCHED_FLAGS:-}; measure batched "$run"; stop_procs
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

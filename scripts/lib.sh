@@ -53,3 +53,24 @@ need_redis_clients() {
     target/redis-py/bin/pip install -q redis
   fi
 }
+
+# Background processes of a benchmark: bench_procs sets up PIDS, stop_procs (kills them
+# and waits) and a trap that stops them and removes $work on exit.
+bench_procs() {
+  PIDS=()
+  trap 'stop_procs; rm -rf "${work:-}"' EXIT INT TERM
+}
+stop_procs() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
+
+# port_free URL: exits with an error if a node already answers at URL (its /healthz), so
+# a benchmark never measures something left running from before.
+port_free() {
+  if curl -s "$1/healthz" >/dev/null; then
+    echo "error: $1 already answers: stop what runs there first" >&2
+    exit 1
+  fi
+}

@@ -19,13 +19,7 @@ CAPACITY=${CAPACITY:-32MiB}
 cargo build --release --quiet --bin peercache
 BIN=target/release/peercache
 work=$(mktemp -d)
-PIDS=()
-stop() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  PIDS=()
-}
-trap 'stop; rm -rf "$work"' EXIT INT TERM
+bench_procs
 
 # put.lua: every key once, a JSON-like array of records about SIZE bytes, its ids and
 # names from the key (so values differ, as real records do).
@@ -57,10 +51,7 @@ EOF
 start() { # start CODEC
   local peers="" i
   for i in 1 2 3; do
-    if curl -s "http://127.0.0.1:1830$i/healthz" >/dev/null; then
-      echo "error: 127.0.0.1:1830$i already answers: stop what runs there first" >&2
-      exit 1
-    fi
+    port_free "http://127.0.0.1:1830$i"
     peers+="${peers:+,}127.0.0.1:1730$i"
   done
   for i in 1 2 3; do
@@ -101,7 +92,7 @@ for size in 100 4096 65536; do
       $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 } /Requests\/sec/ { rps = $2 }
       /Non-2xx/ { bad = $NF }
       END { printf "%s %s %s %.0f %s %s %d %s %.2f\n", c, s, k, rps, p50, p99, bad, h, r }' <<<"$out" | tee -a "$work/runs"
-    stop
+    stop_procs
   done
 done
 
