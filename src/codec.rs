@@ -75,6 +75,22 @@ impl Codec {
         }
     }
 
+    /// Whether a reader that decodes the codecs of `accept` decodes this one (whatever
+    /// the level: decoding does not use it). Identity is always accepted.
+    pub fn accepted_by(self, accept: &[Codec]) -> bool {
+        self == Codec::Identity || accept.iter().any(|a| a.wire() == self.wire())
+    }
+
+    /// The HTTP content coding of this codec's frames (RFC 9110, RFC 8878), for the
+    /// codecs HTTP clients decode: gzip and zstd.
+    pub fn content_coding(self) -> Option<&'static str> {
+        match self {
+            Codec::Gzip { .. } => Some("gzip"),
+            Codec::Zstd { .. } => Some("zstd"),
+            _ => None,
+        }
+    }
+
     /// The codec a peer named on the wire (at the default level, which decoding does
     /// not use); a number this node does not know is refused.
     pub fn from_wire(codec: i32) -> Result<Codec> {

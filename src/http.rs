@@ -25,6 +25,7 @@ use crate::peer::PeerPicker;
 
 mod auth;
 mod body;
+mod encoding;
 pub(crate) mod server;
 mod write_stall;
 
@@ -145,11 +146,23 @@ fn key_path(path: KeyPath) -> ApiResult<(String, String)> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-/// `GET /v1/groups/{group}/keys/{key}`: the raw value.
-async fn key_get(axum::extract::State(s): AppState, path: KeyPath) -> ApiResult<Response> {
+/// `GET /v1/groups/{group}/keys/{key}`: the raw value; or, for a client whose
+/// `Accept-Encoding` names gzip or zstd, the value compressed so when the node holds
+/// or receives it that way (http/encoding.rs).
+async fn key_get(
+    axum::extract::State(s): AppState,
+    path: KeyPath,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let (group, key) = key_path(path)?;
-    let value = s.groups.get(&group)?.get(&key).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
+    let accept = encoding::accepted(&headers);
+    let (value, codec) = s.groups.get(&group)?.get_as(&key, &accept).await?;
+    let octets = (header::CONTENT_TYPE, "application/octet-stream");
+    let vary = (header::VARY, "accept-encoding");
+    Ok(match codec.content_coding() {
+        Some(coding) => ([octets, vary, (header::CONTENT_ENCODING, coding)], value).into_response(),
+        None => ([octets, vary], value).into_response(),
+    })
 }
 
 #[derive(Deserialize)]

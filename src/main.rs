@@ -129,12 +129,18 @@ struct Serve {
     /// Values of at least --compress-min bytes are kept compressed in every group's
     /// main and hot caches (the capacity then counts compressed bytes, so more keys
     /// fit) and travel compressed between peers; a value the codec does not shrink is
-    /// kept as it is. Clients always receive the original bytes.
+    /// kept as it is. Clients receive the original bytes, or with gzip and zstd the
+    /// compressed ones when their Accept-Encoding names the codec.
     #[arg(long, env = "PEERCACHE_COMPRESS", default_value = "none")]
     compress: peercache::codec::Codec,
     /// Values shorter than this stay uncompressed (e.g. 1KiB, 512).
     #[arg(long, env = "PEERCACHE_COMPRESS_MIN", default_value = "1KiB", value_parser = byte_size)]
     compress_min: usize,
+    /// Keep values as they are in memory and compress them only on the wire, when
+    /// answering a peer (the capacity then counts raw bytes; hits cost no
+    /// decompression).
+    #[arg(long, env = "PEERCACHE_COMPRESS_WIRE_ONLY")]
+    compress_wire_only: bool,
     /// Least gets per second from peers for a key to be hot.
     #[arg(long, env = "PEERCACHE_HOT_KEY_RATE", default_value_t = 500.0)]
     hot_key_rate: f64,
@@ -346,6 +352,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             builder = builder.compress(peercache::group::Compression {
                 codec: args.compress,
                 min: args.compress_min,
+                wire_only: args.compress_wire_only,
             });
         }
         builder.build()?;

@@ -38,7 +38,7 @@ fn mixed(db: &Db) -> impl Fn(usize, &Registry) + '_ {
             .loader(db.clone());
         let codec = [Some(Codec::Zstd { level: 3 }), Some(Codec::Lz4), None][i];
         if let Some(codec) = codec {
-            g = g.compress(Compression { codec, min: 1024 });
+            g = g.compress(Compression::new(codec, 1024));
         }
         g.build().unwrap();
     }
@@ -144,4 +144,132 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
     assert_eq!(lz4_only.value, value);
     let plain = raw.get(ask(vec![])).await.unwrap().into_inner();
     assert_eq!((plain.codec, plain.value), (0, Bytes::from(value)));
+}
+
+/// An HTTP read: the body as sent (no decoding), and its `Content-Encoding`.
+async fn http_get(url: &str, accept_encoding: Option<&str>) -> (Vec<u8>, Option<String>) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(accept) = accept_encoding {
+        req = req.header("accept-encoding", accept);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    let header = |name| (resp.headers().get(name)).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("vary").as_deref(), Some("accept-encoding"), "{url}");
+    let coding = header("content-encoding");
+    (resp.bytes().await.unwrap().to_vec(), coding)
+}
+
+/// Node 0 keeps values in zstd, node 1 in gzip, node 2 in zstd only on the wire; no
+/// hot copies, so every read of another member's key is a call to its owner.
+fn for_http(db: &Db) -> impl Fn(usize, &Registry) + '_ {
+    move |i, reg| {
+        let codec = [
+            Codec::Zstd { level: 3 },
+            Codec::Gzip { level: 6 },
+            Codec::Zstd { level: 3 },
+        ][i];
+        reg.group("g")
+            .capacity(16 << 20)
+            .hot(peercache::group::HotConfig {
+                fill_ratio: 0.0,
+                second_fetch: false,
+                ..Default::default()
+            })
+            .timeout(Duration::from_secs(5))
+            .loader(db.clone())
+            .compress(Compression {
+                wire_only: i == 2,
+                ..Compression::new(codec, 1024)
+            })
+            .build()
+            .unwrap();
+    }
+}
+
+/// HTTP clients that name gzip or zstd in `Accept-Encoding` receive a value the node
+/// holds, or receives from the key's owner, in that codec as it is, with
+/// `Content-Encoding`; every other client the value itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_accept_a_codec_get_the_compressed_bytes_as_they_are() {
+    let db = Db::default();
+    let cluster = Cluster::start(3, for_http(&db)).await;
+    let zstd_key = cluster.key_owned_by(0, "z");
+    let gzip_key = cluster.key_owned_by(1, "gz");
+    let wire_key = cluster.key_owned_by(2, "w");
+    let short_key = cluster.key_owned_by(0, "short");
+    let mut values = std::collections::BTreeMap::new();
+    for (key, len) in [
+        (&zstd_key, 24 << 10),
+        (&gzip_key, 24 << 10),
+        (&wire_key, 24 << 10),
+        (&short_key, 300),
+    ] {
+        let value = json(key, len);
+        db.write(key, Some(&value));
+        values.insert(key.clone(), value.into_bytes());
+        // Loaded at the owner, which keeps it (compressed but at node 2).
+        let owner = &cluster.nodes[cluster.owner(key)];
+        assert_eq!(owner.group("g").get(key).await.unwrap(), values[key]);
+    }
+    let url = |i: usize, key: &str| format!("{}/v1/groups/g/keys/{key}", cluster.nodes[i].url);
+    let gunzip = |body: &[u8]| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).unwrap();
+        out
+    };
+    let unzstd = |body: &[u8]| zstd::decode_all(body).unwrap();
+    let browser = "gzip, deflate, br, zstd";
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let tag = |key: &str| format!("{key} through {}", node.id);
+        // Kept in zstd at its owner: a hit there, a call to it elsewhere (no hot copies).
+        let (body, coding) = http_get(&url(i, &zstd_key), Some(browser)).await;
+        assert_eq!(coding.as_deref(), Some("zstd"), "{}", tag(&zstd_key));
+        assert!(
+            body.len() * 3 < 24 << 10,
+            "{}: {} bytes",
+            tag(&zstd_key),
+            body.len()
+        );
+        assert_eq!(unzstd(&body), values[&zstd_key], "{}", tag(&zstd_key));
+        let (body, coding) = http_get(&url(i, &gzip_key), Some("x-gzip")).await;
+        assert_eq!(coding.as_deref(), Some("gzip"), "{}", tag(&gzip_key));
+        assert_eq!(gunzip(&body), values[&gzip_key], "{}", tag(&gzip_key));
+        // A codec the client does not name, a refused one, no header, a short value:
+        // the value itself.
+        for (key, accept) in [
+            (&zstd_key, Some("gzip")),
+            (&gzip_key, Some("zstd, gzip;q=0")),
+            (&zstd_key, None),
+            (&short_key, Some(browser)),
+        ] {
+            let (body, coding) = http_get(&url(i, key), accept).await;
+            assert_eq!(coding, None, "{} with {accept:?}", tag(key));
+            assert_eq!(body, values[key], "{}", tag(key));
+        }
+        // Node 2 keeps its values as they are and compresses them for the other
+        // members only.
+        let (body, coding) = http_get(&url(i, &wire_key), Some("zstd")).await;
+        match i {
+            2 => {
+                assert_eq!(coding, None, "kept as it is at its owner");
+                assert_eq!(body, values[&wire_key]);
+            }
+            _ => {
+                assert_eq!(coding.as_deref(), Some("zstd"), "{}", tag(&wire_key));
+                assert_eq!(unzstd(&body), values[&wire_key], "{}", tag(&wire_key));
+            }
+        }
+    }
+    let s = cluster.nodes[2].group("g").stats();
+    assert_eq!(s.stored_bytes_in, 0, "node 2 keeps nothing compressed");
+    assert!(
+        s.store.bytes > 24 << 10,
+        "node 2 holds {} bytes",
+        s.store.bytes
+    );
+    assert!(s.compress_micros > 0, "node 2 compressed for the wire");
+    for key in values.keys() {
+        assert_eq!(db.loads(key), 1, "{key}: loaded once, by its owner");
+    }
 }

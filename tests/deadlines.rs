@@ -50,6 +50,7 @@ impl PeerClient for StubRef {
             version: 1,
             expires_in: None,
             hot: false,
+            packed: None,
         };
         self.0.answer("get", deadline, fetched)
     }

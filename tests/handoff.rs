@@ -203,6 +203,7 @@ async fn a_push_with_an_entry_over_the_limits_is_refused_whole() {
         version,
         expires_in: None,
         hot: false,
+        packed: None,
     };
     let g = cluster.group("a");
     let refused = g.accept_pushed(vec![

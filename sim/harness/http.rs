@@ -26,14 +26,26 @@ pub async fn call(
     let stream = TcpStream::connect((host, HTTP_PORT)).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let exchange = async move {
+        // Reads accept the codings a browser decodes: values nodes keep in gzip or zstd
+        // come back compressed as they are kept (decoded here before anything checks
+        // them).
         let req = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, host)
+            .header(hyper::header::ACCEPT_ENCODING, "gzip, zstd")
             .body(Full::new(body.into()))?;
         let resp = send.send_request(req).await?;
         let status = resp.status();
+        let coding = resp.headers().get(hyper::header::CONTENT_ENCODING).cloned();
         let body = resp.into_body().collect().await?.to_bytes();
+        let body = match coding.as_ref().map(|c| c.to_str()).transpose()? {
+            None => body,
+            Some(coding) => {
+                let codec: peercache::codec::Codec = coding.parse()?;
+                Bytes::from(codec.decode(&body, 64 << 20)?)
+            }
+        };
         Result::<_, BoxError>::Ok((status, body))
     };
     // The connection is driven here, not spawned: a timed-out call leaves nothing behind.

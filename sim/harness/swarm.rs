@@ -67,9 +67,9 @@ pub struct Swarm {
     /// Clients speak the Redis protocol instead of HTTP (set by the `_resp` tests, never
     /// drawn, so every seed's draw stays as it was).
     pub resp: bool,
-    /// Values kept compressed in this codec, every length (set by the `_compressed`
-    /// tests, never drawn).
-    pub compress: Option<peercache::codec::Codec>,
+    /// Values compressed so, every length: kept compressed, or only on the wire (set
+    /// by the `_compressed` tests, never drawn).
+    pub compress: Option<peercache::group::Compression>,
     /// Whether the nodes talk to each other over mutual TLS.
     pub tls: PeerTls,
     /// When the rogue host is in the registry (joins, leaves), if there is one.
@@ -225,7 +225,7 @@ impl Swarm {
                 ..HotConfig::default()
             }),
             timeout: Some(self.timeout),
-            compress: (self.compress).map(|codec| peercache::group::Compression { codec, min: 0 }),
+            compress: self.compress,
             ..GroupSpec::new(DbLoader {
                 timeout: self.load_timeout(),
             })

@@ -182,7 +182,9 @@ impl GroupBuilder {
     }
 
     /// Keeps values compressed in the main and hot caches (compressed.rs): their byte
-    /// budgets then count compressed bytes. Values are decompressed for every reader.
+    /// budgets then count compressed bytes. Values are decompressed for every reader
+    /// but peers and clients that accept the codec. With `wire_only`, values are kept
+    /// as they are and compressed for peers that accept the codec.
     pub fn compress(mut self, how: super::Compression) -> Self {
         self.compression = Some(how);
         self
@@ -209,13 +211,13 @@ impl GroupBuilder {
         let hot_store = stores::hot(hot_capacity, checked.largest);
         let counters = Arc::new(super::stats::Counters::default());
         let packed = |store: Box<dyn Store>| match self.compression {
-            Some(how) => Box::new(super::compressed::Compressed::new(
+            Some(how) if !how.wire_only => Box::new(super::compressed::Compressed::new(
                 store,
                 how,
                 checked.limits.max_value,
                 counters.clone(),
             )) as Box<dyn Store>,
-            None => store,
+            _ => store,
         };
         let (main, hot_store) = (packed(main), hot_store.map(packed));
         let seed = self.registry.seed() ^ store::key_hash(&self.name);
@@ -246,6 +248,7 @@ impl GroupBuilder {
                 epoch: self.registry.epoch(),
                 timeout: self.timeout,
                 rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+                wire: self.compression.filter(|how| how.wire_only),
                 counters,
                 tasks: self.registry.tasks(),
             }),

@@ -1,7 +1,9 @@
 //! Values kept compressed in memory: a [`Store`] in front of another that compresses
 //! what goes in and decompresses what comes out, so the store under it holds, and
 //! charges its byte budget for, the compressed bytes (more entries in the same
-//! capacity). A group with `--compress` puts its main and hot caches behind one.
+//! capacity). A group with `--compress` puts its main and hot caches behind one; with
+//! `--compress-wire-only` it keeps values as they are and compresses only what it sends
+//! to peers that accept the codec ([`Compression::encode`]).
 //!
 //! Every stored value starts with one byte: 0 for a value kept as it is (shorter than
 //! the threshold, or one the codec does not shrink), else the codec's wire number
@@ -30,6 +32,31 @@ pub struct Compression {
     pub codec: Codec,
     /// Shorter values are kept as they are.
     pub min: usize,
+    /// Values are kept as they are in memory and compressed only when answered to a
+    /// peer that accepts the codec (less CPU on hits, no more entries in memory).
+    pub wire_only: bool,
+}
+
+impl Compression {
+    /// Values of at least `min` bytes kept compressed in `codec`.
+    pub fn new(codec: Codec, min: usize) -> Self {
+        Compression {
+            codec,
+            min,
+            wire_only: false,
+        }
+    }
+
+    /// `value` compressed, if it is long enough and shrinks; the time it took counted.
+    pub(super) fn encode(&self, value: &[u8], counters: &Counters) -> Option<Vec<u8>> {
+        if value.len() < self.min {
+            return None;
+        }
+        let started = time::now();
+        let packed = self.codec.encode(value);
+        count_time(&counters.compress_micros, started.elapsed());
+        packed
+    }
 }
 
 /// The default threshold: shorter values gain little and cost a codec call per hit.
@@ -61,14 +88,7 @@ impl Compressed {
 
     /// `value` as stored: its header byte, then the compressed or the raw bytes.
     fn pack(&self, value: &[u8]) -> Bytes {
-        let packed = (value.len() >= self.how.min)
-            .then(|| {
-                let started = time::now();
-                let packed = self.how.codec.encode(value);
-                count_time(&self.counters.compress_micros, started.elapsed());
-                packed
-            })
-            .flatten();
+        let packed = self.how.encode(value, &self.counters);
         let (tag, body) = match &packed {
             Some(packed) => (self.how.codec.wire() as u8, packed.as_slice()),
             None => (RAW, value),
@@ -118,6 +138,24 @@ impl Compressed {
 
 fn count_time(counter: &std::sync::atomic::AtomicU64, took: Duration) {
     counter.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+}
+
+/// A live entry of `store`: its bytes as kept when they are in a codec of `accept`,
+/// else decompressed (in the codec returned).
+pub(super) fn read_as(
+    store: &dyn Store,
+    key: &str,
+    now: Duration,
+    accept: &[Codec],
+) -> Option<(Hit, Codec)> {
+    if accept.is_empty() {
+        return Some((store.get(key, now)?, Codec::Identity));
+    }
+    match store.get_stored(key, now)? {
+        (hit, codec) if codec.accepted_by(accept) => Some((hit, codec)),
+        // Kept in a codec the reader does not decode.
+        _ => Some((store.get(key, now)?, Codec::Identity)),
+    }
 }
 
 impl Store for Compressed {
@@ -198,7 +236,7 @@ mod tests {
     fn store(codec: Codec, min: usize) -> (Compressed, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
         let inner = Box::new(Sharded::new(1 << 20, 1, Lru::new));
-        let how = Compression { codec, min };
+        let how = Compression::new(codec, min);
         (
             Compressed::new(inner, how, 1 << 20, counters.clone()),
             counters,

@@ -157,6 +157,7 @@ impl Group {
             version,
             expires_in: expires_at.map(|at| at.saturating_sub(now)),
             hot: false,
+            packed: None,
         })
     }
 
@@ -168,6 +169,7 @@ impl Group {
             value: hit.value,
             version: hit.version,
             hot: false,
+            packed: None,
         }
     }
 }

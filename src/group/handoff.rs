@@ -353,6 +353,7 @@ mod tests {
             version: 1,
             expires_in: None,
             hot: false,
+            packed: None,
         };
         (key.to_owned(), fetched)
     }

@@ -99,7 +99,7 @@ struct Inner {
     negatives: Option<fill::Negatives>,
     loader: Arc<dyn Loader>,
     /// Calls to owners, one per key.
-    fetches: SingleFlight<Result<Bytes>>,
+    fetches: SingleFlight<Result<Answer>>,
     /// Loads from this node's loader, shared by client gets and peers' requests.
     loads: SingleFlight<Result<Fetched>>,
     ttl: fill::Ttl,
@@ -109,6 +109,9 @@ struct Inner {
     timeout: Option<Duration>,
     /// TTL jitter and hot-copy sampling, seeded per group.
     rng: Mutex<SmallRng>,
+    /// Compression of values answered to peers, with `--compress-wire-only` (else
+    /// values are kept compressed, in `main` and `hot`).
+    wire: Option<Compression>,
     counters: Arc<stats::Counters>,
     /// Invalidation fan-outs, which outlive the write that started them; the node
     /// waits for them at shutdown.
@@ -120,31 +123,72 @@ struct Inner {
 /// suspicion.
 const RELAY_WAIT: Duration = crate::peer::MIN_EVIDENCE;
 
+/// An owner's answer to a fetch: the value, and the bytes as they came when the owner
+/// sent them compressed.
+#[derive(Clone)]
+struct Answer {
+    value: Bytes,
+    packed: Option<(Codec, Bytes)>,
+}
+
+impl Answer {
+    fn raw(value: Bytes) -> Self {
+        Answer {
+            value,
+            packed: None,
+        }
+    }
+
+    /// The value for a reader that decodes the codecs of `accept`.
+    fn read_as(self, accept: &[Codec]) -> (Bytes, Codec) {
+        match self.packed {
+            Some((codec, bytes)) if codec.accepted_by(accept) => (bytes, codec),
+            _ => (self.value, Codec::Identity),
+        }
+    }
+}
+
 impl Group {
     /// Returns the value of `key`: from this node's caches, from the key's owner, or
     /// through the loader when this node owns the key (or the owner is unreachable).
     pub async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.get_as(key, &[]).await?.0)
+    }
+
+    /// [`Self::get`] for a reader that decodes the codecs of `accept` (an HTTP client's
+    /// `Accept-Encoding`): a value this node keeps compressed in one of them, or that
+    /// its owner sent so, is answered as it is, in the codec returned; any other
+    /// decompressed ([`Codec::Identity`]).
+    pub async fn get_as(&self, key: &str, accept: &[Codec]) -> Result<(Bytes, Codec)> {
         let inner = &*self.inner;
         inner.counters.gets.fetch_add(1, Relaxed);
         inner.limits.check_key(key)?;
-        if let Some(value) = self.cached(key) {
-            return Ok(value);
+        if let Some(found) = self.cached_as(key, accept) {
+            return Ok(found);
         }
         let deadline = self.deadline();
         let get = async {
             let peer = match self.pick(key) {
-                Pick::Local => return self.load(key, true).await.map(|f| f.value),
+                Pick::Local => {
+                    return self
+                        .load(key, true)
+                        .await
+                        .map(|f| (f.value, Codec::Identity));
+                }
                 Pick::Peer(peer) => peer,
             };
             let ask = || self.fetch(&peer, key, deadline);
-            if buggify::planted(Bug::CallPerGet) {
-                return ask().await;
-            }
-            let (result, role) = inner.fetches.run(key, ask).await;
-            if role == Role::Follower {
-                inner.counters.loads_deduped.fetch_add(1, Relaxed);
-            }
-            result
+            let answer = match buggify::planted(Bug::CallPerGet) {
+                true => ask().await,
+                false => {
+                    let (result, role) = inner.fetches.run(key, ask).await;
+                    if role == Role::Follower {
+                        inner.counters.loads_deduped.fetch_add(1, Relaxed);
+                    }
+                    result
+                }
+            };
+            answer.map(|a| a.read_as(accept))
         };
         time::until(deadline, get).await?
     }
@@ -204,8 +248,29 @@ impl Group {
 
     /// [`Self::get_for_peer`] (or, with `relay`, [`Self::get_relayed_for_peer`]) for a
     /// peer that decodes the codecs of `accept`: a value this node keeps compressed in
-    /// one of them is answered as it is kept, in the codec returned, not decompressed.
+    /// one of them is answered as it is kept, in the codec returned, not decompressed;
+    /// with `--compress-wire-only`, one long enough is compressed for it.
     pub async fn serve_peer(
+        &self,
+        key: &str,
+        deadline: Duration,
+        relay: bool,
+        accept: &[Codec],
+    ) -> Result<(Fetched, Codec)> {
+        let (mut fetched, codec) = self.answer_peer(key, deadline, relay, accept).await?;
+        let wire = (self.inner.wire)
+            .filter(|how| codec == Codec::Identity && how.codec.accepted_by(accept));
+        if let Some(how) = wire
+            && let Some(packed) = how.encode(&fetched.value, &self.inner.counters)
+        {
+            fetched.value = Bytes::from(packed);
+            return Ok((fetched, how.codec));
+        }
+        Ok((fetched, codec))
+    }
+
+    /// [`Self::serve_peer`] without compression for the wire.
+    async fn answer_peer(
         &self,
         key: &str,
         deadline: Duration,
@@ -285,39 +350,32 @@ impl Group {
 
     /// A hit in the main or the hot cache.
     fn cached(&self, key: &str) -> Option<Bytes> {
+        Some(self.cached_as(key, &[])?.0)
+    }
+
+    /// [`Self::cached`], its bytes as kept when that is in a codec of `accept`.
+    fn cached_as(&self, key: &str, accept: &[Codec]) -> Option<(Bytes, Codec)> {
         let inner = &*self.inner;
         let now = inner.epoch.now();
-        let hit = match self.main_hit(key, now) {
-            Some(hit) => hit,
+        let (hit, codec) = match self.main_hit_as(key, now, accept) {
+            Some(found) => found,
             None => {
-                let hit = inner.hot.get(key, now)?;
+                let found = compressed::read_as(inner.hot.store()?, key, now, accept)?;
                 inner.counters.hot_hits.fetch_add(1, Relaxed);
-                hit
+                found
             }
         };
         inner.counters.hits.fetch_add(1, Relaxed);
-        Some(hit.value)
+        Some((hit.value, codec))
     }
 
     /// A main-cache entry is served only while this node owns its key. After membership
     /// moved the key elsewhere it is dropped: the new owner may take writes this node
-    /// never hears of.
-    fn main_hit(&self, key: &str, now: Duration) -> Option<Hit> {
-        self.main_hit_as(key, now, &[]).map(|(hit, _)| hit)
-    }
-
-    /// [`Self::main_hit`], its bytes as kept when that is in a codec of `accept`, else
+    /// never hears of. Its bytes are as kept when that is in a codec of `accept`, else
     /// decompressed (in the codec returned).
     fn main_hit_as(&self, key: &str, now: Duration, accept: &[Codec]) -> Option<(Hit, Codec)> {
         let main = &self.inner.main;
-        let (hit, codec) = match accept {
-            [] => (main.get(key, now)?, Codec::Identity),
-            accept => match main.get_stored(key, now)? {
-                (hit, codec) if codec == Codec::Identity || accept.contains(&codec) => (hit, codec),
-                // Kept in a codec the asker does not decode.
-                _ => (main.get(key, now)?, Codec::Identity),
-            },
-        };
+        let (hit, codec) = compressed::read_as(&**main, key, now, accept)?;
         if self.owns(key) || buggify::planted(Bug::KeepsUnowned) {
             return Some((hit, codec));
         }
@@ -326,10 +384,10 @@ impl Group {
     }
 
     /// Asks `peer`, the key's owner, for `key`: the leader's half of a fetch flight.
-    async fn fetch(&self, peer: &PeerRef, key: &str, deadline: Option<Instant>) -> Result<Bytes> {
+    async fn fetch(&self, peer: &PeerRef, key: &str, deadline: Option<Instant>) -> Result<Answer> {
         let inner = &*self.inner;
         if let Some(value) = self.cached(key) {
-            return Ok(value);
+            return Ok(Answer::raw(value));
         }
         // Read before asking: an invalidation from here on refuses the copy we get back.
         let hot_floor = inner.hot.floor(key);
@@ -341,7 +399,7 @@ impl Group {
             // An owner that lacks the group (a rolling deploy) cannot serve it either.
             Err(PeerFailure::Answered(Error::UnknownGroup(_))) => {
                 inner.counters.peer_errors.fetch_add(1, Relaxed);
-                return self.load(key, false).await.map(|f| f.value);
+                return self.load(key, false).await.map(|f| Answer::raw(f.value));
             }
             Err(PeerFailure::Answered(e)) => return Err(e),
             Err(PeerFailure::Unreachable(why)) => why,
@@ -378,12 +436,12 @@ impl Group {
                 return Err(Error::Timeout);
             }
         }
-        self.load(key, false).await.map(|f| f.value)
+        self.load(key, false).await.map(|f| Answer::raw(f.value))
     }
 
     /// A value a peer answered for `key`, kept as a hot copy if it deserves one;
     /// `hot_floor` is the copy's floor read before asking.
-    async fn received(&self, key: &str, fetched: Fetched, mut hot_floor: Option<u64>) -> Bytes {
+    async fn received(&self, key: &str, fetched: Fetched, mut hot_floor: Option<u64>) -> Answer {
         let inner = &*self.inner;
         inner.counters.peer_loads.fetch_add(1, Relaxed);
         buggify::delay(Point::BeforeKeepHot).await;
@@ -395,7 +453,10 @@ impl Group {
         if self.keep_copy(key, &fetched, hot_floor) && fetched.hot {
             inner.counters.hot_flagged.fetch_add(1, Relaxed);
         }
-        fetched.value
+        Answer {
+            value: fetched.value,
+            packed: fetched.packed,
+        }
     }
 
     /// Keeps `fetched` as a hot copy of `key` if it deserves one (hot.rs); `hot_floor`

@@ -79,14 +79,22 @@ pub(super) fn accept_from_wire(accept: &[i32]) -> Vec<Codec> {
         .collect()
 }
 
-/// A value from a peer in `codec`, decoded within `limit` bytes: a corrupt frame, an
-/// unknown codec or one that would expand past the limit (a decompression bomb) is
-/// the peer's error, and nothing of it is kept.
-fn read_value(value: Bytes, codec: i32, limit: usize) -> Result<Bytes, PeerFailure> {
+/// A value from a peer in `codec`, decoded within `limit` bytes, and the bytes as they
+/// came when they were compressed: a corrupt frame, an unknown codec or one that would
+/// expand past the limit (a decompression bomb) is the peer's error, and nothing of it
+/// is kept.
+fn read_value(
+    value: Bytes,
+    codec: i32,
+    limit: usize,
+) -> Result<(Bytes, Option<(Codec, Bytes)>), PeerFailure> {
     let refuse = |e: Error| PeerFailure::Answered(Error::load(format!("the owner's value: {e}")));
     match Codec::from_wire(codec).map_err(refuse)? {
-        Codec::Identity => Ok(value),
-        codec => codec.decode(&value, limit).map(Bytes::from).map_err(refuse),
+        Codec::Identity => Ok((value, None)),
+        codec => {
+            let raw = codec.decode(&value, limit).map_err(refuse)?;
+            Ok((Bytes::from(raw), Some((codec, value))))
+        }
     }
 }
 
@@ -106,8 +114,10 @@ pub(super) fn fetched_from_wire(
     r: proto::GetResponse,
     limit: usize,
 ) -> Result<Fetched, PeerFailure> {
+    let (value, packed) = read_value(r.value, r.codec, limit)?;
     Ok(Fetched {
-        value: read_value(r.value, r.codec, limit)?,
+        value,
+        packed,
         version: r.version,
         expires_in: ttl_from_wire(r.expires_in_ms),
         hot: r.hot,
@@ -207,6 +217,7 @@ impl TryFrom<proto::PeekResponse> for Option<Fetched> {
             version: r.version,
             expires_in: ttl_from_wire(r.expires_in_ms),
             hot: false,
+            packed: None,
         }))
     }
 }
@@ -231,6 +242,7 @@ pub(super) fn pushed_from_wire(e: proto::PushEntry) -> Result<(String, Fetched),
         version: e.version,
         expires_in: ttl_from_wire(e.expires_in_ms),
         hot: false,
+        packed: None,
     };
     Ok((e.key, entry))
 }
@@ -271,6 +283,7 @@ mod tests {
             version: 9,
             expires_in: Some(Duration::from_micros(1)),
             hot: true,
+            packed: None,
         };
         let back = fetched_from_wire(get_response((f, Codec::Identity)), 1 << 20).unwrap();
         assert_eq!(

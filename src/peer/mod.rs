@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::codec::Codec;
 use crate::error::Error;
 
 mod picker;
@@ -30,6 +31,11 @@ pub struct Fetched {
     pub expires_in: Option<Duration>,
     /// The owner finds the key hot and suggests the asker keep a copy.
     pub hot: bool,
+    /// The value as it crossed the link when the owner sent it compressed, in this
+    /// codec (`value` is it decoded, within the value limit); `None` when it came as it
+    /// is. Passed on as it is to clients that decode the codec (HTTP
+    /// `Accept-Encoding`).
+    pub packed: Option<(Codec, Bytes)>,
 }
 
 /// How a call to a peer failed.

@@ -302,6 +302,7 @@ mod tests {
                 version: 1,
                 expires_in: None,
                 hot: false,
+                packed: None,
             })
         }
         async fn set(

@@ -192,6 +192,7 @@ async fn call(peer: &PeerRef, rpc: &str, key: &str, value_size: usize) -> Answer
                 version: FORGED_VERSION,
                 expires_in: None,
                 hot: false,
+                packed: None,
             };
             let entries = vec![(key.to_owned(), entry)];
             peer.push(GROUP, entries, CALL_DEADLINE).await.map(drop)
