@@ -88,17 +88,18 @@ impl Compressed {
 
     /// `value` as stored: its header byte, then the compressed or the raw bytes.
     fn pack(&self, value: &[u8]) -> Bytes {
-        let packed = self.how.encode(value, &self.counters);
-        let (tag, body) = match &packed {
-            Some(packed) => (self.how.codec.wire() as u8, packed.as_slice()),
-            None => (RAW, value),
-        };
+        match self.how.encode(value, &self.counters) {
+            Some(packed) => self.frame(self.how.codec.wire() as u8, &packed, value.len()),
+            None => self.frame(RAW, value, value.len()),
+        }
+    }
+
+    /// `body` behind header byte `tag`, counted as stored for a value of `raw` bytes.
+    fn frame(&self, tag: u8, body: &[u8], raw: usize) -> Bytes {
         let mut stored = BytesMut::with_capacity(1 + body.len());
         stored.put_u8(tag);
         stored.put_slice(body);
-        self.counters
-            .raw_bytes_in
-            .fetch_add(value.len() as u64, Relaxed);
+        self.counters.raw_bytes_in.fetch_add(raw as u64, Relaxed);
         self.counters
             .stored_bytes_in
             .fetch_add(stored.len() as u64, Relaxed);
@@ -181,6 +182,24 @@ impl Store for Compressed {
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
         let value = self.pack(&entry.value);
         self.inner.insert(key, Entry { value, ..entry })
+    }
+
+    fn insert_packed(
+        &self,
+        key: &str,
+        entry: Entry,
+        packed: Option<(Codec, &Bytes)>,
+    ) -> Result<(), Rejected> {
+        match packed {
+            // Bytes that decoded to the value already (at whatever level they were made).
+            Some((codec, bytes))
+                if codec.wire() == self.how.codec.wire() && entry.value.len() >= self.how.min =>
+            {
+                let value = self.frame(codec.wire() as u8, bytes, entry.value.len());
+                self.inner.insert(key, Entry { value, ..entry })
+            }
+            _ => self.insert(key, entry),
+        }
     }
 
     fn remove(&self, key: &str, version: u64) -> bool {
@@ -297,6 +316,38 @@ mod tests {
         assert_eq!(s.get("k", Duration::ZERO), None);
         assert_eq!(counters.decode_errors.load(Relaxed), 1);
         assert_eq!(s.inner.get("k", Duration::ZERO), None, "dropped");
+    }
+
+    #[test]
+    fn bytes_a_peer_sent_in_the_store_codec_are_kept_as_they_came() {
+        let value = Bytes::from(json(400));
+        let zstd = Codec::Zstd { level: 19 };
+        let packed = Bytes::from(zstd.encode(&value).unwrap());
+        let (s, counters) = store(Codec::Zstd { level: 1 }, 1024);
+        s.insert_packed("k", Entry::new(value.clone(), 1), Some((zstd, &packed)))
+            .unwrap();
+        let (kept, codec) = s.get_stored("k", Duration::ZERO).unwrap();
+        assert_eq!((kept.value, codec.wire()), (packed.clone(), zstd.wire()));
+        assert_eq!(s.get("k", Duration::ZERO).unwrap().value, value);
+        assert_eq!(
+            counters.stored_bytes_in.load(Relaxed),
+            packed.len() as u64 + 1
+        );
+        // Another codec's bytes, or a value under the threshold: compressed here.
+        s.insert_packed(
+            "lz",
+            Entry::new(value.clone(), 1),
+            Some((Codec::Lz4, &packed)),
+        )
+        .unwrap();
+        let (kept, codec) = s.get_stored("lz", Duration::ZERO).unwrap();
+        assert_eq!(codec.wire(), zstd.wire());
+        assert_ne!(kept.value, packed, "compressed again at level 1");
+        let (s, _) = store(Codec::Zstd { level: 1 }, 1 << 20);
+        s.insert_packed("k", Entry::new(value.clone(), 1), Some((zstd, &packed)))
+            .unwrap();
+        let (kept, codec) = s.get_stored("k", Duration::ZERO).unwrap();
+        assert_eq!((kept.value, codec), (value, Codec::Identity), "short: raw");
     }
 
     proptest! {

@@ -140,7 +140,8 @@ impl Hot {
             version: fetched.version.max(floor),
             expires_at: Some(now.saturating_add(ttl)),
         };
-        let _ = hot.insert(key, entry);
+        let packed = (fetched.packed.as_ref()).map(|(codec, bytes)| (*codec, bytes));
+        let _ = hot.insert_packed(key, entry, packed);
     }
 
     /// Drops the copy of `key`, whatever its version, and raises the key's floor to at

@@ -304,6 +304,18 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Inserts unless a newer version of the key was seen.
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected>;
+    /// [`Self::insert`] of a value at hand compressed too, `packed` in its codec (as a
+    /// peer sent it, already decoded into `entry`): a store that keeps values
+    /// compressed in that codec keeps those bytes instead of compressing again.
+    fn insert_packed(
+        &self,
+        key: &str,
+        entry: Entry,
+        packed: Option<(crate::codec::Codec, &Bytes)>,
+    ) -> Result<(), Rejected> {
+        let _ = packed;
+        self.insert(key, entry)
+    }
     /// Raises the key's version floor to `version` and drops an older entry.
     fn remove(&self, key: &str, version: u64) -> bool;
     /// The newest version seen for the key; a fill stamps its entry with this.
