@@ -69,7 +69,8 @@ fn pinned(s: Scenario, seed: u64) {
 
 /// `s` with every node compressing its values, kept so and sent so to peers or only
 /// sent so, the codec and mode from the seed (each of the first five seeds another:
-/// zstd both ways): the same swarms, judged by the same checkers. Clients accept gzip
+/// zstd both ways): the same swarms (but values of at least 160 bytes), judged by the
+/// same checkers. Clients accept gzip
 /// and zstd, so values in those come to them compressed as kept or received. Gets to
 /// peers are coalesced in every scenario (the node's default). No report row.
 fn scenario_compressed(s: Scenario) {

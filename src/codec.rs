@@ -142,13 +142,25 @@ impl Codec {
             Codec::Gzip { .. } => {
                 let mut out = Vec::new();
                 let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-                flate2::read::GzDecoder::new(packed)
+                // Straight from the slice (no read-ahead), so what follows the member
+                // is left in it.
+                let mut decoder = flate2::bufread::GzDecoder::new(packed);
+                (&mut decoder)
                     .take(limit)
                     .read_to_end(&mut out)
                     .map_err(|e| corrupt(&e))?;
-                match out.len() <= max {
-                    true => Ok(out),
-                    false => Err(too_large(&format_args!("more than {max}"))),
+                if out.len() > max {
+                    return Err(too_large(&format_args!("more than {max}")));
+                }
+                // One member, as this node writes: bytes after it would be decoded by
+                // clients that read every member (the frame is passed on to them as it
+                // is) but were not checked here.
+                match decoder.into_inner() {
+                    [] => Ok(out),
+                    rest => Err(corrupt(&format_args!(
+                        "{} bytes after the gzip member",
+                        rest.len()
+                    ))),
                 }
             }
             Codec::Snappy => {
@@ -359,6 +371,24 @@ mod tests {
             assert!(
                 matches!(&refused, Err(Error::Invalid(why)) if why.starts_with("corrupt")),
                 "{codec}: {refused:?}"
+            );
+        }
+    }
+
+    /// A gzip frame is passed on to HTTP clients as it is, and many of them read every
+    /// member: one with anything after its first member (another member, a bomb) is
+    /// refused, not decoded as its first member alone.
+    #[test]
+    fn gzip_with_bytes_after_its_member_is_refused() {
+        let gzip = Codec::Gzip { level: 6 };
+        let one = gzip.encode(&text(4096)).unwrap();
+        assert_eq!(gzip.decode(&one, MAX).unwrap(), text(4096));
+        let bomb = gzip.encode(&vec![0u8; 10 << 20]).unwrap();
+        for tail in [&one[..], &bomb[..], b"junk"] {
+            let refused = gzip.decode(&[&one[..], tail].concat(), MAX);
+            assert!(
+                matches!(&refused, Err(Error::Invalid(why)) if why.contains("after the gzip member")),
+                "{refused:?}"
             );
         }
     }

@@ -128,7 +128,7 @@ struct Serve {
     /// Compression of values: none, lz4, snappy, zstd[:LEVEL 1-22] or gzip[:LEVEL 0-9].
     /// Values of at least --compress-min bytes are kept compressed in every group's
     /// main and hot caches (the capacity then counts compressed bytes, so more keys
-    /// fit) and travel compressed between peers; a value the codec does not shrink is
+    /// fit; unless --compress-wire-only) and travel compressed between peers; a value the codec does not shrink is
     /// kept as it is. Clients receive the original bytes, or with gzip and zstd the
     /// compressed ones when their Accept-Encoding names the codec.
     #[arg(long, env = "PEERCACHE_COMPRESS", default_value = "none")]

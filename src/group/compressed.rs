@@ -141,42 +141,27 @@ fn count_time(counter: &std::sync::atomic::AtomicU64, took: Duration) {
     counter.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
 }
 
-/// A live entry of `store`: its bytes as kept when they are in a codec of `accept`,
-/// else decompressed (in the codec returned).
-pub(super) fn read_as(
-    store: &dyn Store,
-    key: &str,
-    now: Duration,
-    accept: &[Codec],
-) -> Option<(Hit, Codec)> {
-    if accept.is_empty() {
-        return Some((store.get(key, now)?, Codec::Identity));
-    }
-    match store.get_stored(key, now)? {
-        (hit, codec) if codec.accepted_by(accept) => Some((hit, codec)),
-        // Kept in a codec the reader does not decode.
-        _ => Some((store.get(key, now)?, Codec::Identity)),
-    }
-}
-
 impl Store for Compressed {
     fn get(&self, key: &str, now: Duration) -> Option<Hit> {
         let hit = self.inner.get(key, now)?;
         self.unpack_hit(key, hit)
     }
 
-    fn get_stored(&self, key: &str, now: Duration) -> Option<(Hit, Codec)> {
+    fn get_as(&self, key: &str, now: Duration, accept: &[Codec]) -> Option<(Hit, Codec)> {
         let mut hit = self.inner.get(key, now)?;
-        let codec = match hit.value.first() {
-            Some(&RAW) => Codec::Identity,
-            Some(&tag) => match Codec::from_wire(i32::from(tag)) {
-                Ok(codec) => codec,
-                Err(_) => return self.unpack_hit(key, hit).map(|hit| (hit, Codec::Identity)),
-            },
-            None => return self.unpack_hit(key, hit).map(|hit| (hit, Codec::Identity)),
+        let kept = match hit.value.first() {
+            Some(&RAW) => Some(Codec::Identity),
+            Some(&tag) => Codec::from_wire(i32::from(tag)).ok(),
+            None => None,
         };
-        hit.value = hit.value.slice(1..);
-        Some((hit, codec))
+        match kept {
+            Some(codec) if codec.accepted_by(accept) => {
+                hit.value = hit.value.slice(1..);
+                Some((hit, codec))
+            }
+            // Kept in a codec the reader does not decode (or not one this store wrote).
+            _ => self.unpack_hit(key, hit).map(|hit| (hit, Codec::Identity)),
+        }
     }
 
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
@@ -326,7 +311,7 @@ mod tests {
         let (s, counters) = store(Codec::Zstd { level: 1 }, 1024);
         s.insert_packed("k", Entry::new(value.clone(), 1), Some((zstd, &packed)))
             .unwrap();
-        let (kept, codec) = s.get_stored("k", Duration::ZERO).unwrap();
+        let (kept, codec) = s.get_as("k", Duration::ZERO, &Codec::ALL).unwrap();
         assert_eq!((kept.value, codec.wire()), (packed.clone(), zstd.wire()));
         assert_eq!(s.get("k", Duration::ZERO).unwrap().value, value);
         assert_eq!(
@@ -340,14 +325,37 @@ mod tests {
             Some((Codec::Lz4, &packed)),
         )
         .unwrap();
-        let (kept, codec) = s.get_stored("lz", Duration::ZERO).unwrap();
+        let (kept, codec) = s.get_as("lz", Duration::ZERO, &Codec::ALL).unwrap();
         assert_eq!(codec.wire(), zstd.wire());
         assert_ne!(kept.value, packed, "compressed again at level 1");
         let (s, _) = store(Codec::Zstd { level: 1 }, 1 << 20);
         s.insert_packed("k", Entry::new(value.clone(), 1), Some((zstd, &packed)))
             .unwrap();
-        let (kept, codec) = s.get_stored("k", Duration::ZERO).unwrap();
+        let (kept, codec) = s.get_as("k", Duration::ZERO, &Codec::ALL).unwrap();
         assert_eq!((kept.value, codec), (value, Codec::Identity), "short: raw");
+    }
+
+    /// A reader gets the bytes as kept in a codec it decodes, else the value, from one
+    /// lookup either way (a second would count a second hit, and promote the entry
+    /// under LRU2).
+    #[test]
+    fn a_reader_gets_the_kept_bytes_in_a_codec_it_decodes_from_one_lookup() {
+        let (s, _) = store(Codec::Zstd { level: 3 }, 16);
+        let value = Bytes::from(json(400));
+        s.insert("k", Entry::new(value.clone(), 1)).unwrap();
+        let zstd = [Codec::Zstd { level: 19 }];
+        for (accept, want) in [
+            (&zstd[..], Codec::Zstd { level: 3 }),
+            (&[Codec::Lz4][..], Codec::Identity),
+            (&[][..], Codec::Identity),
+        ] {
+            let hits = s.stats().hits;
+            let (hit, codec) = s.get_as("k", Duration::ZERO, accept).unwrap();
+            assert_eq!(s.stats().hits, hits + 1, "{accept:?}: one lookup");
+            assert_eq!(codec.wire(), want.wire(), "{accept:?}");
+            let read = codec.decode(&hit.value, 1 << 20).unwrap();
+            assert_eq!(read, value, "{accept:?}");
+        }
     }
 
     proptest! {
@@ -362,7 +370,7 @@ mod tests {
             let back = s.collect(&|_| true, Duration::ZERO, false);
             prop_assert_eq!(&back[0].1.value[..], &value[..]);
             prop_assert_eq!(&s.get("k", Duration::ZERO).unwrap().value[..], &value[..]);
-            let (stored, codec) = s.get_stored("k", Duration::ZERO).unwrap();
+            let (stored, codec) = s.get_as("k", Duration::ZERO, &Codec::ALL).unwrap();
             let decoded = codec.decode(&stored.value, 1 << 20).unwrap();
             prop_assert_eq!(&decoded[..], &value[..], "as a peer decodes it");
         }

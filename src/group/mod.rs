@@ -360,7 +360,7 @@ impl Group {
         let (hit, codec) = match self.main_hit_as(key, now, accept) {
             Some(found) => found,
             None => {
-                let found = compressed::read_as(inner.hot.store()?, key, now, accept)?;
+                let found = inner.hot.store()?.get_as(key, now, accept)?;
                 inner.counters.hot_hits.fetch_add(1, Relaxed);
                 found
             }
@@ -375,7 +375,7 @@ impl Group {
     /// decompressed (in the codec returned).
     fn main_hit_as(&self, key: &str, now: Duration, accept: &[Codec]) -> Option<(Hit, Codec)> {
         let main = &self.inner.main;
-        let (hit, codec) = compressed::read_as(&**main, key, now, accept)?;
+        let (hit, codec) = main.get_as(key, now, accept)?;
         if self.owns(key) || buggify::planted(Bug::KeepsUnowned) {
             return Some((hit, codec));
         }

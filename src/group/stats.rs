@@ -115,12 +115,12 @@ counters! {
     /// until that copy would have expired.
     copies_promoted,
     /// Bytes of the values put in the main and hot caches, as they are (with
-    /// `--compress`; else 0).
+    /// `--compress`, not `--compress-wire-only`; else 0).
     raw_bytes_in,
     /// The same values as the caches hold them, compressed where that shrank them:
     /// raw_bytes_in / stored_bytes_in is the compression ratio.
     stored_bytes_in,
-    /// Microseconds spent compressing values.
+    /// Microseconds spent compressing values (to keep them, or for the wire).
     compress_micros,
     /// Microseconds spent decompressing values (cache hits, values from peers).
     decompress_micros,

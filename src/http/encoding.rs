@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, header};
 use crate::codec::Codec;
 
 /// The codecs a client decodes, from its `Accept-Encoding` headers: gzip (`x-gzip`
-/// too) and zstd when named, or covered by `*`, with a weight above 0.
+/// too) and zstd when named, or covered by `*`, with a weight above 0 (the first
+/// mention of a coding counts; `identity` is always acceptable and never refused).
 pub(super) fn accepted(headers: &HeaderMap) -> Vec<Codec> {
     let mut named: Vec<(&str, bool)> = Vec::new();
     for value in headers.get_all(header::ACCEPT_ENCODING) {
@@ -19,10 +20,11 @@ pub(super) fn accepted(headers: &HeaderMap) -> Vec<Codec> {
             if coding.is_empty() {
                 continue;
             }
+            // A weight of 0, or one that is not a number above 0 (malformed), refuses.
             let refused = parts.any(|param| {
                 let (name, weight) = param.split_once('=').unwrap_or((param, ""));
                 name.trim().eq_ignore_ascii_case("q")
-                    && weight.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                    && !weight.trim().parse::<f32>().is_ok_and(|q| q > 0.0)
             });
             named.push((coding, !refused));
         }
@@ -84,9 +86,10 @@ mod tests {
         assert_eq!(names(&[",,;;"]), Vec::<&str>::new());
         assert_eq!(
             names(&["gzip;q=abc"]),
-            ["gzip"],
-            "an unreadable weight is ignored"
+            Vec::<&str>::new(),
+            "an unreadable weight refuses"
         );
+        assert_eq!(names(&["zstd;q=NaN, gzip;q=0.001"]), ["gzip"]);
         assert_eq!(names(&[";q=1"]), Vec::<&str>::new());
     }
 }

@@ -296,9 +296,16 @@ pub(crate) fn nanos(at: Option<Duration>) -> u64 {
 pub trait Store: Send + Sync + 'static {
     /// Finds a live entry.
     fn get(&self, key: &str, now: Duration) -> Option<Hit>;
-    /// Finds a live entry as the store holds it: its bytes in the returned codec
-    /// (compressed by a store that compresses, src/group/compressed.rs).
-    fn get_stored(&self, key: &str, now: Duration) -> Option<(Hit, crate::codec::Codec)> {
+    /// Finds a live entry for a reader that decodes the codecs of `accept`: its bytes
+    /// as the store holds them when that is in one of them (compressed by a store that
+    /// compresses, src/group/compressed.rs), else decompressed; in the returned codec.
+    fn get_as(
+        &self,
+        key: &str,
+        now: Duration,
+        accept: &[crate::codec::Codec],
+    ) -> Option<(Hit, crate::codec::Codec)> {
+        let _ = accept;
         self.get(key, now)
             .map(|hit| (hit, crate::codec::Codec::Identity))
     }
