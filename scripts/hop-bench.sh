@@ -10,6 +10,9 @@
 # and, for the batched set-up, how many keys went per peer call. Writes
 # reports/hop-bench.md (the medians and every run). wrk and the nodes share the cores.
 # BATCHED_FLAGS adds serve flags to the batched set-up (e.g. "--peer-calls 0").
+# BASE=<git revision> also builds that revision (in a temporary worktree) and runs its
+# local and batched set-ups in every run too (local-base, batched-base): two builds
+# compared on the same machine in the same minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -22,6 +25,13 @@ cargo build --release --quiet --bin peercache
 BIN=target/release/peercache
 work=$(mktemp -d)
 bench_procs
+if [ -n "${BASE:-}" ]; then
+  wt="$work/base-tree"
+  trap 'stop_procs; git worktree remove --force "$wt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT INT TERM
+  git worktree add --detach --quiet "$wt" "$BASE"
+  CARGO_TARGET_DIR="$PWD/target/hop-base" cargo build --release --quiet --bin peercache --manifest-path "$wt/Cargo.toml"
+  BASE_BIN=target/hop-base/release/peercache
+fi
 
 # Keys as loadgen names them: key: and eight digits.
 cat >"$work/put.lua" <<'EOF'
@@ -48,7 +58,7 @@ start() { # start N [serve flags...]: nodes on 127.0.0.1:1720i (gRPC), 1820i (HT
   for i in $(seq "$n"); do port_free "http://127.0.0.1:1820$i"; done
   for i in $(seq "$n"); do peers+="${peers:+,}127.0.0.1:1720$i"; done
   for i in $(seq "$n"); do
-    RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
+    RUST_LOG=warn "${RUN_BIN:-$BIN}" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
       --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 --hot-second-fetch false \
       --hot-key-window 0 "$@" >"$work/node$i.log" 2>&1 &
     PIDS+=($!)
@@ -113,6 +123,11 @@ for run in $(seq "$RUNS"); do
   start 3 --peer-batch 1; measure alone "$run"; stop_procs
   # shellcheck disable=SC2086
   start 3 ${BATCHED_FLAGS:-}; measure batched "$run"; stop_procs
+  if [ -n "${BASE:-}" ]; then
+    RUN_BIN=$BASE_BIN start 1; measure local-base "$run"; stop_procs
+    # shellcheck disable=SC2086
+    RUN_BIN=$BASE_BIN start 3 ${BATCHED_FLAGS:-}; measure batched-base "$run"; stop_procs
+  fi
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -134,8 +149,9 @@ local_rps=$(col local 3 | median)
   echo "  the key's owner, each in a call of its own (\`--peer-batch 1\`, as before GetMany);"
   echo "- **batched**: the same with the default \`--peer-batch 64\`: gets to one owner that"
   echo "  are ready at the same moment go as one GetMany (src/grpc/batch.rs)."
+  [ -n "${BASE:-}" ] && echo "- **local-base**, **batched-base**: local and batched with the build of $BASE ($(git rev-parse --short "$BASE")); × local is against this build's local."
   echo
-  echo "- Command: \`${BATCHED_FLAGS:+BATCHED_FLAGS=\"$BATCHED_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
+  echo "- Command: \`${BASE:+BASE=$BASE }${BATCHED_FLAGS:+BATCHED_FLAGS=\"$BATCHED_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
   dirty=$(git diff --quiet HEAD -- src Cargo.toml || echo " with uncommitted changes")
   echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
   echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
@@ -144,12 +160,12 @@ local_rps=$(col local 3 | median)
   echo
   echo "| set-up | requests/s | × local | P50 µs | P99 µs | keys per peer call | node 1 CPU µs per request | owners' CPU µs per key asked |"
   echo "|---|---|---|---|---|---|---|---|"
-  for s in local alone batched; do
+  for s in local alone batched ${BASE:+local-base batched-base}; do
     rps=$(col "$s" 3 | median) p50=$(col "$s" 4 | us | median) p99=$(col "$s" 5 | us | median)
     per=$(col "$s" 8 | median) entry=$(col "$s" 10 | median) owners=$(col "$s" 11 | median)
     awk -v s="$s" -v r="$rps" -v l="$local_rps" -v p50="$p50" -v p99="$p99" -v per="$per" \
       -v entry="$entry" -v owners="$owners" \
-      'BEGIN { local = (s == "local")
+      'BEGIN { local = (s ~ /^local/)
         printf "| %s | %.0f | %.2f× | %.0f | %.0f | %s | %.1f | %s |\n", s, r, r / l, p50, p99,
           local ? "—" : per, entry, local ? "—" : sprintf("%.1f", owners) }'
   done

@@ -14,6 +14,11 @@ use peercache::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: allocation was about a tenth of a node's CPU
+/// under load with glibc (`perf`); reports/hop-bench.md compares the two builds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod auth_flags;
 mod etcd_flags;
 mod flags;
