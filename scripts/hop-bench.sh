@@ -149,7 +149,9 @@ local_rps=$(col local 3 | median)
   echo "  the key's owner, each in a call of its own (\`--peer-batch 1\`, as before GetMany);"
   echo "- **batched**: the same with the default \`--peer-batch 64\`: gets to one owner that"
   echo "  are ready at the same moment go as one GetMany (src/grpc/batch.rs)."
-  [ -n "${BASE:-}" ] && echo "- **local-base**, **batched-base**: local and batched with the build of $BASE; × local is against this build's local."
+  if [ -n "${BASE:-}" ]; then
+    echo "- **local-base**, **batched-base**: local and batched with the build of $BASE; × local is against this build's local."
+  fi
   echo
   echo "- Command: \`${BASE:+BASE=$BASE }${BATCHED_FLAGS:+BATCHED_FLAGS=\"$BATCHED_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/hop-bench.sh\`"
   dirty=$(git diff --quiet HEAD -- src Cargo.toml || echo " with uncommitted changes")
