@@ -26,6 +26,8 @@ need_build_deps
 need_etcd
 # tests/resp runs redis-cli, redis-benchmark and redis-py against real nodes.
 need_redis_clients
+# tests/compression.rs reads compressed values with curl --compressed.
+need curl curl
 
 # .cargo/config.toml sets `--cfg tokio_unstable` (turmoil seeds the simulated hosts'
 # runtimes only with it); a RUSTFLAGS from the environment would replace that, so add it.

@@ -261,6 +261,29 @@ async fn http_clients_that_accept_a_codec_get_the_compressed_bytes_as_they_are()
             }
         }
     }
+    // A real client: curl --compressed offers gzip and zstd (among others) and decodes
+    // what comes compressed.
+    for (i, key) in [(1, &zstd_key), (0, &gzip_key), (0, &wire_key)] {
+        let out = tokio::process::Command::new("curl")
+            .args(["--compressed", "-s", "-D", "-", &url(i, key)])
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running curl: {e}; install it: apt-get install -y curl"));
+        assert!(
+            out.status.success(),
+            "curl {}: {:?}",
+            url(i, key),
+            out.status
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-encoding: gzip") || head.contains("content-encoding: zstd"),
+            "{key}: {head}"
+        );
+        assert_eq!(body.as_bytes(), &values[key][..], "{key} through curl");
+    }
     let s = cluster.nodes[2].group("g").stats();
     assert_eq!(s.stored_bytes_in, 0, "node 2 keeps nothing compressed");
     assert!(
@@ -272,4 +295,51 @@ async fn http_clients_that_accept_a_codec_get_the_compressed_bytes_as_they_are()
     for key in values.keys() {
         assert_eq!(db.loads(key), 1, "{key}: loaded once, by its owner");
     }
+}
+
+/// A hot copy of a value its owner sent compressed in the codec this node keeps values
+/// in is kept as it came (not decompressed and compressed again), and served from the
+/// hot cache to HTTP clients that accept the codec as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_copies_keep_and_pass_on_the_owners_compressed_bytes() {
+    let db = Db::default();
+    let cluster = Cluster::start(2, |_, reg: &Registry| {
+        reg.group("g")
+            .capacity(16 << 20)
+            .hot(keep_all_copies())
+            .timeout(Duration::from_secs(5))
+            .loader(db.clone())
+            .compress(Compression::new(Codec::Zstd { level: 3 }, 1024))
+            .build()
+            .unwrap();
+    })
+    .await;
+    let key = cluster.key_owned_by(1, "hot");
+    let value = json(&key, 32 << 10);
+    db.write(&key, Some(&value));
+    let (owner, asker) = (cluster.nodes[1].group("g"), cluster.nodes[0].group("g"));
+    assert_eq!(owner.get(&key).await.unwrap(), value, "loaded at its owner");
+    let kept_at_owner = owner.stats().stored_bytes_in;
+    assert_eq!(
+        asker.get(&key).await.unwrap(),
+        value,
+        "fetched, and kept as a hot copy"
+    );
+    let s = asker.stats();
+    assert_eq!(
+        (s.peer_loads, s.compress_micros),
+        (1, 0),
+        "kept without compressing"
+    );
+    assert_eq!(
+        s.stored_bytes_in, kept_at_owner,
+        "the owner's bytes, as the owner keeps them"
+    );
+    let url = format!("{}/v1/groups/g/keys/{key}", cluster.nodes[0].url);
+    let (body, coding) = http_get(&url, Some("zstd")).await;
+    assert_eq!(coding.as_deref(), Some("zstd"));
+    assert_eq!(zstd::decode_all(&body[..]).unwrap(), value.as_bytes());
+    let s = asker.stats();
+    assert_eq!((s.peer_loads, s.hot_hits), (1, 1), "from the hot copy");
+    assert_eq!(db.loads(&key), 1);
 }
