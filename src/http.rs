@@ -155,8 +155,9 @@ async fn key_get(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let (group, key) = key_path(path)?;
-    let accept = encoding::accepted(&headers);
-    let (value, codec) = s.groups.get(&group)?.get_as(&key, &accept).await?;
+    let group = s.groups.get(&group)?;
+    let accept = encoding::accepted(&headers, group.limits().1);
+    let (value, codec) = group.get_as(&key, &accept).await?;
     let octets = (header::CONTENT_TYPE, "application/octet-stream");
     let vary = (header::VARY, "accept-encoding");
     Ok(match codec.content_coding() {

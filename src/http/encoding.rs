@@ -7,10 +7,16 @@ use axum::http::{HeaderMap, header};
 
 use crate::codec::Codec;
 
+/// Largest value sent in zstd: RFC 9659 has HTTP clients decode zstd with windows of at
+/// most 8 MiB, and a frame of a longer value made at a high level may need more.
+const MAX_ZSTD_VALUE: usize = 8 << 20;
+
 /// The codecs a client decodes, from its `Accept-Encoding` headers: gzip (`x-gzip`
 /// too) and zstd when named, or covered by `*`, with a weight above 0 (the first
-/// mention of a coding counts; `identity` is always acceptable and never refused).
-pub(super) fn accepted(headers: &HeaderMap) -> Vec<Codec> {
+/// mention of a coding counts; `identity` is always acceptable and never refused);
+/// zstd only for a group whose values are at most [`MAX_ZSTD_VALUE`] long
+/// (`max_value`).
+pub(super) fn accepted(headers: &HeaderMap, max_value: usize) -> Vec<Codec> {
     let mut named: Vec<(&str, bool)> = Vec::new();
     for value in headers.get_all(header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
@@ -36,7 +42,7 @@ pub(super) fn accepted(headers: &HeaderMap) -> Vec<Codec> {
     };
     let any = lookup(&["*"]).unwrap_or(false);
     let mut codecs = Vec::new();
-    if lookup(&["zstd"]).unwrap_or(any) {
+    if lookup(&["zstd"]).unwrap_or(any) && max_value <= MAX_ZSTD_VALUE {
         codecs.push(Codec::Zstd {
             level: crate::codec::ZSTD_LEVEL,
         });
@@ -58,7 +64,24 @@ mod tests {
         for v in values {
             headers.append(header::ACCEPT_ENCODING, v.parse().unwrap());
         }
-        accepted(&headers).into_iter().map(Codec::name).collect()
+        accepted(&headers, 1 << 20)
+            .into_iter()
+            .map(Codec::name)
+            .collect()
+    }
+
+    #[test]
+    fn zstd_only_for_values_a_browser_decodes() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::ACCEPT_ENCODING, "zstd, gzip".parse().unwrap());
+        let names = |max| -> Vec<&str> {
+            accepted(&headers, max)
+                .into_iter()
+                .map(Codec::name)
+                .collect()
+        };
+        assert_eq!(names(MAX_ZSTD_VALUE), ["zstd", "gzip"]);
+        assert_eq!(names(MAX_ZSTD_VALUE + 1), ["gzip"]);
     }
 
     #[test]
