@@ -143,8 +143,7 @@ fn count_time(counter: &std::sync::atomic::AtomicU64, took: Duration) {
 
 impl Store for Compressed {
     fn get(&self, key: &str, now: Duration) -> Option<Hit> {
-        let hit = self.inner.get(key, now)?;
-        self.unpack_hit(key, hit)
+        Some(self.get_as(key, now, &[])?.0)
     }
 
     fn get_as(&self, key: &str, now: Duration, accept: &[Codec]) -> Option<(Hit, Codec)> {
