@@ -146,6 +146,11 @@ struct Serve {
     /// decompression).
     #[arg(long, env = "PEERCACHE_COMPRESS_WIRE_ONLY")]
     compress_wire_only: bool,
+    /// Bytes of decoded values kept beside each group's compressed ones, so a hot key
+    /// is not decompressed on every hit by a client that does not accept the codec
+    /// (default: a sixteenth of the group's capacity; 0: none).
+    #[arg(long, env = "PEERCACHE_COMPRESS_DECODED", value_parser = byte_size)]
+    compress_decoded: Option<usize>,
     /// Least gets per second from peers for a key to be hot.
     #[arg(long, env = "PEERCACHE_HOT_KEY_RATE", default_value_t = 500.0)]
     hot_key_rate: f64,
@@ -358,6 +363,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
                 codec: args.compress,
                 min: args.compress_min,
                 wire_only: args.compress_wire_only,
+                decoded: args.compress_decoded.map(|bytes| bytes as u64),
             });
         }
         builder.build()?;

@@ -210,12 +210,18 @@ impl GroupBuilder {
         let hot_capacity = self.hot_capacity.unwrap_or(self.capacity / 8);
         let hot_store = stores::hot(hot_capacity, checked.largest);
         let counters = Arc::new(super::stats::Counters::default());
+        // One cache of decoded values for the main and hot caches' compressed entries.
+        let decoded = (self.compression)
+            .filter(|how| !how.wire_only)
+            .and_then(|how| super::decoded::Decoded::new(how.decoded.unwrap_or(self.capacity / 16)))
+            .map(Arc::new);
         let packed = |store: Box<dyn Store>| match self.compression {
             Some(how) if !how.wire_only => Box::new(super::compressed::Compressed::new(
                 store,
                 how,
                 checked.limits.max_value,
                 counters.clone(),
+                decoded.clone(),
             )) as Box<dyn Store>,
             _ => store,
         };

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::decoded::Decoded;
 use super::stats::Counters;
 use crate::codec::Codec;
 use crate::store::{Entry, Hit, Rejected, Stats, Store};
@@ -35,6 +36,10 @@ pub struct Compression {
     /// Values are kept as they are in memory and compressed only when answered to a
     /// peer that accepts the codec (less CPU on hits, no more entries in memory).
     pub wire_only: bool,
+    /// Bytes of decoded values kept beside the compressed ones (decoded.rs), so a hot
+    /// key is not decompressed on every hit; `None`: a sixteenth of the group's
+    /// capacity, 0: none.
+    pub decoded: Option<u64>,
 }
 
 impl Compression {
@@ -44,6 +49,7 @@ impl Compression {
             codec,
             min,
             wire_only: false,
+            decoded: None,
         }
     }
 
@@ -69,6 +75,8 @@ pub(super) struct Compressed {
     /// Longest value a stored one may decompress to: the group's value limit.
     max_value: usize,
     counters: Arc<Counters>,
+    /// Decoded values of hot entries, shared by the group's main and hot caches.
+    decoded: Option<Arc<Decoded>>,
 }
 
 impl Compressed {
@@ -77,12 +85,14 @@ impl Compressed {
         how: Compression,
         max_value: usize,
         counters: Arc<Counters>,
+        decoded: Option<Arc<Decoded>>,
     ) -> Self {
         Compressed {
             inner,
             how,
             max_value,
             counters,
+            decoded,
         }
     }
 
@@ -104,6 +114,30 @@ impl Compressed {
             .stored_bytes_in
             .fetch_add(stored.len() as u64, Relaxed);
         stored.freeze()
+    }
+
+    /// The decoded value of `stored`, `key`'s frame: from the cache of decoded values
+    /// when it holds this frame's, else decompressed (and kept there).
+    fn decode_hit(&self, key: &str, mut hit: Hit) -> Option<Hit> {
+        let Some(decoded) = &self.decoded else {
+            return self.unpack_hit(key, hit);
+        };
+        if let Some(value) = decoded.get(key, &hit.value) {
+            self.counters.decoded_hits.fetch_add(1, Relaxed);
+            hit.value = value;
+            return Some(hit);
+        }
+        let frame = hit.value.clone();
+        let hit = self.unpack_hit(key, hit)?;
+        decoded.insert(key, frame, hit.value.clone());
+        Some(hit)
+    }
+
+    /// Frees what the cache of decoded values holds for `key`, which was written.
+    fn forget(&self, key: &str) {
+        if let Some(decoded) = &self.decoded {
+            decoded.forget(key);
+        }
     }
 
     /// The value `stored` holds; `None` if it is not one this store wrote.
@@ -159,11 +193,12 @@ impl Store for Compressed {
                 Some((hit, codec))
             }
             // Kept in a codec the reader does not decode (or not one this store wrote).
-            _ => self.unpack_hit(key, hit).map(|hit| (hit, Codec::Identity)),
+            _ => self.decode_hit(key, hit).map(|hit| (hit, Codec::Identity)),
         }
     }
 
     fn insert(&self, key: &str, entry: Entry) -> Result<(), Rejected> {
+        self.forget(key);
         let value = self.pack(&entry.value);
         self.inner.insert(key, Entry { value, ..entry })
     }
@@ -179,6 +214,7 @@ impl Store for Compressed {
             Some((codec, bytes))
                 if codec.wire() == self.how.codec.wire() && entry.value.len() >= self.how.min =>
             {
+                self.forget(key);
                 let value = self.frame(codec.wire() as u8, bytes, entry.value.len());
                 self.inner.insert(key, Entry { value, ..entry })
             }
@@ -187,6 +223,7 @@ impl Store for Compressed {
     }
 
     fn remove(&self, key: &str, version: u64) -> bool {
+        self.forget(key);
         self.inner.remove(key, version)
     }
 
@@ -195,6 +232,7 @@ impl Store for Compressed {
     }
 
     fn purge(&self, key: &str, version: u64) -> bool {
+        self.forget(key);
         self.inner.purge(key, version)
     }
 
@@ -241,7 +279,19 @@ mod tests {
         let inner = Box::new(Sharded::new(1 << 20, 1, Lru::new));
         let how = Compression::new(codec, min);
         (
-            Compressed::new(inner, how, 1 << 20, counters.clone()),
+            Compressed::new(inner, how, 1 << 20, counters.clone(), None),
+            counters,
+        )
+    }
+
+    /// `store` with a cache of `decoded` bytes of decoded values.
+    fn with_decoded(codec: Codec, min: usize, decoded: u64) -> (Compressed, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let inner = Box::new(Sharded::new(1 << 20, 1, Lru::new));
+        let how = Compression::new(codec, min);
+        let decoded = Decoded::new(decoded).map(Arc::new);
+        (
+            Compressed::new(inner, how, 1 << 20, counters.clone(), decoded),
             counters,
         )
     }
@@ -357,7 +407,85 @@ mod tests {
         }
     }
 
+    /// A hot key kept compressed is decompressed once, then answered from the cache
+    /// of decoded values; a reader that accepts the codec still gets the kept bytes.
+    #[test]
+    fn repeated_hits_are_decoded_once() {
+        let (s, counters) = with_decoded(Codec::Zstd { level: 3 }, 16, 1 << 20);
+        let value = Bytes::from(json(400));
+        s.insert("k", Entry::new(value.clone(), 1)).unwrap();
+        for _ in 0..5 {
+            assert_eq!(s.get("k", Duration::ZERO).unwrap().value, value);
+        }
+        assert_eq!(counters.decoded_hits.load(Relaxed), 4);
+        let (kept, codec) = s.get_as("k", Duration::ZERO, &Codec::ALL).unwrap();
+        assert_eq!(codec.wire(), Codec::Zstd { level: 3 }.wire());
+        assert_eq!(codec.decode(&kept.value, 1 << 20).unwrap(), value);
+        assert_eq!(counters.decoded_hits.load(Relaxed), 4, "not a decoded hit");
+        // Short values are kept raw: nothing to decode, nothing kept.
+        s.insert("short", Entry::new(json(1), 1)).unwrap();
+        s.get("short", Duration::ZERO).unwrap();
+        s.get("short", Duration::ZERO).unwrap();
+        assert_eq!(counters.decoded_hits.load(Relaxed), 4);
+    }
+
+    /// The same key at the same version with other bytes (a load again after an
+    /// eviction, from a source that changed) is read as its new value, never as the
+    /// decoded value of the frame it replaced: the cache answers only for the frame it
+    /// decoded.
+    #[test]
+    fn a_new_frame_at_the_same_version_is_decoded_anew() {
+        let (s, _) = with_decoded(Codec::Lz4, 16, 1 << 20);
+        let (old, new) = (Bytes::from(json(300)), Bytes::from(json(301)));
+        s.insert("k", Entry::new(old.clone(), 7)).unwrap();
+        assert_eq!(s.get("k", Duration::ZERO).unwrap().value, old);
+        // Under the store's back: the entry dropped without raising its floor (as an
+        // eviction would), then filled at the same version, the decoded cache not told.
+        let frame = Compressed::new(
+            Box::new(Sharded::new(1 << 20, 1, Lru::new)),
+            Compression::new(Codec::Lz4, 16),
+            1 << 20,
+            Arc::new(Counters::default()),
+            None,
+        )
+        .pack(&new);
+        s.inner.retain(&|key| key != "k");
+        s.inner.insert("k", Entry::new(frame, 7)).unwrap();
+        assert_eq!(s.get("k", Duration::ZERO).unwrap().value, new);
+    }
+
     proptest! {
+        /// Against a map: any sequence of writes, removes and reads through a store
+        /// with a small cache of decoded values (so it evicts) reads what the map holds.
+        #[test]
+        fn decoded_reads_match_a_model(
+            ops in proptest::collection::vec((0u8..3, 0usize..6, 0usize..40), 1..120),
+            pick in 1usize..5,
+        ) {
+            let (s, _) = with_decoded(Codec::ALL[pick], 64, 6 << 10);
+            let mut model = std::collections::BTreeMap::new();
+            let mut version = 0;
+            for (op, key, size) in ops {
+                let key = format!("k{key}");
+                version += 1;
+                match op {
+                    0 => {
+                        let value = Bytes::from(json(size));
+                        s.insert(&key, Entry::new(value.clone(), version)).unwrap();
+                        model.insert(key, value);
+                    }
+                    1 => {
+                        s.remove(&key, version);
+                        model.remove(&key);
+                    }
+                    _ => {
+                        let got = s.get(&key, Duration::ZERO).map(|hit| hit.value);
+                        prop_assert_eq!(got.as_ref(), model.get(&key), "{}", key);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_value_reads_back_as_written(
             value in proptest::collection::vec(any::<u8>(), 0..4096),

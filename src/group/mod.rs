@@ -56,6 +56,7 @@ use crate::time::{self, Epoch, Instant};
 
 mod builder;
 mod compressed;
+mod decoded;
 mod fill;
 mod handoff;
 pub mod hot;

@@ -124,6 +124,9 @@ counters! {
     compress_micros,
     /// Microseconds spent decompressing values (cache hits, values from peers).
     decompress_micros,
+    /// Hits on values kept compressed answered decoded without decompressing: the
+    /// decoded value was kept from an earlier hit (`--compress-decoded`).
+    decoded_hits,
     /// Stored or received compressed values that failed to decompress (dropped).
     decode_errors,
 }
