@@ -183,17 +183,28 @@ impl Codec {
                 lz4_flex::decompress_size_prepended(packed).map_err(|e| corrupt(&e))
             }
             Codec::Zstd { .. } => {
-                // The frame header may state its size; a frame that does not is still
-                // cut off at `max` (the output buffer's capacity).
-                if let Ok(Some(len)) = zstd::zstd_safe::get_frame_content_size(packed)
-                    && len > max as u64
-                {
-                    return Err(too_large(&len));
-                }
-                zstd_decompress(packed, max).map_err(|e| corrupt(&e))
+                // The frame header may state its size (this node's frames do): the
+                // output buffer is that long, and a frame that decodes to more is
+                // refused. A frame that does not is still cut off at `max`.
+                let room = match zstd::zstd_safe::get_frame_content_size(packed) {
+                    Ok(Some(len)) if len > max as u64 => return Err(too_large(&len)),
+                    Ok(Some(len)) => len as usize,
+                    _ => max,
+                };
+                zstd_decompress(packed, room).map_err(|e| corrupt(&e))
             }
         }
+        .map(fit)
     }
+}
+
+/// `raw` without much more room than its length: a decoded value is kept (hot copies,
+/// the cache of decoded values), and the byte budgets count its length.
+fn fit(mut raw: Vec<u8>) -> Vec<u8> {
+    if raw.capacity() > raw.len() + raw.len() / 8 {
+        raw.shrink_to_fit();
+    }
+    raw
 }
 
 thread_local! {
@@ -292,6 +303,28 @@ mod tests {
     /// Text that compresses well, `len` bytes of it.
     fn text(len: usize) -> Vec<u8> {
         (0..len).map(|i| b"peercache values "[i % 17]).collect()
+    }
+
+    /// A decoded value holds about its own length, not the limit it was decoded
+    /// within: it is kept (hot copies, the cache of decoded values) and the budgets
+    /// count its length. (Before: zstd decoded into a buffer of the whole limit, so a
+    /// 4 KiB value held 1 MiB.)
+    #[test]
+    fn a_decoded_value_holds_about_its_length() {
+        let value = text(4096);
+        for codec in Codec::ALL {
+            let Some(packed) = codec.encode(&value) else {
+                continue;
+            };
+            let decoded = codec.decode(&packed, MAX).unwrap();
+            assert_eq!(decoded, value, "{codec}");
+            assert!(
+                decoded.capacity() <= value.len() + value.len() / 4,
+                "{codec}: capacity {} for {} bytes",
+                decoded.capacity(),
+                value.len()
+            );
+        }
     }
 
     proptest! {
