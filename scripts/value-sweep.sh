@@ -141,8 +141,10 @@ for size in 100 4096 65536; do
     start "$codec" on
     write_all "$keys" "$size"
     read -r rps_z _ p99_z bad_z <<<"$(FROM=$from KEYS=$keys SIZE=$size measure -s "$work/zipf.lua")"
+    # Share of node 1's gets answered decoded from its cache of decoded values.
+    dec_z=$(curl -s http://127.0.0.1:18301/v1/stats | jq -r '.groups.demo | if .gets > 0 then .decoded_hits / .gets else 0 end')
     stop_procs
-    echo "$codec $size $keys $rps $p50 $p99 $((bad + bad_ae + bad_z)) $h1 $h2 $h3 $b1 $b2 $b3 $r1 $rps_ae $p99_ae $rps_z $p99_z" | tee -a "$work/runs"
+    echo "$codec $size $keys $rps $p50 $p99 $((bad + bad_ae + bad_z)) $h1 $h2 $h3 $b1 $b2 $b3 $r1 $rps_ae $p99_ae $rps_z $p99_z $dec_z" | tee -a "$work/runs"
   done
 done
 
@@ -160,7 +162,10 @@ done
   echo "  coalesced); as a plain client, and with \`Accept-Encoding: gzip, zstd\` (values"
   echo "  kept or received in zstd are passed through compressed; the others as before)."
   echo "- **zipf-mixed**: a fresh cluster with hot copies on, written again, then zipf 0.99"
-  echo "  over the same keys, 95 % gets and 5 % puts of new JSON values."
+  echo "  over the same keys, 95 % gets and 5 % puts of new JSON values. \"decoded\" is the"
+  echo "  share of node 1's gets answered from its cache of values kept compressed but read"
+  echo "  decoded before (\`--compress-decoded\`, default a sixteenth of the capacity), without"
+  echo "  decompressing them again."
   echo
   echo "\`zstd-wire\` keeps values as they are and compresses them only for peers"
   echo "(\`--compress zstd --compress-wire-only\`). \"Entries held\" is how many of the keys the"
@@ -175,11 +180,11 @@ done
   echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
   echo "- Machine: $(nproc) cores, $(uname -sr); wrk and the nodes share the cores"
   echo
-  echo "| value | codec | remote-hit req/s | x raw | P50 | P99 | with Accept-Encoding req/s | x raw | P99 | zipf-mixed req/s | x raw | P99 | non-2xx | entries held (3 nodes) | main-cache bytes (3 nodes) | raw/stored at node 1 |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| value | codec | remote-hit req/s | x raw | P50 | P99 | with Accept-Encoding req/s | x raw | P99 | zipf-mixed req/s | x raw | P99 | decoded | non-2xx | entries held (3 nodes) | main-cache bytes (3 nodes) | raw/stored at node 1 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk '$1 == "none" { base[$2] = $4; base_ae[$2] = $15; base_z[$2] = $17 }
-    { printf "| %s B | %s | %s | %.2f | %s | %s | %s | %.2f | %s | %s | %.2f | %s | %s | %d | %.1f MiB | %s |\n",
-      $2, $1, $4, $4 / base[$2], $5, $6, $15, $15 / base_ae[$2], $16, $17, $17 / base_z[$2], $18, $7,
+    { printf "| %s B | %s | %s | %.2f | %s | %s | %s | %.2f | %s | %s | %.2f | %s | %.0f %% | %s | %d | %.1f MiB | %s |\n",
+      $2, $1, $4, $4 / base[$2], $5, $6, $15, $15 / base_ae[$2], $16, $17, $17 / base_z[$2], $18, $19 * 100, $7,
       $8 + $9 + $10, ($11 + $12 + $13) / 1048576, $14 }' "$work/runs"
 } >reports/value-sweep.md
 echo "wrote reports/value-sweep.md"
