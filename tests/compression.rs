@@ -367,3 +367,60 @@ async fn a_read_in_another_codec_is_one_lookup() {
         assert_eq!(codec.decode(&bytes, 1 << 20).unwrap(), value.as_bytes());
     }
 }
+
+/// A hot key kept compressed is decompressed once for readers that do not accept its
+/// codec, then answered from the cache of decoded values (`decoded_hits`, in
+/// /metrics too); a write is read as the new value at once, on the owner and on a
+/// member holding a hot copy; with the cache off every read decompresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_compressed_values_are_decoded_once() {
+    for decoded in [None, Some(0)] {
+        let db = Db::default();
+        let cluster = Cluster::start(2, |_, reg: &Registry| {
+            reg.group("g")
+                .capacity(16 << 20)
+                .hot(keep_all_copies())
+                .timeout(Duration::from_secs(5))
+                .loader(db.clone())
+                .compress(Compression {
+                    decoded,
+                    ..Compression::new(Codec::Zstd { level: 3 }, 1024)
+                })
+                .build()
+                .unwrap();
+        })
+        .await;
+        let key = cluster.key_owned_by(0, "doc");
+        let old = json("old", 16 << 10);
+        db.write(&key, Some(&old));
+        for node in &cluster.nodes {
+            for _ in 0..5 {
+                assert_eq!(node.group("g").get(&key).await.unwrap(), old);
+            }
+        }
+        let hits = |i: usize| cluster.nodes[i].group("g").stats().decoded_hits;
+        match decoded {
+            // The owner: a load, then 4 hits decoded once; the other member: a fetch,
+            // then 4 hits on its hot copy, decoded once.
+            None => assert_eq!((hits(0), hits(1)), (3, 3)),
+            Some(_) => assert_eq!((hits(0), hits(1)), (0, 0)),
+        }
+        if decoded.is_none() {
+            let url = &cluster.nodes[0].url;
+            let metric = metric(url, "peercache_decoded_hits_total{group=\"g\"}").await;
+            assert_eq!(metric, Some(3), "in /metrics");
+        }
+        let new = Bytes::from(json("new", 16 << 10));
+        db.write(&key, Some(std::str::from_utf8(&new).unwrap()));
+        cluster.nodes[1]
+            .group("g")
+            .set(&key, new.clone(), None)
+            .await
+            .unwrap();
+        for node in &cluster.nodes {
+            for _ in 0..3 {
+                assert_eq!(node.group("g").get(&key).await.unwrap(), new, "{decoded:?}");
+            }
+        }
+    }
+}
