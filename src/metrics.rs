@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -49,6 +50,7 @@ pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     peer_rpcs: Family<RpcLabels, Histogram>,
     peer_batches: Histogram,
+    peer_decompress: Counter<f64, AtomicU64>,
     requests: Family<RequestLabels, Histogram>,
     http_connections: Gauge,
     http_refused: Counter,
@@ -77,6 +79,12 @@ impl Metrics {
             "peer_batch_keys",
             "Keys per GetMany call: gets to one peer ready at the same moment, sent together",
             peer_batches.clone(),
+        );
+        let peer_decompress = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "peer_decompress_seconds",
+            "Time spent decompressing the values peers answered compressed (every frame is checked before it is kept or passed on)",
+            peer_decompress.clone(),
         );
         registry.register(
             "http_request_seconds",
@@ -108,6 +116,7 @@ impl Metrics {
         Metrics {
             registry,
             peer_rpcs,
+            peer_decompress,
             peer_batches,
             requests,
             http_connections,
@@ -215,6 +224,10 @@ impl CallObserver for Metrics {
 
     fn observe_batch(&self, keys: usize) {
         self.peer_batches.observe(keys as f64);
+    }
+
+    fn observe_decode(&self, took: Duration) {
+        self.peer_decompress.inc_by(took.as_secs_f64());
     }
 }
 

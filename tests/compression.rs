@@ -371,7 +371,8 @@ async fn a_read_in_another_codec_is_one_lookup() {
 /// A hot key kept compressed is decompressed once for readers that do not accept its
 /// codec, then answered from the cache of decoded values (`decoded_hits`, in
 /// /metrics too); a write is read as the new value at once, on the owner and on a
-/// member holding a hot copy; with the cache off every read decompresses.
+/// member holding a hot copy; with the cache off every read decompresses. The member
+/// that fetched the owner's compressed bytes counts the time it took to check them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_compressed_values_are_decoded_once() {
     for decoded in [None, Some(0)] {
@@ -409,6 +410,21 @@ async fn hot_compressed_values_are_decoded_once() {
             let url = &cluster.nodes[0].url;
             let metric = metric(url, "peercache_decoded_hits_total{group=\"g\"}").await;
             assert_eq!(metric, Some(3), "in /metrics");
+            // The member that fetched the owner's zstd bytes timed checking them; the
+            // owner decoded nothing a peer sent.
+            let decode_seconds = |i: usize| {
+                let url = cluster.nodes[i].url.clone();
+                async move {
+                    let text = reqwest::get(format!("{url}/metrics")).await.unwrap();
+                    let text = text.text().await.unwrap();
+                    let line = (text.lines())
+                        .find(|l| l.starts_with("peercache_peer_decompress_seconds_total "))
+                        .expect("the counter is exported");
+                    line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+                }
+            };
+            assert!(decode_seconds(1).await > 0.0);
+            assert_eq!(decode_seconds(0).await, 0.0);
         }
         let new = Bytes::from(json("new", 16 << 10));
         db.write(&key, Some(std::str::from_utf8(&new).unwrap()));

@@ -122,7 +122,9 @@ counters! {
     stored_bytes_in,
     /// Microseconds spent compressing values (to keep them, or for the wire).
     compress_micros,
-    /// Microseconds spent decompressing values (cache hits, values from peers).
+    /// Microseconds spent decompressing the values the caches keep compressed (hits,
+    /// handoffs; the node's peer_decompress_seconds counts values peers sent
+    /// compressed).
     decompress_micros,
     /// Hits on values kept compressed answered decoded without decompressing: the
     /// decoded value was kept from an earlier hit (`--compress-decoded`).

@@ -128,7 +128,15 @@ impl GrpcPeer {
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         let answer = self.call("get", deadline, get, req).await?;
-        fetched_from_wire(answer, self.limit)
+        let started = time::now();
+        let fetched = fetched_from_wire(answer, self.limit);
+        if let Ok(Fetched {
+            packed: Some(_), ..
+        }) = &fetched
+        {
+            self.observer.observe_decode(started.elapsed());
+        }
+        fetched
     }
 
     /// A get through the group's queue (batch.rs): led, or answered by its leader.
@@ -206,7 +214,23 @@ impl GrpcPeer {
         };
         let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
         let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
-            Ok(answer) => many_from_wire(answer, waiting.len(), self.limit),
+            Ok(answer) => {
+                let started = time::now();
+                let answers = many_from_wire(answer, waiting.len(), self.limit);
+                let packed = |a: &Answer| {
+                    matches!(
+                        a,
+                        Some(Ok(Fetched {
+                            packed: Some(_),
+                            ..
+                        }))
+                    )
+                };
+                if answers.iter().any(packed) {
+                    self.observer.observe_decode(started.elapsed());
+                }
+                answers
+            }
             Err(failure) => {
                 let failed = Err(failure);
                 self.unreachable(&failed, deadline);

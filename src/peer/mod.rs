@@ -168,6 +168,12 @@ pub trait CallObserver: Send + Sync + 'static {
     fn observe_batch(&self, keys: usize) {
         let _ = keys;
     }
+
+    /// An answer's values that came compressed took `took` to decompress (the asker
+    /// checks every frame before keeping or passing on anything).
+    fn observe_decode(&self, took: Duration) {
+        let _ = took;
+    }
 }
 
 /// An observer that keeps nothing.
