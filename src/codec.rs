@@ -185,7 +185,10 @@ impl Codec {
             Codec::Zstd { .. } => {
                 // The frame header may state its size (this node's frames do): the
                 // output buffer is that long, and a frame that decodes to more is
-                // refused. A frame that does not is still cut off at `max`.
+                // refused. A frame that does not is still cut off at `max`. One frame,
+                // as this node writes: more frames after the first (or a skippable
+                // frame before it, which states size 0) do not fit the buffer and are
+                // refused, as gzip's bytes after its member are.
                 let room = match zstd::zstd_safe::get_frame_content_size(packed) {
                     Ok(Some(len)) if len > max as u64 => return Err(too_large(&len)),
                     Ok(Some(len)) => len as usize,

@@ -146,9 +146,11 @@ struct Serve {
     /// decompression).
     #[arg(long, env = "PEERCACHE_COMPRESS_WIRE_ONLY")]
     compress_wire_only: bool,
-    /// Bytes of decoded values kept beside each group's compressed ones, so a hot key
-    /// is not decompressed on every hit by a client that does not accept the codec
-    /// (default: a sixteenth of the group's capacity; 0: none).
+    /// Budget of each group's cache of decoded values (the values with their stored
+    /// frames and keys), kept beside the compressed ones so a hot key is not
+    /// decompressed on every hit by a client that does not accept the codec (default:
+    /// a sixteenth of the group's capacity; 0: none; unused with
+    /// --compress-wire-only).
     #[arg(long, env = "PEERCACHE_COMPRESS_DECODED", value_parser = byte_size)]
     compress_decoded: Option<usize>,
     /// Least gets per second from peers for a key to be hot.

@@ -440,3 +440,30 @@ async fn hot_compressed_values_are_decoded_once() {
         }
     }
 }
+
+/// Whether a node holds a key, and its time to live (RESP EXISTS and TTL), are read
+/// without decompressing the value: they leave nothing in the cache of decoded values.
+/// (Before: both decoded the whole value, and the next read found it decoded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_ttl_need_no_decompression() {
+    let db = Db::default();
+    let cluster = Cluster::start(1, |_, reg: &Registry| {
+        reg.group("g")
+            .capacity(16 << 20)
+            .loader(db.clone())
+            .compress(Compression::new(Codec::Zstd { level: 3 }, 1024))
+            .build()
+            .unwrap();
+    })
+    .await;
+    let group = cluster.nodes[0].group("g");
+    let value = json("k", 16 << 10);
+    db.write("k", Some(&value));
+    assert_eq!(group.get("k").await.unwrap(), value, "loaded");
+    assert!(group.holds("k"));
+    assert_eq!(group.cached_ttl("k"), Some(None), "held, never expires");
+    assert_eq!(group.get("k").await.unwrap(), value);
+    assert_eq!(group.stats().decoded_hits, 0, "this read decoded the value");
+    assert_eq!(group.get("k").await.unwrap(), value);
+    assert_eq!(group.stats().decoded_hits, 1);
+}

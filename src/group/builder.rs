@@ -213,7 +213,10 @@ impl GroupBuilder {
         // One cache of decoded values for the main and hot caches' compressed entries.
         let decoded = (self.compression)
             .filter(|how| !how.wire_only)
-            .and_then(|how| super::decoded::Decoded::new(how.decoded.unwrap_or(self.capacity / 16)))
+            .and_then(|how| {
+                let budget = how.decoded.unwrap_or(self.capacity / 16);
+                super::decoded::Decoded::new(budget, checked.limits.max_value)
+            })
             .map(Arc::new);
         let packed = |store: Box<dyn Store>| match self.compression {
             Some(how) if !how.wire_only => Box::new(super::compressed::Compressed::new(

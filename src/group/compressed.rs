@@ -289,7 +289,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let inner = Box::new(Sharded::new(1 << 20, 1, Lru::new));
         let how = Compression::new(codec, min);
-        let decoded = Decoded::new(decoded).map(Arc::new);
+        let decoded = Decoded::new(decoded, 1 << 20).map(Arc::new);
         (
             Compressed::new(inner, how, 1 << 20, counters.clone(), decoded),
             counters,

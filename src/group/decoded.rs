@@ -19,8 +19,8 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::store::ENTRY_OVERHEAD;
 
-/// Independent parts of the cache: few, so one part still holds several large values.
-const SHARDS: usize = 4;
+/// Most independent parts of the cache (each locked on its own).
+const MAX_SHARDS: u64 = 16;
 
 /// The byte budget's weights: the key, the frame and the value, with the overhead of
 /// an entry.
@@ -39,13 +39,19 @@ pub(super) struct Decoded {
 }
 
 impl Decoded {
-    /// A cache of at most `capacity` bytes; `None` for 0 (off).
-    pub(super) fn new(capacity: u64) -> Option<Self> {
+    /// A cache of at most `capacity` bytes for values up to `largest` bytes; `None`
+    /// for 0 (off).
+    pub(super) fn new(capacity: u64, largest: usize) -> Option<Self> {
         if capacity == 0 {
             return None;
         }
+        // Each part has its share of the budget and refuses an entry larger than that:
+        // as many parts as leave room for four of the largest values (and their
+        // frames) in each, at least one.
+        let fit = capacity / (8 * (largest as u64).max(1));
+        let shards = 1u64 << fit.clamp(1, MAX_SHARDS).ilog2();
         let options = quick_cache::OptionsBuilder::new()
-            .shards(SHARDS)
+            .shards(shards as usize)
             // A guess for the table's first size only; values of 4 KiB.
             .estimated_items_capacity(usize::try_from(capacity / 4096).unwrap_or(1).max(16))
             .weight_capacity(capacity)
@@ -95,7 +101,7 @@ mod tests {
 
     #[test]
     fn only_the_same_frame_is_answered() {
-        let d = Decoded::new(1 << 20).expect("on");
+        let d = Decoded::new(1 << 20, 1 << 10).expect("on");
         let frame = Bytes::from(vec![1u8, 2, 3]);
         d.insert("k", frame.clone(), Bytes::from_static(b"value"));
         assert_eq!(d.get("k", &frame).as_deref(), Some(&b"value"[..]));
@@ -110,13 +116,23 @@ mod tests {
 
     #[test]
     fn it_keeps_within_its_budget_and_zero_is_off() {
-        assert!(Decoded::new(0).is_none());
-        let d = Decoded::new(64 << 10).expect("on");
+        assert!(Decoded::new(0, 1 << 20).is_none());
+        let d = Decoded::new(64 << 10, 4 << 10).expect("on");
         for i in 0..100 {
             let frame = Bytes::from(vec![0u8; 1000]);
             d.insert(&format!("k{i}"), frame, Bytes::from(vec![1u8; 3000]));
         }
         assert!(d.weight() <= 64 << 10, "{}", d.weight());
         assert!(d.weight() > 0);
+    }
+
+    /// A value as large as the group allows is kept, even in a budget of a few of
+    /// them (one part then, not a share too small for it).
+    #[test]
+    fn the_largest_value_fits() {
+        let d = Decoded::new(4 << 20, 1 << 20).expect("on");
+        let frame = Bytes::from(vec![0u8; 100 << 10]);
+        d.insert("big", frame.clone(), Bytes::from(vec![1u8; 1 << 20]));
+        assert!(d.get("big", &frame).is_some());
     }
 }

@@ -524,7 +524,10 @@ impl Group {
 
     /// Whether this node holds `key` in its main cache (it owns it, or did).
     pub fn holds(&self, key: &str) -> bool {
-        self.inner.main.get(key, self.inner.epoch.now()).is_some()
+        // In any codec: presence needs no decompression.
+        (self.inner.main)
+            .get_as(key, self.inner.epoch.now(), &Codec::ALL)
+            .is_some()
     }
 
     /// Whether this node's main or hot cache holds `key`, and if so the time the entry
@@ -532,7 +535,9 @@ impl Group {
     pub fn cached_ttl(&self, key: &str) -> Option<Option<Duration>> {
         let inner = &*self.inner;
         let now = inner.epoch.now();
-        let hit = (inner.main.get(key, now)).or_else(|| inner.hot.get(key, now))?;
+        // In any codec: the entry's lifetime needs no decompression.
+        let (hit, _) = (inner.main.get_as(key, now, &Codec::ALL))
+            .or_else(|| inner.hot.store()?.get_as(key, now, &Codec::ALL))?;
         Some(hit.expires_at().map(|at| at.saturating_sub(now)))
     }
 

@@ -128,12 +128,11 @@ impl GrpcPeer {
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         let answer = self.call("get", deadline, get, req).await?;
+        let compressed = answer.codec != proto::Codec::Identity as i32;
         let started = time::now();
         let fetched = fetched_from_wire(answer, self.limit);
-        if let Ok(Fetched {
-            packed: Some(_), ..
-        }) = &fetched
-        {
+        // Refused frames too: a bomb cut off at the limit is the costliest.
+        if compressed {
             self.observer.observe_decode(started.elapsed());
         }
         fetched
@@ -215,18 +214,13 @@ impl GrpcPeer {
         let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
         let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
             Ok(answer) => {
+                let compressed = (answer.entries.iter()).any(|e| {
+                    matches!(&e.result, Some(proto::get_many_entry::Result::Found(found))
+                        if found.codec != proto::Codec::Identity as i32)
+                });
                 let started = time::now();
                 let answers = many_from_wire(answer, waiting.len(), self.limit);
-                let packed = |a: &Answer| {
-                    matches!(
-                        a,
-                        Some(Ok(Fetched {
-                            packed: Some(_),
-                            ..
-                        }))
-                    )
-                };
-                if answers.iter().any(packed) {
+                if compressed {
                     self.observer.observe_decode(started.elapsed());
                 }
                 answers
