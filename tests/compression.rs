@@ -146,6 +146,50 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
     assert_eq!((plain.codec, plain.value), (0, Bytes::from(value)));
 }
 
+/// A member asked for its entry of a key that moved (Peek, a handoff) answers in the
+/// codec it keeps the value in when the asker accepts it, else decompressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peeked_entry_travels_as_it_is_kept_to_askers_that_accept_it() {
+    let db = Db::default();
+    let cluster = Cluster::start(1, mixed(&db)).await;
+    let node = &cluster.nodes[0];
+    let value = json("k", 32 << 10);
+    db.write("k", Some(&value));
+    assert_eq!(node.group("g").get("k").await.unwrap(), value, "loaded");
+    let mut raw = common::raw_peer(&node.id).await;
+    let peek = |accept: Vec<i32>| peercache::proto::PeekRequest {
+        group: "g".into(),
+        key: "k".into(),
+        deadline_ms: 2000,
+        // A member this node has not seen: a new one, which may be answered.
+        asker: "127.0.0.1:1".into(),
+        accept,
+    };
+    let zstd = peercache::proto::Codec::Zstd as i32;
+    let packed = raw.peek(peek(vec![zstd])).await.unwrap().into_inner();
+    assert!(packed.found);
+    assert_eq!(packed.codec, zstd);
+    assert!(
+        packed.value.len() * 3 < value.len(),
+        "{} bytes",
+        packed.value.len()
+    );
+    let decoded = Codec::Zstd { level: 3 }
+        .decode(&packed.value, 1 << 20)
+        .unwrap();
+    assert_eq!(decoded, value.as_bytes());
+    let lz4_only = raw
+        .peek(peek(vec![peercache::proto::Codec::Lz4 as i32]))
+        .await;
+    let lz4_only = lz4_only.unwrap().into_inner();
+    assert_eq!(
+        (lz4_only.codec, lz4_only.value),
+        (0, Bytes::from(value.clone()))
+    );
+    let plain = raw.peek(peek(vec![])).await.unwrap().into_inner();
+    assert_eq!((plain.codec, plain.value), (0, Bytes::from(value)));
+}
+
 /// An HTTP read: the body as sent (no decoding), and its `Content-Encoding`.
 async fn http_get(url: &str, accept_encoding: Option<&str>) -> (Vec<u8>, Option<String>) {
     let mut req = reqwest::Client::new().get(url);

@@ -53,6 +53,7 @@ enum Call {
         group: GroupName,
         key: Key,
         asker: String,
+        accept: Vec<i32>,
     },
     Push {
         group: GroupName,
@@ -134,11 +135,17 @@ impl Call {
                 key: key.text(),
                 version,
             }),
-            Call::Peek { group, key, asker } => R::Peek(proto::PeekRequest {
+            Call::Peek {
+                group,
+                key,
+                asker,
+                accept,
+            } => R::Peek(proto::PeekRequest {
                 group: group.name().to_owned(),
                 key: key.text(),
                 deadline_ms: 0,
                 asker,
+                accept,
             }),
             Call::Push { group, entries } => R::Push(proto::PushRequest {
                 group: group.name().to_owned(),

@@ -25,6 +25,7 @@ use futures::future::join_all;
 
 use super::Group;
 use crate::buggify::{self, Bug};
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::peer::{Fetched, PeerRef};
 use crate::ring::Ring;
@@ -138,14 +139,29 @@ impl Group {
     /// node's view but was before (it may be coming back, which this node has yet to
     /// notice): see [`crate::peer::PeerPicker::may_answer`].
     pub fn peek_for_peer(&self, key: &str, asker: &str) -> Result<Option<Fetched>> {
+        Ok(self
+            .peek_for_peer_as(key, asker, &[])?
+            .map(|(held, _)| held))
+    }
+
+    /// [`Self::peek_for_peer`] for an asker that decodes the codecs of `accept`: an
+    /// entry kept compressed in one of them is answered as it is kept, in the codec
+    /// returned.
+    pub fn peek_for_peer_as(
+        &self,
+        key: &str,
+        asker: &str,
+        accept: &[Codec],
+    ) -> Result<Option<(Fetched, Codec)>> {
         let inner = &*self.inner;
         inner.limits.check_key(key)?;
         if !self.picker().is_some_and(|p| p.may_answer(asker)) {
             return Ok(None);
         }
         let now = inner.epoch.now();
-        let hit = (inner.main.get(key, now)).or_else(|| inner.handoff.get(key, now));
-        Ok(hit.map(|hit| self.fetched(hit)))
+        let hit = (inner.main.get_as(key, now, accept))
+            .or_else(|| Some((inner.handoff.get(key, now)?, Codec::Identity)));
+        Ok(hit.map(|(hit, codec)| (self.fetched(hit), codec)))
     }
 
     /// Keeps entries a leaving member pushed here, in the handoff store until this
@@ -223,7 +239,13 @@ impl Group {
             version: floor,
             expires_at: fetched.expires_in.map(|d| now.saturating_add(d)),
         };
-        inner.main.insert(key, entry).ok()?;
+        // A peeked value that came compressed is kept as it came when the codec is
+        // this node's, not compressed again.
+        let packed = fetched
+            .packed
+            .as_ref()
+            .map(|(codec, bytes)| (*codec, bytes));
+        inner.main.insert_packed(key, entry, packed).ok()?;
         match promoted {
             true => {
                 inner.hot.forget(key, fetched.version);

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use tonic::transport::Channel;
 
 use super::batch::{Answer, Batcher, Coalescing, Duty, Waiter};
-use super::convert::{accepted, deadline_to_wire, fetched_from_wire, many_from_wire, ttl_to_wire};
+use super::convert::{
+    accepted, deadline_to_wire, fetched_from_wire, many_from_wire, peeked_from_wire, ttl_to_wire,
+};
 use crate::peer::{CallObserver, Fetched, MIN_EVIDENCE, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time;
@@ -324,9 +326,17 @@ impl PeerClient for GrpcPeer {
             key: key.to_owned(),
             deadline_ms: deadline_to_wire(left),
             asker: asker.to_owned(),
+            accept: accepted(),
         };
         let peek = |mut rpc: Rpc<Channel>, req| async move { rpc.peek(req).await };
-        self.call("peek", deadline, peek, req).await?.try_into()
+        let answer = self.call("peek", deadline, peek, req).await?;
+        let compressed = answer.codec != proto::Codec::Identity as i32;
+        let started = time::now();
+        let peeked = peeked_from_wire(answer, self.limit);
+        if compressed {
+            self.observer.observe_decode(started.elapsed());
+        }
+        peeked
     }
 
     async fn push(

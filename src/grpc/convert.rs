@@ -183,43 +183,37 @@ pub(super) fn many_from_wire(
         .collect()
 }
 
-impl From<Option<Fetched>> for proto::PeekResponse {
-    fn from(f: Option<Fetched>) -> Self {
-        match f {
-            None => proto::PeekResponse::default(),
-            Some(f) => proto::PeekResponse {
-                found: true,
-                value: f.value,
-                version: f.version,
-                expires_in_ms: expires_to_wire(f.expires_in),
-                codec: proto::Codec::Identity as i32,
-            },
-        }
+/// A peek's answer: `held`'s value is in its codec (as the member keeps it).
+pub(super) fn peek_response(held: Option<(Fetched, Codec)>) -> proto::PeekResponse {
+    match held {
+        None => proto::PeekResponse::default(),
+        Some((f, codec)) => proto::PeekResponse {
+            found: true,
+            value: f.value,
+            version: f.version,
+            expires_in_ms: expires_to_wire(f.expires_in),
+            codec: codec.wire() as i32,
+        },
     }
 }
 
-impl TryFrom<proto::PeekResponse> for Option<Fetched> {
-    type Error = PeerFailure;
-
-    fn try_from(r: proto::PeekResponse) -> Result<Self, PeerFailure> {
-        if !r.found {
-            return Ok(None);
-        }
-        // Values are peeked as they are: no codec is accepted.
-        if r.codec != proto::Codec::Identity as i32 {
-            return Err(PeerFailure::Answered(Error::load(format!(
-                "the previous owner sent codec {} unasked",
-                r.codec
-            ))));
-        }
-        Ok(Some(Fetched {
-            value: r.value,
-            version: r.version,
-            expires_in: ttl_from_wire(r.expires_in_ms),
-            hot: false,
-            packed: None,
-        }))
+/// A peek's answer as received, its value decoded within `limit` bytes (a corrupt
+/// frame or a bomb is the member's error, as for a get).
+pub(super) fn peeked_from_wire(
+    r: proto::PeekResponse,
+    limit: usize,
+) -> Result<Option<Fetched>, PeerFailure> {
+    if !r.found {
+        return Ok(None);
     }
+    let (value, packed) = read_value(r.value, r.codec, limit)?;
+    Ok(Some(Fetched {
+        value,
+        packed,
+        version: r.version,
+        expires_in: ttl_from_wire(r.expires_in_ms),
+        hot: false,
+    }))
 }
 
 impl From<(String, Fetched)> for proto::PushEntry {
@@ -292,6 +286,38 @@ mod tests {
             "live: at least 1 ms"
         );
         assert!(back.hot, "the owner's hot flag crosses the wire");
+    }
+
+    /// A peeked entry is read as a get's answer: decoded (and its frame kept) when it
+    /// came compressed, refused when its frame is corrupt; "not found" is no entry.
+    #[test]
+    fn peeked_entries_are_decoded_and_bad_ones_refused() {
+        let value = b"peeked value ".repeat(100);
+        let lz4 = Codec::Lz4.encode(&value).unwrap();
+        let answer = |value: Vec<u8>, codec: Codec| proto::PeekResponse {
+            found: true,
+            value: value.into(),
+            version: 4,
+            expires_in_ms: 0,
+            codec: codec.wire() as i32,
+        };
+        let got = peeked_from_wire(answer(lz4.clone(), Codec::Lz4), 1 << 20).unwrap();
+        let got = got.expect("found");
+        assert_eq!((&got.value[..], got.version), (&value[..], 4));
+        assert_eq!(
+            got.packed.map(|(c, b)| (c, b.to_vec())),
+            Some((Codec::Lz4, lz4))
+        );
+        let plain = peeked_from_wire(answer(value.clone(), Codec::Identity), 1 << 20);
+        let plain = plain.unwrap().expect("found");
+        assert_eq!((&plain.value[..], plain.packed), (&value[..], None));
+        let corrupt = peeked_from_wire(answer(vec![0xff; 40], Codec::Lz4), 1 << 20);
+        assert!(
+            matches!(corrupt, Err(PeerFailure::Answered(_))),
+            "{corrupt:?}"
+        );
+        let none = peeked_from_wire(proto::PeekResponse::default(), 1 << 20).unwrap();
+        assert!(none.is_none());
     }
 
     #[test]

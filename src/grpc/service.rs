@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    accept_from_wire, check_codec, deadline_from_wire, get_response, many_to_wire,
+    accept_from_wire, check_codec, deadline_from_wire, get_response, many_to_wire, peek_response,
     pushed_from_wire, ttl_from_wire,
 };
 use crate::group::Registry;
@@ -113,8 +113,10 @@ impl Peer for PeerService {
         req: Request<proto::PeekRequest>,
     ) -> Result<Response<proto::PeekResponse>, Status> {
         let req = req.into_inner();
-        let held = (self.groups.get(&req.group)?).peek_for_peer(&req.key, &req.asker)?;
-        Ok(Response::new(held.into()))
+        let accept = accept_from_wire(&req.accept);
+        let group = self.groups.get(&req.group)?;
+        let held = group.peek_for_peer_as(&req.key, &req.asker, &accept)?;
+        Ok(Response::new(peek_response(held)))
     }
 
     async fn push(
