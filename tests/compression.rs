@@ -102,17 +102,43 @@ async fn members_with_different_codecs_serve_every_value_whole() {
     }
 }
 
+/// One node keeping values in zstd (`mixed`'s first) that holds "k", a 32 KiB JSON
+/// value, and a client of its peer protocol.
+async fn zstd_node_holding_k(
+    db: &Db,
+) -> (
+    Cluster,
+    String,
+    peercache::proto::peer_client::PeerClient<tonic::transport::Channel>,
+) {
+    let cluster = Cluster::start(1, mixed(db)).await;
+    let node = &cluster.nodes[0];
+    let value = json("k", 32 << 10);
+    db.write("k", Some(&value));
+    assert_eq!(node.group("g").get("k").await.unwrap(), value, "loaded");
+    let raw = common::raw_peer(&node.id).await;
+    (cluster, value, raw)
+}
+
+/// Answers (codec, bytes) of a zstd-keeping member about `value`, asked by a peer
+/// that accepts zstd (its frame: smaller, decoding to the value), only LZ4 (the value:
+/// not a codec the asker named) and none.
+fn check_kept_codec(value: &str, zstd: (i32, Bytes), lz4_only: (i32, Bytes), plain: (i32, Bytes)) {
+    assert_eq!(zstd.0, peercache::proto::Codec::Zstd as i32);
+    assert!(zstd.1.len() * 3 < value.len(), "{} bytes", zstd.1.len());
+    let decoded = Codec::Zstd { level: 3 }.decode(&zstd.1, 1 << 20).unwrap();
+    assert_eq!(decoded, value.as_bytes());
+    let whole = (0, Bytes::from(value.to_owned()));
+    assert_eq!(lz4_only, whole, "not a codec the asker named: decompressed");
+    assert_eq!(plain, whole);
+}
+
 /// An owner that keeps a value compressed answers with those bytes: what crosses the
 /// link is smaller than the value, and a peer that accepts no codec gets it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
     let db = Db::default();
-    let cluster = Cluster::start(1, mixed(&db)).await;
-    let node = &cluster.nodes[0];
-    let value = json("k", 32 << 10);
-    db.write("k", Some(&value));
-    assert_eq!(node.group("g").get("k").await.unwrap(), value, "loaded");
-    let mut raw = common::raw_peer(&node.id).await;
+    let (_cluster, value, mut raw) = zstd_node_holding_k(&db).await;
     let ask = |accept: Vec<i32>| peercache::proto::GetRequest {
         group: "g".into(),
         key: "k".into(),
@@ -121,29 +147,14 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
         accept,
     };
     let zstd = peercache::proto::Codec::Zstd as i32;
-    let packed = raw.get(ask(vec![zstd])).await.unwrap().into_inner();
-    assert_eq!(packed.codec, zstd);
-    assert!(
-        packed.value.len() * 3 < value.len(),
-        "{} bytes",
-        packed.value.len()
+    let lz4 = peercache::proto::Codec::Lz4 as i32;
+    let answer = |r: peercache::proto::GetResponse| (r.codec, r.value);
+    check_kept_codec(
+        &value,
+        answer(raw.get(ask(vec![zstd])).await.unwrap().into_inner()),
+        answer(raw.get(ask(vec![lz4])).await.unwrap().into_inner()),
+        answer(raw.get(ask(vec![])).await.unwrap().into_inner()),
     );
-    let decoded = Codec::Zstd { level: 3 }
-        .decode(&packed.value, 1 << 20)
-        .unwrap();
-    assert_eq!(decoded, value.as_bytes());
-    let lz4_only = raw
-        .get(ask(vec![peercache::proto::Codec::Lz4 as i32]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        lz4_only.codec, 0,
-        "not a codec the asker named: decompressed"
-    );
-    assert_eq!(lz4_only.value, value);
-    let plain = raw.get(ask(vec![])).await.unwrap().into_inner();
-    assert_eq!((plain.codec, plain.value), (0, Bytes::from(value)));
 }
 
 /// A member asked for its entry of a key that moved (Peek, a handoff) answers in the
@@ -151,12 +162,7 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peeked_entry_travels_as_it_is_kept_to_askers_that_accept_it() {
     let db = Db::default();
-    let cluster = Cluster::start(1, mixed(&db)).await;
-    let node = &cluster.nodes[0];
-    let value = json("k", 32 << 10);
-    db.write("k", Some(&value));
-    assert_eq!(node.group("g").get("k").await.unwrap(), value, "loaded");
-    let mut raw = common::raw_peer(&node.id).await;
+    let (_cluster, value, mut raw) = zstd_node_holding_k(&db).await;
     let peek = |accept: Vec<i32>| peercache::proto::PeekRequest {
         group: "g".into(),
         key: "k".into(),
@@ -166,28 +172,17 @@ async fn a_peeked_entry_travels_as_it_is_kept_to_askers_that_accept_it() {
         accept,
     };
     let zstd = peercache::proto::Codec::Zstd as i32;
-    let packed = raw.peek(peek(vec![zstd])).await.unwrap().into_inner();
-    assert!(packed.found);
-    assert_eq!(packed.codec, zstd);
-    assert!(
-        packed.value.len() * 3 < value.len(),
-        "{} bytes",
-        packed.value.len()
+    let lz4 = peercache::proto::Codec::Lz4 as i32;
+    let answer = |r: peercache::proto::PeekResponse| {
+        assert!(r.found);
+        (r.codec, r.value)
+    };
+    check_kept_codec(
+        &value,
+        answer(raw.peek(peek(vec![zstd])).await.unwrap().into_inner()),
+        answer(raw.peek(peek(vec![lz4])).await.unwrap().into_inner()),
+        answer(raw.peek(peek(vec![])).await.unwrap().into_inner()),
     );
-    let decoded = Codec::Zstd { level: 3 }
-        .decode(&packed.value, 1 << 20)
-        .unwrap();
-    assert_eq!(decoded, value.as_bytes());
-    let lz4_only = raw
-        .peek(peek(vec![peercache::proto::Codec::Lz4 as i32]))
-        .await;
-    let lz4_only = lz4_only.unwrap().into_inner();
-    assert_eq!(
-        (lz4_only.codec, lz4_only.value),
-        (0, Bytes::from(value.clone()))
-    );
-    let plain = raw.peek(peek(vec![])).await.unwrap().into_inner();
-    assert_eq!((plain.codec, plain.value), (0, Bytes::from(value)));
 }
 
 /// An HTTP read: the body as sent (no decoding), and its `Content-Encoding`.

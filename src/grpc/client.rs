@@ -131,13 +131,20 @@ impl GrpcPeer {
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         let answer = self.call("get", deadline, get, req).await?;
         let compressed = answer.codec != proto::Codec::Identity as i32;
-        let started = time::now();
-        let fetched = fetched_from_wire(answer, self.limit);
-        // Refused frames too: a bomb cut off at the limit is the costliest.
-        if compressed {
-            self.observer.observe_decode(started.elapsed());
+        self.decode(compressed, || fetched_from_wire(answer, self.limit))
+    }
+
+    /// `read()`, an answer's conversion that decodes its values, timed for the
+    /// observer when any came `compressed` (refused frames too: a bomb cut off at the
+    /// limit is the costliest).
+    fn decode<T>(&self, compressed: bool, read: impl FnOnce() -> T) -> T {
+        if !compressed {
+            return read();
         }
-        fetched
+        let started = time::now();
+        let read = read();
+        self.observer.observe_decode(started.elapsed());
+        read
     }
 
     /// A get through the group's queue (batch.rs): led, or answered by its leader.
@@ -220,12 +227,9 @@ impl GrpcPeer {
                     matches!(&e.result, Some(proto::get_many_entry::Result::Found(found))
                         if found.codec != proto::Codec::Identity as i32)
                 });
-                let started = time::now();
-                let answers = many_from_wire(answer, waiting.len(), self.limit);
-                if compressed {
-                    self.observer.observe_decode(started.elapsed());
-                }
-                answers
+                self.decode(compressed, || {
+                    many_from_wire(answer, waiting.len(), self.limit)
+                })
             }
             Err(failure) => {
                 let failed = Err(failure);
@@ -331,12 +335,7 @@ impl PeerClient for GrpcPeer {
         let peek = |mut rpc: Rpc<Channel>, req| async move { rpc.peek(req).await };
         let answer = self.call("peek", deadline, peek, req).await?;
         let compressed = answer.codec != proto::Codec::Identity as i32;
-        let started = time::now();
-        let peeked = peeked_from_wire(answer, self.limit);
-        if compressed {
-            self.observer.observe_decode(started.elapsed());
-        }
-        peeked
+        self.decode(compressed, || peeked_from_wire(answer, self.limit))
     }
 
     async fn push(
