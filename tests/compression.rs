@@ -102,16 +102,34 @@ async fn members_with_different_codecs_serve_every_value_whole() {
     }
 }
 
-/// One node keeping values in zstd (`mixed`'s first) that holds "k", a 32 KiB JSON
-/// value, and a client of its peer protocol.
+/// One node keeping values in zstd (`mixed`'s first), or with `wire_only` compressing
+/// them in zstd for the wire only, that holds "k", a 32 KiB JSON value, and a client of
+/// its peer protocol.
 async fn zstd_node_holding_k(
     db: &Db,
+    wire_only: bool,
 ) -> (
     Cluster,
     String,
     peercache::proto::peer_client::PeerClient<tonic::transport::Channel>,
 ) {
-    let cluster = Cluster::start(1, mixed(db)).await;
+    let cluster = match wire_only {
+        false => Cluster::start(1, mixed(db)).await,
+        true => {
+            Cluster::start(1, |_, reg: &Registry| {
+                reg.group("g")
+                    .capacity(16 << 20)
+                    .loader(db.clone())
+                    .compress(Compression {
+                        wire_only: true,
+                        ..Compression::new(Codec::Zstd { level: 3 }, 1024)
+                    })
+                    .build()
+                    .unwrap();
+            })
+            .await
+        }
+    };
     let node = &cluster.nodes[0];
     let value = json("k", 32 << 10);
     db.write("k", Some(&value));
@@ -138,7 +156,7 @@ fn check_kept_codec(value: &str, zstd: (i32, Bytes), lz4_only: (i32, Bytes), pla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
     let db = Db::default();
-    let (_cluster, value, mut raw) = zstd_node_holding_k(&db).await;
+    let (_cluster, value, mut raw) = zstd_node_holding_k(&db, false).await;
     let ask = |accept: Vec<i32>| peercache::proto::GetRequest {
         group: "g".into(),
         key: "k".into(),
@@ -158,11 +176,18 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
 }
 
 /// A member asked for its entry of a key that moved (Peek, a handoff) answers in the
-/// codec it keeps the value in when the asker accepts it, else decompressed.
+/// codec it keeps the value in when the asker accepts it, else decompressed; a member
+/// that compresses only for the wire compresses it for such an asker, as for a get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peeked_entry_travels_as_it_is_kept_to_askers_that_accept_it() {
+    for wire_only in [false, true] {
+        peek_in_zstd(wire_only).await;
+    }
+}
+
+async fn peek_in_zstd(wire_only: bool) {
     let db = Db::default();
-    let (_cluster, value, mut raw) = zstd_node_holding_k(&db).await;
+    let (cluster, value, mut raw) = zstd_node_holding_k(&db, wire_only).await;
     let peek = |accept: Vec<i32>| peercache::proto::PeekRequest {
         group: "g".into(),
         key: "k".into(),
@@ -183,6 +208,13 @@ async fn a_peeked_entry_travels_as_it_is_kept_to_askers_that_accept_it() {
         answer(raw.peek(peek(vec![lz4])).await.unwrap().into_inner()),
         answer(raw.peek(peek(vec![])).await.unwrap().into_inner()),
     );
+    let kept = cluster.nodes[0].group("g").stats().stored_bytes_in;
+    let raw_in = cluster.nodes[0].group("g").stats().raw_bytes_in;
+    match wire_only {
+        // Kept as it is: nothing counted as compressed in memory.
+        true => assert_eq!((kept, raw_in), (0, 0)),
+        false => assert!(kept * 3 < raw_in, "{kept} of {raw_in}"),
+    }
 }
 
 /// An HTTP read: the body as sent (no decoding), and its `Content-Encoding`.

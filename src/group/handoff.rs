@@ -146,7 +146,7 @@ impl Group {
 
     /// [`Self::peek_for_peer`] for an asker that decodes the codecs of `accept`: an
     /// entry kept compressed in one of them is answered as it is kept, in the codec
-    /// returned.
+    /// returned; with `--compress-wire-only`, compressed for it as a get's answer is.
     pub fn peek_for_peer_as(
         &self,
         key: &str,
@@ -161,7 +161,7 @@ impl Group {
         let now = inner.epoch.now();
         let hit = (inner.main.get_as(key, now, accept))
             .or_else(|| Some((inner.handoff.get(key, now)?, Codec::Identity)));
-        Ok(hit.map(|(hit, codec)| (self.fetched(hit), codec)))
+        Ok(hit.map(|(hit, codec)| self.for_wire(self.fetched(hit), codec, accept)))
     }
 
     /// Keeps entries a leaving member pushed here, in the handoff store until this

@@ -258,16 +258,28 @@ impl Group {
         relay: bool,
         accept: &[Codec],
     ) -> Result<(Fetched, Codec)> {
-        let (mut fetched, codec) = self.answer_peer(key, deadline, relay, accept).await?;
+        let (fetched, codec) = self.answer_peer(key, deadline, relay, accept).await?;
+        Ok(self.for_wire(fetched, codec, accept))
+    }
+
+    /// `fetched`, whose value is in `codec`, as sent to a peer that decodes the codecs
+    /// of `accept`: with `--compress-wire-only`, a value as it is compressed for it
+    /// when long enough.
+    pub(super) fn for_wire(
+        &self,
+        mut fetched: Fetched,
+        codec: Codec,
+        accept: &[Codec],
+    ) -> (Fetched, Codec) {
         let wire = (self.inner.wire)
             .filter(|how| codec == Codec::Identity && how.codec.accepted_by(accept));
         if let Some(how) = wire
             && let Some(packed) = how.encode(&fetched.value, &self.inner.counters)
         {
             fetched.value = Bytes::from(packed);
-            return Ok((fetched, how.codec));
+            return (fetched, how.codec);
         }
-        Ok((fetched, codec))
+        (fetched, codec)
     }
 
     /// [`Self::serve_peer`] without compression for the wire.
