@@ -441,14 +441,7 @@ mod tests {
         assert_eq!(s.get("k", Duration::ZERO).unwrap().value, old);
         // Under the store's back: the entry dropped without raising its floor (as an
         // eviction would), then filled at the same version, the decoded cache not told.
-        let frame = Compressed::new(
-            Box::new(Sharded::new(1 << 20, 1, Lru::new)),
-            Compression::new(Codec::Lz4, 16),
-            1 << 20,
-            Arc::new(Counters::default()),
-            None,
-        )
-        .pack(&new);
+        let frame = s.pack(&new);
         s.inner.retain(&|key| key != "k");
         s.inner.insert("k", Entry::new(frame, 7)).unwrap();
         assert_eq!(s.get("k", Duration::ZERO).unwrap().value, new);
