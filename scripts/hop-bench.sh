@@ -9,7 +9,8 @@
 #            the same moment go as one GetMany
 # and, for the batched set-up, how many keys went per peer call. Writes
 # reports/hop-bench.md (the medians and every run). wrk and the nodes share the cores.
-# BATCHED_FLAGS adds serve flags to the batched set-up (e.g. "--peer-calls 0").
+# BATCHED_FLAGS adds serve flags to the batched set-up (e.g. "--peer-calls 0"); NODE_FLAGS
+# adds serve flags to every node of every set-up (e.g. "--worker-threads 1").
 # BASE=<git revision> also builds that revision (in a temporary worktree) and runs its
 # local and batched set-ups in every run too (local-base, batched-base): two builds
 # compared on the same machine in the same minutes.
@@ -60,7 +61,7 @@ start() { # start N [serve flags...]: nodes on 127.0.0.1:1720i (gRPC), 1820i (HT
   for i in $(seq "$n"); do
     RUST_LOG=warn "${RUN_BIN:-$BIN}" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
       --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 --hot-second-fetch false \
-      --hot-key-window 0 "$@" >"$work/node$i.log" 2>&1 &
+      --hot-key-window 0 ${NODE_FLAGS:-} "$@" >"$work/node$i.log" 2>&1 &
     PIDS+=($!)
   done
   for i in $(seq "$n"); do
@@ -120,7 +121,7 @@ measure() { # measure SETUP RUN: one wrk run against node 1, appended to $work/r
 echo "setup run rps p50 p99 gets get_manys keys_per_call errors node1_cpu_us_per_request owners_cpu_us_per_key"
 for run in $(seq "$RUNS"); do
   start 1; measure local "$run"; stop_procs
-  start 3 --peer-batch 1; measure alone "$run"; stop_procs
+  start 3 --peer-batch 1 --peer-stream false; measure alone "$run"; stop_procs
   # shellcheck disable=SC2086
   start 3 ${BATCHED_FLAGS:-}; measure batched "$run"; stop_procs
   if [ -n "${BASE:-}" ]; then

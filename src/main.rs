@@ -211,6 +211,10 @@ struct Serve {
     /// under load). 0: no limit.
     #[arg(long, env = "PEERCACHE_PEER_CALLS", default_value_t = peercache::grpc::DEFAULT_BATCH_CALLS as u16)]
     peer_calls: u16,
+    /// Send gets to each peer on one long-lived stream (GetStream) rather than a call
+    /// each; a peer without it is asked with calls. false: a call each.
+    #[arg(long, env = "PEERCACHE_PEER_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    peer_stream: bool,
     /// Threads that run requests (the runtime's workers); default: one per CPU core.
     #[arg(long, env = "PEERCACHE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -300,6 +304,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     config.coalescing = peercache::grpc::Coalescing {
         keys: usize::from(args.peer_batch),
         calls: usize::from(args.peer_calls),
+        stream: args.peer_stream,
     };
     let tls = args.tls.load()?;
     tls.warn_if_open(&args.grpc_addr, &args.http_addr);

@@ -43,6 +43,9 @@ pub struct Coalescing {
     /// Most calls of gets out to one peer at once; 0: no limit. A get that finds this
     /// many waits for one to end, and goes with the gets that come meanwhile.
     pub calls: usize,
+    /// Whether gets go on one long-lived GetStream per peer (stream.rs) rather than a
+    /// unary call each; a peer without it is asked with unary calls.
+    pub stream: bool,
 }
 
 impl Default for Coalescing {
@@ -50,6 +53,7 @@ impl Default for Coalescing {
         Coalescing {
             keys: DEFAULT_BATCH_KEYS,
             calls: DEFAULT_BATCH_CALLS,
+            stream: true,
         }
     }
 }
@@ -225,7 +229,11 @@ mod tests {
 
     #[test]
     fn the_first_get_of_an_empty_queue_leads_and_takes_all() {
-        let b = Batcher::new(Coalescing { keys: 2, calls: 0 });
+        let b = Batcher::new(Coalescing {
+            keys: 2,
+            calls: 0,
+            stream: false,
+        });
         let at = time::now();
         let first = b.join("g", "a", at);
         let second = b.join("g", "b", at);
@@ -247,7 +255,11 @@ mod tests {
 
     #[test]
     fn long_keys_are_split_by_bytes() {
-        let b = Batcher::new(Coalescing { keys: 64, calls: 0 });
+        let b = Batcher::new(Coalescing {
+            keys: 64,
+            calls: 0,
+            stream: false,
+        });
         let at = time::now();
         let long = "k".repeat(MAX_BATCH_KEY_BYTES / 2);
         for _ in 0..3 {
@@ -259,7 +271,11 @@ mod tests {
 
     #[test]
     fn a_cancelled_leader_sends_the_waiting_gets_off_alone() {
-        let b = Batcher::new(Coalescing { keys: 8, calls: 0 });
+        let b = Batcher::new(Coalescing {
+            keys: 8,
+            calls: 0,
+            stream: false,
+        });
         let at = time::now();
         let lead = b.join("g", "a", at);
         let mut follower = b.join("g", "b", at);

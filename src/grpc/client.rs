@@ -15,6 +15,7 @@ use super::batch::{Answer, Batcher, Coalescing, Duty, Waiter};
 use super::convert::{
     accepted, deadline_to_wire, fetched_from_wire, many_from_wire, peeked_from_wire, ttl_to_wire,
 };
+use super::stream::Streams;
 use crate::peer::{CallObserver, Fetched, MIN_EVIDENCE, Outcome, PeerClient, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time;
@@ -27,6 +28,8 @@ pub struct GrpcPeer {
     rpc: Rpc<Channel>,
     observer: Arc<dyn CallObserver>,
     batch: Arc<Batcher>,
+    /// The GetStream gets go on, if they go on one.
+    streams: Option<Arc<Streams>>,
     /// Longest value an answer may decode to (the message limit).
     limit: usize,
 }
@@ -47,6 +50,9 @@ impl GrpcPeer {
                 .max_encoding_message_size(limit),
             observer,
             batch: Arc::new(Batcher::new(Coalescing::default())),
+            streams: Coalescing::default()
+                .stream
+                .then(|| Arc::new(Streams::new())),
             limit,
         }
     }
@@ -55,6 +61,7 @@ impl GrpcPeer {
     #[must_use]
     pub fn with_coalescing(mut self, how: Coalescing) -> Self {
         self.batch = Arc::new(Batcher::new(how));
+        self.streams = how.stream.then(|| Arc::new(Streams::new()));
         self
     }
 
@@ -176,7 +183,7 @@ impl GrpcPeer {
             // Not in the batch's answer, or its leader gave up: ask alone.
             Ok(Ok(None) | Err(_)) => {
                 let left = deadline.saturating_sub(started.elapsed());
-                self.get_as(group, key, left, false).await
+                self.alone(group, key, left).await
             }
             Err(_) => Err(PeerFailure::Unreachable(format!(
                 "no answer within {deadline:?}"
@@ -196,49 +203,96 @@ impl GrpcPeer {
         }
     }
 
-    /// Sends the gets of `waiting` (one call's worth): a lone get as a Get, more as
-    /// a GetMany; each waiter receives its answer.
-    async fn send(&self, group: &str, mut waiting: Vec<Waiter>) {
+    /// Sends the gets of `waiting` (one call's worth); each waiter receives its answer.
+    async fn send(&self, group: &str, waiting: Vec<Waiter>) {
         let _out = self.batch.call();
         let now = time::now();
         let deadline = (waiting.iter())
             .map(|w| w.deadline.saturating_duration_since(now))
             .max()
             .unwrap_or_default();
-        if waiting.len() == 1 {
-            let w = waiting.pop().expect("one");
-            let answer = self.get_as(group, &w.key, deadline, false).await;
-            self.unreachable(&answer, deadline);
-            let _ = w.tx.send(Some(answer));
-            return;
-        }
         let keys: Vec<String> = waiting.iter().map(|w| w.key.clone()).collect();
-        self.observer.observe_batch(keys.len());
-        let req = |left| proto::GetManyRequest {
+        let answers = self.ask(group, keys, deadline).await;
+        for (w, answer) in waiting.into_iter().zip(answers) {
+            let _ = w.tx.send(answer);
+        }
+    }
+
+    /// A get of `key` in a call of its own.
+    async fn alone(
+        &self,
+        group: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Fetched, PeerFailure> {
+        let started = time::now();
+        if self.streams.is_some()
+            && let Some(Some(answer)) = self.ask(group, vec![key.to_owned()], deadline).await.pop()
+        {
+            return answer;
+        }
+        // Only a peer that answers no entry for the one key it was asked gets here.
+        let left = deadline.saturating_sub(started.elapsed());
+        self.get_as(group, key, left, false).await
+    }
+
+    /// The answers to gets of `keys` (`None`: ask alone), asked in one call: on the
+    /// peer's GetStream when it has one (stream.rs), else a Get for one key and a
+    /// GetMany for more. Reported as a "get" or a "get_many" either way.
+    async fn ask(&self, group: &str, keys: Vec<String>, deadline: Duration) -> Vec<Answer> {
+        let started = time::now();
+        let n = keys.len();
+        if n > 1 {
+            self.observer.observe_batch(n);
+        }
+        let request = |keys, left| proto::GetManyRequest {
             group: group.to_owned(),
-            keys: keys.clone(),
+            keys,
             deadline_ms: deadline_to_wire(left),
             accept: accepted(),
         };
+        if let Some(streams) = &self.streams {
+            let name = if n == 1 { "get" } else { "get_many" };
+            let reply = streams.call(&self.rpc, request(keys.clone(), deadline), deadline);
+            // None: no stream, or the peer ended it before the reply: a unary call below.
+            if let Some(answer) = reply.await {
+                self.observer
+                    .observe(name, Outcome::of(&answer), started.elapsed());
+                return self.answers(answer, n, deadline);
+            }
+        }
+        let deadline = deadline.saturating_sub(started.elapsed());
+        if n == 1 {
+            let answer = self.get_as(group, &keys[0], deadline, false).await;
+            self.unreachable(&answer, deadline);
+            return vec![Some(answer)];
+        }
         let get_many = |mut rpc: Rpc<Channel>, req| async move { rpc.get_many(req).await };
-        let answers: Vec<Answer> = match self.call("get_many", deadline, get_many, req).await {
+        let req = |left| request(keys.clone(), left);
+        let answer = self.call("get_many", deadline, get_many, req).await;
+        self.answers(answer, n, deadline)
+    }
+
+    /// Each of `n` keys' answer in a GetMany's `answer`, given `deadline`.
+    fn answers(
+        &self,
+        answer: Result<proto::GetManyResponse, PeerFailure>,
+        n: usize,
+        deadline: Duration,
+    ) -> Vec<Answer> {
+        match answer {
             Ok(answer) => {
                 let compressed = (answer.entries.iter()).any(|e| {
                     matches!(&e.result, Some(proto::get_many_entry::Result::Found(found))
                         if found.codec != proto::Codec::Identity as i32)
                 });
-                self.decode(compressed, || {
-                    many_from_wire(answer, waiting.len(), self.limit)
-                })
+                self.decode(compressed, || many_from_wire(answer, n, self.limit))
             }
             Err(failure) => {
                 let failed = Err(failure);
                 self.unreachable(&failed, deadline);
-                vec![Some(failed); waiting.len()]
+                vec![Some(failed); n]
             }
-        };
-        for (w, answer) in waiting.into_iter().zip(answers) {
-            let _ = w.tx.send(answer);
         }
     }
 }
@@ -255,8 +309,11 @@ impl PeerClient for GrpcPeer {
         key: &str,
         deadline: Duration,
     ) -> Result<Fetched, PeerFailure> {
-        if !self.batch.enabled() || deadline.is_zero() {
+        if deadline.is_zero() {
             return self.get_as(group, key, deadline, false).await;
+        }
+        if !self.batch.enabled() {
+            return self.alone(group, key, deadline).await;
         }
         self.get_coalesced(group, key, deadline).await
     }
@@ -422,7 +479,11 @@ mod tests {
     /// 2 s deadline.)
     #[tokio::test(start_paused = true)]
     async fn gets_queued_behind_an_unreachable_call_fail_with_it() {
-        let peer = silent_peer().with_coalescing(Coalescing { keys: 64, calls: 1 });
+        let peer = silent_peer().with_coalescing(Coalescing {
+            keys: 64,
+            calls: 1,
+            stream: true,
+        });
         let started = time::now();
         let first = peer.get("g", "a", Duration::from_millis(300));
         let queued = async {

@@ -22,6 +22,7 @@ mod batch;
 mod client;
 mod convert;
 mod service;
+mod stream;
 
 pub use batch::{Coalescing, DEFAULT_BATCH_CALLS, DEFAULT_BATCH_KEYS};
 pub use client::GrpcPeer;

@@ -1,16 +1,26 @@
 //! The gRPC service peers call: decode, call the group, encode.
 
-use tonic::{Request, Response, Status};
+use std::task::Poll;
+
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
     accept_from_wire, check_codec, deadline_from_wire, get_response, many_to_wire, peek_response,
     pushed_from_wire, ttl_from_wire,
 };
+use super::stream::reply_to_wire;
+use crate::error::Error;
 use crate::group::Registry;
 use crate::proto::{self, peer_server::Peer};
 
 /// Most keys a GetMany may ask for: each is a get of its own while it runs.
 pub const MAX_MANY_KEYS: usize = 1024;
+/// Most calls of one GetStream answered at once; the stream's next calls are read
+/// when one ends (the asker's writes then wait on HTTP/2 flow control).
+pub const MAX_STREAM_CALLS: usize = 64;
 
 /// The peer service of one node, over its registry of groups.
 #[derive(Clone)]
@@ -18,6 +28,8 @@ pub struct PeerService {
     groups: Registry,
     /// Room for values in a GetMany's answer: the message limit less the envelope.
     many_budget: usize,
+    /// Turns true when the node stops: its GetStreams then end.
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl PeerService {
@@ -27,12 +39,103 @@ impl PeerService {
         PeerService {
             groups,
             many_budget,
+            stop: None,
         }
+    }
+
+    /// Ends its GetStreams when `stop` turns true (the node stopping): the calls
+    /// running are answered, no more are read, and the stream ends, so a draining
+    /// server need not wait out its grace period for them. An asker's calls not yet
+    /// read are asked again with unary calls, which the stopping server refuses.
+    #[must_use]
+    pub fn ending_streams_on(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// The groups it serves.
     pub fn groups(&self) -> &Registry {
         &self.groups
+    }
+
+    /// A GetMany's answer: each key as its own get would be answered.
+    async fn many(&self, req: proto::GetManyRequest) -> Result<proto::GetManyResponse, Error> {
+        if req.keys.len() > MAX_MANY_KEYS {
+            return Err(Error::Invalid(format!(
+                "{} keys in one GetMany; at most {MAX_MANY_KEYS}",
+                req.keys.len()
+            )));
+        }
+        let group = self.groups.get(&req.group)?;
+        let deadline = deadline_from_wire(req.deadline_ms);
+        let accept = accept_from_wire(&req.accept);
+        let gets = (req.keys.iter()).map(|key| group.serve_peer(key, deadline, false, &accept));
+        let results = futures::future::join_all(gets).await;
+        Ok(many_to_wire(results, self.many_budget))
+    }
+
+    /// The replies to a GetStream's `calls`: up to [`MAX_STREAM_CALLS`] answered at
+    /// once, each reply sent as its call ends. The stream ends when the asker ends
+    /// its side (or the node stops) and every call read is answered, or at the first
+    /// message that cannot be read (too large, malformed), with that status.
+    fn replies(
+        &self,
+        mut calls: Streaming<proto::GetManyCall>,
+    ) -> BoxStream<'static, Result<proto::GetManyReply, Status>> {
+        let service = self.clone();
+        let mut running = FuturesUnordered::new();
+        let mut ended = false;
+        let mut stopping = self.stop.clone().map(|mut stop| {
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }
+            .boxed()
+            .fuse()
+        });
+        let replies = futures::stream::poll_fn(move |cx| {
+            if !ended
+                && let Some(stopping) = stopping.as_mut()
+                && stopping.poll_unpin(cx).is_ready()
+            {
+                ended = true;
+            }
+            while !ended && running.len() < MAX_STREAM_CALLS {
+                match calls.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(call))) => {
+                        let service = service.clone();
+                        running.push(async move { service.answer(call).await }.boxed());
+                    }
+                    Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
+                    Poll::Ready(None) => ended = true,
+                    Poll::Pending => break,
+                }
+            }
+            match running.poll_next_unpin(cx) {
+                Poll::Ready(Some(reply)) => Poll::Ready(Some(Ok(reply))),
+                // Nothing running: the end, or (the calls' waker is set) more to come.
+                Poll::Ready(None) if ended => Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            }
+        });
+        // After an unreadable message, nothing more.
+        replies
+            .scan(false, |failed, reply| {
+                let next = (!*failed).then_some(reply);
+                if matches!(next, Some(Err(_))) {
+                    *failed = true;
+                }
+                futures::future::ready(next)
+            })
+            .boxed()
+    }
+
+    /// One GetStream call's reply.
+    async fn answer(self, call: proto::GetManyCall) -> proto::GetManyReply {
+        let result = match call.request {
+            Some(req) => self.many(req).await,
+            None => Err(Error::Invalid("a GetManyCall without its request".into())),
+        };
+        reply_to_wire(call.id, result)
     }
 }
 
@@ -54,19 +157,16 @@ impl Peer for PeerService {
         &self,
         req: Request<proto::GetManyRequest>,
     ) -> Result<Response<proto::GetManyResponse>, Status> {
-        let req = req.into_inner();
-        if req.keys.len() > MAX_MANY_KEYS {
-            return Err(Status::invalid_argument(format!(
-                "{} keys in one GetMany; at most {MAX_MANY_KEYS}",
-                req.keys.len()
-            )));
-        }
-        let group = self.groups.get(&req.group)?;
-        let deadline = deadline_from_wire(req.deadline_ms);
-        let accept = accept_from_wire(&req.accept);
-        let gets = (req.keys.iter()).map(|key| group.serve_peer(key, deadline, false, &accept));
-        let results = futures::future::join_all(gets).await;
-        Ok(Response::new(many_to_wire(results, self.many_budget)))
+        Ok(Response::new(self.many(req.into_inner()).await?))
+    }
+
+    type GetStreamStream = BoxStream<'static, Result<proto::GetManyReply, Status>>;
+
+    async fn get_stream(
+        &self,
+        req: Request<Streaming<proto::GetManyCall>>,
+    ) -> Result<Response<Self::GetStreamStream>, Status> {
+        Ok(Response::new(self.replies(req.into_inner())))
     }
 
     async fn set(

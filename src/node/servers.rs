@@ -46,7 +46,8 @@ impl Servers {
         let Listeners { grpc, http, resp } = listeners;
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let service = grpc::server(PeerService::new(groups.clone()));
+        let service =
+            grpc::server(PeerService::new(groups.clone()).ending_streams_on(stop.subscribe()));
         let stopped = until_stopped(&stop);
         let peer_tls = config.peer_tls.clone();
         tasks.spawn(async move {

@@ -70,6 +70,7 @@ fn config() -> rustls::ServerConfig {
 }
 
 /// The peer protocol, forged: counts and lies.
+#[derive(Clone)]
 struct Forged {
     log: Arc<Mutex<RogueLog>>,
     value_size: usize,
@@ -78,6 +79,15 @@ struct Forged {
 impl Forged {
     fn received(&self) {
         self.log.lock().unwrap().requests += 1;
+    }
+
+    fn forged_many(&self, request: &proto::GetManyRequest) -> proto::GetManyResponse {
+        let entries = (request.keys.iter())
+            .map(|key| proto::GetManyEntry {
+                result: Some(proto::get_many_entry::Result::Found(self.forged(key))),
+            })
+            .collect();
+        proto::GetManyResponse { entries }
     }
 
     fn forged(&self, key: &str) -> proto::GetResponse {
@@ -106,12 +116,31 @@ impl proto::peer_server::Peer for Forged {
         request: Request<proto::GetManyRequest>,
     ) -> Result<Response<proto::GetManyResponse>, Status> {
         self.received();
-        let entries = (request.get_ref().keys.iter())
-            .map(|key| proto::GetManyEntry {
-                result: Some(proto::get_many_entry::Result::Found(self.forged(key))),
+        Ok(Response::new(self.forged_many(request.get_ref())))
+    }
+
+    type GetStreamStream = futures::stream::BoxStream<'static, Result<proto::GetManyReply, Status>>;
+
+    /// Every call on the stream counted and answered with forged values.
+    async fn get_stream(
+        &self,
+        request: Request<tonic::Streaming<proto::GetManyCall>>,
+    ) -> Result<Response<Self::GetStreamStream>, Status> {
+        use futures::StreamExt;
+        self.received();
+        let forged = self.clone();
+        let replies = request.into_inner().map(move |call| {
+            let call = call?;
+            forged.received();
+            let request = call.request.unwrap_or_default();
+            Ok(proto::GetManyReply {
+                id: call.id,
+                result: Some(proto::get_many_reply::Result::Response(
+                    forged.forged_many(&request),
+                )),
             })
-            .collect();
-        Ok(Response::new(proto::GetManyResponse { entries }))
+        });
+        Ok(Response::new(replies.boxed()))
     }
 
     async fn set(

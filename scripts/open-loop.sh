@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Remote hits under an open loop (issue 19's latency goal), one command: three nodes on
+# loopback with hot copies off, every get sent by loadgen to a node that does not own
+# its key (--route remote: each a peer hop), 10,000 keys of 100 B. In each of RUNS
+# runs (default 3), on fresh nodes:
+#   max    closed loop, 32 requests in flight: the maximum rate
+#   half   open loop at half of that maximum (--rate)
+#   2000   open loop at 2,000 requests/s
+# Writes reports/open-loop-run.md (the medians and every run). loadgen and the nodes
+# share the machine's cores. NODE_FLAGS adds serve flags to every node
+# (e.g. "--peer-stream false").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need curl curl
+need_build_deps
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+cargo build --release --quiet --bin peercache --bin loadgen
+BIN=target/release/peercache
+LG=target/release/loadgen
+work=$(mktemp -d)
+bench_procs
+targets=http://127.0.0.1:18201,http://127.0.0.1:18202,http://127.0.0.1:18203
+
+start() {
+  local peers=127.0.0.1:17201,127.0.0.1:17202,127.0.0.1:17203 i
+  for i in 1 2 3; do port_free "http://127.0.0.1:1820$i"; done
+  for i in 1 2 3; do
+    # shellcheck disable=SC2086
+    RUST_LOG=warn "$BIN" serve --grpc-addr "127.0.0.1:1720$i" --http-addr "127.0.0.1:1820$i" \
+      --peers "$peers" --group demo:64MiB --source demo --hot-fill 0 --hot-second-fetch false \
+      --hot-key-window 0 ${NODE_FLAGS:-} >"$work/node$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:1820$i/healthz" >/dev/null && break; sleep 0.1; done
+  done
+  # Every key written once, through nodes that do not own it.
+  "$LG" run --target "$targets" --group demo --keys 10000 --route remote --mix get=0,set=100 \
+    --concurrency 16 --warmup 0s --duration 5s >/dev/null
+}
+
+# load SETUP RUN [loadgen flags...]: one measured loadgen run, its summary appended to
+# $work/runs as: setup run qps p50 p99 p99.9 errors
+load() {
+  local setup=$1 run=$2 out
+  shift 2
+  out=$("$LG" run --target "$targets" --group demo --keys 10000 --route remote \
+    --duration "$DURATION" "$@" 2>&1)
+  awk -v setup="$setup" -v run="$run" '
+    $1 == "qps" && $2 == "p50" { getline; print setup, run, $1, $2, $4, $5, $8 }' <<<"$out" |
+    tee -a "$work/runs"
+}
+
+echo "setup run qps p50 p99 p99.9 errors"
+for run in $(seq "$RUNS"); do
+  start
+  load max "$run" --concurrency 32
+  max=$(awk -v run="$run" '$1 == "max" && $2 == run { print $3 }' "$work/runs")
+  load half "$run" --rate $((max / 2))
+  load 2000 "$run" --rate 2000
+  stop_procs
+done
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { awk -v s="$1" -v c="$2" '$1 == s { print $c }' "$work/runs"; }
+# loadgen prints latencies with units (µs, ms, s); in microseconds for the medians.
+us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
+  f = (u == "ms") ? 1000 : (u == "s") ? 1000000 : 1; print v * f }'; }
+{
+  echo "# Remote hits under an open loop: P99 at half the maximum rate"
+  echo
+  echo "Three nodes on loopback (\`--group demo:64MiB --source demo --hot-fill 0"
+  echo "--hot-second-fetch false --hot-key-window 0${NODE_FLAGS:+ $NODE_FLAGS}\`), every get sent by loadgen to a"
+  echo "node that does not own its key (\`loadgen run --route remote\`: each a peer hop),"
+  echo "10,000 keys of 100 B written first; loadgen and the nodes share the machine's"
+  echo "cores. In each run, on fresh nodes, $DURATION each after loadgen's warm-up:"
+  echo
+  echo "- **max**: closed loop, 32 requests in flight (\`--concurrency 32\`): the maximum rate;"
+  echo "- **half**: open loop at half of that run's maximum (\`--rate\`);"
+  echo "- **2000**: open loop at 2,000 requests/s."
+  echo
+  echo "- Command: \`${NODE_FLAGS:+NODE_FLAGS=\"$NODE_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/open-loop.sh\`"
+  dirty=$(git diff --quiet HEAD -- src Cargo.toml loadgen || echo " with uncommitted changes")
+  echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
+  echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  echo
+  echo "Medians of $RUNS runs (issue 19's goal: P99 at half the maximum ≤ 1,000 µs):"
+  echo
+  echo "| set-up | requests/s | P50 µs | P99 µs | P99.9 µs |"
+  echo "|---|---|---|---|---|"
+  for s in max half 2000; do
+    echo "| $s | $(col "$s" 3 | median) | $(col "$s" 4 | us | median) | $(col "$s" 5 | us | median) | $(col "$s" 6 | us | median) |"
+  done
+  echo
+  echo "Every run:"
+  echo
+  echo "| set-up | run | requests/s | P50 | P99 | P99.9 | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  awk '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$work/runs"
+} >reports/open-loop-run.md
+echo "wrote reports/open-loop-run.md"

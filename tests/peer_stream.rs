@@ -1,0 +1,311 @@
+//! Gets on the GetStream (src/grpc/stream.rs): a real node answers a raw stream's calls
+//! by id, refuses bad ones with an error reply and keeps the stream; a message past the
+//! limit ends the stream, not the node. A client asks a member without GetStream (an
+//! older one) with unary calls, and one whose stream ends under a call asks again.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Cluster, Db, db_group, http_get};
+use futures::StreamExt;
+use peercache::grpc::{Coalescing, GrpcPeer, PeerService};
+use peercache::peer::{CallObserver, Outcome, PeerClient};
+use peercache::proto::peer_server;
+use peercache::proto::{self, get_many_entry, get_many_reply};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+fn call(id: u64, group: &str, keys: &[&str]) -> proto::GetManyCall {
+    proto::GetManyCall {
+        id,
+        request: Some(proto::GetManyRequest {
+            group: group.into(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            deadline_ms: 2000,
+            accept: vec![],
+        }),
+    }
+}
+
+fn values(reply: &proto::GetManyReply) -> Vec<String> {
+    let Some(get_many_reply::Result::Response(r)) = &reply.result else {
+        panic!("not a response: {reply:?}");
+    };
+    (r.entries.iter())
+        .map(|e| match &e.result {
+            Some(get_many_entry::Result::Found(f)) => String::from_utf8(f.value.to_vec()).unwrap(),
+            other => panic!("not found: {other:?}"),
+        })
+        .collect()
+}
+
+fn error_kind(reply: &proto::GetManyReply) -> String {
+    match &reply.result {
+        Some(get_many_reply::Result::Error(e)) => e.kind.clone(),
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_answers_calls_by_id_and_refuses_bad_ones_without_ending() {
+    let db = Db::default();
+    let cluster = Cluster::start(1, db_group(&db)).await;
+    let node = &cluster.nodes[0];
+    let mut raw = common::raw_peer(&node.id).await;
+    let (tx, rx) = mpsc::channel(16);
+    let calls =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut replies = raw.get_stream(calls).await.unwrap().into_inner();
+
+    let many: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    tx.send(call(10, "g", &["a", "b", "c"])).await.unwrap();
+    tx.send(call(11, "nope", &["a"])).await.unwrap();
+    tx.send(proto::GetManyCall {
+        id: 12,
+        request: None,
+    })
+    .await
+    .unwrap();
+    tx.send(call(13, "g", &many)).await.unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let reply = replies.next().await.unwrap().unwrap();
+        got.insert(reply.id, reply);
+    }
+    assert_eq!(values(&got[&10]), ["v:a", "v:b", "v:c"]);
+    assert_eq!(error_kind(&got[&11]), "unknown-group");
+    assert_eq!(error_kind(&got[&12]), "invalid");
+    assert_eq!(error_kind(&got[&13]), "invalid", "too many keys");
+    assert_eq!(db.total_loads(), 3, "nothing loaded for refused calls");
+
+    // The stream goes on after the refusals.
+    tx.send(call(14, "g", &["a", "d"])).await.unwrap();
+    let reply = replies.next().await.unwrap().unwrap();
+    assert_eq!(reply.id, 14);
+    assert_eq!(values(&reply), ["v:a", "v:d"]);
+
+    // The asker ends its side: the node ends the stream.
+    drop(tx);
+    assert!(replies.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_the_limit_ends_the_stream_not_the_node() {
+    let db = Db::default();
+    let cluster = Cluster::start(1, db_group(&db)).await;
+    let node = &cluster.nodes[0];
+    let mut raw = common::raw_peer(&node.id)
+        .await
+        .max_encoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::channel(4);
+    let calls =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut replies = raw.get_stream(calls).await.unwrap().into_inner();
+    // Two keys of 8 MiB: past the node's message limit (its largest key and value
+    // plus the envelope).
+    let huge = "k".repeat(8 << 20);
+    tx.send(call(1, "g", &[&huge, &huge])).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("the stream ends at once");
+    let status = ended.expect("with a status").unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    assert_eq!(db.total_loads(), 0);
+    let (code, body) = http_get(&format!("{}/v1/groups/g/keys/x", node.url)).await;
+    assert_eq!(
+        (code, &body[..]),
+        (200, &b"v:x"[..]),
+        "the node keeps serving"
+    );
+}
+
+/// A member as an older version or a faulty one answers GetStream: `Lacking` answers
+/// Unimplemented, `Ending` opens a stream and ends it before any reply. Every other
+/// call is the real service's.
+#[derive(Clone)]
+struct Member {
+    real: PeerService,
+    ends: bool,
+    streams: Arc<AtomicUsize>,
+    get_manys: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl peer_server::Peer for Member {
+    async fn get(
+        &self,
+        r: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        self.real.get(r).await
+    }
+    async fn get_many(
+        &self,
+        r: Request<proto::GetManyRequest>,
+    ) -> Result<Response<proto::GetManyResponse>, Status> {
+        self.get_manys.fetch_add(1, Ordering::SeqCst);
+        self.real.get_many(r).await
+    }
+    type GetStreamStream = futures::stream::BoxStream<'static, Result<proto::GetManyReply, Status>>;
+    async fn get_stream(
+        &self,
+        calls: Request<Streaming<proto::GetManyCall>>,
+    ) -> Result<Response<Self::GetStreamStream>, Status> {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        if !self.ends {
+            return Err(Status::unimplemented("no GetStream here"));
+        }
+        // Reads the first call, then ends without a reply.
+        let mut calls = calls.into_inner();
+        let replies = futures::stream::once(async move {
+            let _ = calls.next().await;
+        })
+        .filter_map(|()| async { None });
+        Ok(Response::new(replies.boxed()))
+    }
+    async fn set(
+        &self,
+        r: Request<proto::SetRequest>,
+    ) -> Result<Response<proto::SetResponse>, Status> {
+        self.real.set(r).await
+    }
+    async fn remove(
+        &self,
+        r: Request<proto::RemoveRequest>,
+    ) -> Result<Response<proto::RemoveResponse>, Status> {
+        self.real.remove(r).await
+    }
+    async fn invalidate(
+        &self,
+        r: Request<proto::InvalidateRequest>,
+    ) -> Result<Response<proto::InvalidateResponse>, Status> {
+        self.real.invalidate(r).await
+    }
+    async fn peek(
+        &self,
+        r: Request<proto::PeekRequest>,
+    ) -> Result<Response<proto::PeekResponse>, Status> {
+        self.real.peek(r).await
+    }
+    async fn push(
+        &self,
+        r: Request<proto::PushRequest>,
+    ) -> Result<Response<proto::PushResponse>, Status> {
+        self.real.push(r).await
+    }
+}
+
+/// Calls seen by a client, by name and outcome.
+#[derive(Default)]
+struct Seen(parking_lot::Mutex<Vec<(&'static str, Outcome)>>);
+
+impl CallObserver for Seen {
+    fn observe(&self, rpc: &'static str, outcome: Outcome, _: Duration) {
+        self.0.lock().push((rpc, outcome));
+    }
+}
+
+/// A member serving group "g" from `db` as `Member` does, on a loopback port, and a
+/// client of it that sends gets on GetStream, alone (no coalescing).
+async fn member(db: &Db, ends: bool) -> (Member, GrpcPeer, Arc<Seen>) {
+    let registry = peercache::Registry::new();
+    db_group(db)(0, &registry);
+    let member = Member {
+        real: PeerService::new(registry),
+        ends,
+        streams: Arc::default(),
+        get_manys: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream_from(listener);
+    let server = peer_server::PeerServer::new(member.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(incoming),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let seen = Arc::new(Seen::default());
+    let peer = GrpcPeer::new(addr.to_string(), channel, 1 << 20, seen.clone()).with_coalescing(
+        Coalescing {
+            keys: 1,
+            calls: 0,
+            stream: true,
+        },
+    );
+    (member, peer, seen)
+}
+
+/// The accepted connections of `listener`, as tonic serves them.
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(s, _)| s);
+        Some((accepted, listener))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_get_stream_is_asked_with_calls_and_not_offered_it_again() {
+    let db = Db::default();
+    let (member, peer, seen) = member(&db, false).await;
+    for key in ["a", "b", "c"] {
+        let got = peer.get("g", key, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&got.value[..], format!("v:{key}").as_bytes());
+    }
+    assert_eq!(
+        member.streams.load(Ordering::SeqCst),
+        1,
+        "asked for a stream once"
+    );
+    assert_eq!(
+        *seen.0.lock(),
+        [("get", Outcome::Ok); 3],
+        "each a unary Get, reported as a get"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_stream_ends_before_its_reply_is_asked_again_with_a_call() {
+    let db = Db::default();
+    let (member, peer, seen) = member(&db, true).await;
+    for key in ["a", "b"] {
+        let got = peer.get("g", key, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&got.value[..], format!("v:{key}").as_bytes());
+    }
+    assert_eq!(
+        member.streams.load(Ordering::SeqCst),
+        2,
+        "a new stream for the next get"
+    );
+    assert_eq!(*seen.0.lock(), [("get", Outcome::Ok); 2]);
+    assert_eq!(db.total_loads(), 2);
+}
+
+/// A node stops at once with a peer's GetStream open: the stream ends when the node
+/// stops, and the draining server does not wait out its grace period (3 s) for it.
+/// (Before: the stop took the whole grace period.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_peers_stream_open_stops_without_waiting_out_its_grace() {
+    let db = Db::default();
+    let mut cluster = Cluster::start(2, db_group(&db)).await;
+    let key = cluster.key_owned_by(1, "k");
+    let (code, _) = http_get(&format!("{}/v1/groups/g/keys/{key}", cluster.nodes[0].url)).await;
+    assert_eq!(code, 200);
+    assert_eq!(db.loads(&key), 1, "loaded by node 1, asked over the stream");
+    let started = std::time::Instant::now();
+    cluster.nodes[1].stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "stopping took {took:?}");
+    // Node 0 keeps answering: the key's owner is gone, so it loads it itself.
+    let (code, body) = http_get(&format!("{}/v1/groups/g/keys/{key}", cluster.nodes[0].url)).await;
+    assert_eq!((code, &body[..]), (200, format!("v:{key}").as_bytes()));
+}
