@@ -38,7 +38,7 @@ start() {
   done
   # Every key written once, through nodes that do not own it.
   "$LG" run --target "$targets" --group demo --keys 10000 --route remote --mix get=0,set=100 \
-    --concurrency 16 --warmup 0s --duration 5s >/dev/null
+    --concurrency 16 --warmup 0s --duration 5s >/dev/null 2>&1
 }
 
 # load SETUP RUN [loadgen flags...]: one measured loadgen run, its summary appended to
