@@ -51,6 +51,7 @@ pub struct Metrics {
     peer_rpcs: Family<RpcLabels, Histogram>,
     peer_batches: Histogram,
     peer_decompress: Counter<f64, AtomicU64>,
+    peer_streams: Counter,
     requests: Family<RequestLabels, Histogram>,
     http_connections: Gauge,
     http_refused: Counter,
@@ -86,6 +87,12 @@ impl Metrics {
             "Time spent decompressing the values peers answered compressed (every frame is checked before it is kept or passed on)",
             peer_decompress.clone(),
         );
+        let peer_streams = Counter::default();
+        registry.register(
+            "peer_streams_opened",
+            "Streams of gets opened to peers (GetStream, one per peer connection); a rising count means streams keep breaking",
+            peer_streams.clone(),
+        );
         registry.register(
             "http_request_seconds",
             "Latency of HTTP API requests, by operation and status",
@@ -117,6 +124,7 @@ impl Metrics {
             registry,
             peer_rpcs,
             peer_decompress,
+            peer_streams,
             peer_batches,
             requests,
             http_connections,
@@ -228,6 +236,10 @@ impl CallObserver for Metrics {
 
     fn observe_decode(&self, took: Duration) {
         self.peer_decompress.inc_by(took.as_secs_f64());
+    }
+
+    fn observe_stream_opened(&self) {
+        self.peer_streams.inc();
     }
 }
 

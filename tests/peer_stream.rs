@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, Db, db_group, http_get};
+use common::{Cluster, Db, db_group, http_get, metric};
 use futures::StreamExt;
 use peercache::grpc::{Coalescing, GrpcPeer, PeerService};
 use peercache::peer::{CallObserver, Outcome, PeerClient};
@@ -132,7 +132,7 @@ struct Member {
     real: PeerService,
     ends: bool,
     streams: Arc<AtomicUsize>,
-    get_manys: Arc<AtomicUsize>,
+    gets: Arc<AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -141,13 +141,13 @@ impl peer_server::Peer for Member {
         &self,
         r: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.real.get(r).await
     }
     async fn get_many(
         &self,
         r: Request<proto::GetManyRequest>,
     ) -> Result<Response<proto::GetManyResponse>, Status> {
-        self.get_manys.fetch_add(1, Ordering::SeqCst);
         self.real.get_many(r).await
     }
     type GetStreamStream = futures::stream::BoxStream<'static, Result<proto::GetManyReply, Status>>;
@@ -199,13 +199,20 @@ impl peer_server::Peer for Member {
     }
 }
 
-/// Calls seen by a client, by name and outcome.
+/// Calls seen by a client, by name and outcome, and the streams it opened.
 #[derive(Default)]
-struct Seen(parking_lot::Mutex<Vec<(&'static str, Outcome)>>);
+struct Seen(
+    parking_lot::Mutex<Vec<(&'static str, Outcome)>>,
+    AtomicUsize,
+);
 
 impl CallObserver for Seen {
     fn observe(&self, rpc: &'static str, outcome: Outcome, _: Duration) {
         self.0.lock().push((rpc, outcome));
+    }
+
+    fn observe_stream_opened(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -218,7 +225,7 @@ async fn member(db: &Db, ends: bool) -> (Member, GrpcPeer, Arc<Seen>) {
         real: PeerService::new(registry),
         ends,
         streams: Arc::default(),
-        get_manys: Arc::default(),
+        gets: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -266,6 +273,8 @@ async fn a_member_without_get_stream_is_asked_with_calls_and_not_offered_it_agai
         1,
         "asked for a stream once"
     );
+    assert_eq!(seen.1.load(Ordering::SeqCst), 0, "none opened");
+    assert_eq!(member.gets.load(Ordering::SeqCst), 3, "three unary Gets");
     assert_eq!(
         *seen.0.lock(),
         [("get", Outcome::Ok); 3],
@@ -286,6 +295,12 @@ async fn a_get_whose_stream_ends_before_its_reply_is_asked_again_with_a_call() {
         2,
         "a new stream for the next get"
     );
+    assert_eq!(seen.1.load(Ordering::SeqCst), 2, "both opened");
+    assert_eq!(
+        member.gets.load(Ordering::SeqCst),
+        2,
+        "each get asked again alone"
+    );
     assert_eq!(*seen.0.lock(), [("get", Outcome::Ok); 2]);
     assert_eq!(db.total_loads(), 2);
 }
@@ -301,6 +316,8 @@ async fn a_node_with_a_peers_stream_open_stops_without_waiting_out_its_grace() {
     let (code, _) = http_get(&format!("{}/v1/groups/g/keys/{key}", cluster.nodes[0].url)).await;
     assert_eq!(code, 200);
     assert_eq!(db.loads(&key), 1, "loaded by node 1, asked over the stream");
+    let opened = metric(&cluster.nodes[0].url, "peercache_peer_streams_opened_total").await;
+    assert_eq!(opened, Some(1), "node 0 opened a stream to node 1");
     let started = std::time::Instant::now();
     cluster.nodes[1].stop().await;
     let took = started.elapsed();

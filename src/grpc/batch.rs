@@ -5,7 +5,8 @@
 //! (other requests of the same scheduler round, or the keys of one
 //! [`Group::get_many`](crate::group::Group::get_many)) join it, then takes the queue
 //! and sends it: a lone get as a plain Get (on an idle link nothing is added but that
-//! yield), several as one GetMany per [`Batcher::max_keys`] keys. The leader hands each
+//! yield), several as one GetMany per [`Batcher::max_keys`] keys; on the peer's
+//! GetStream (stream.rs, the default) each as one call on the stream. The leader hands each
 //! waiting get its own answer; a get whose entry did not fit the response, or whose
 //! leader was cancelled before answering, asks alone.
 //!

@@ -43,6 +43,8 @@ impl GrpcPeer {
         limit: usize,
         observer: Arc<dyn CallObserver>,
     ) -> Self {
+        let streams =
+            (Coalescing::default().stream).then(|| Arc::new(Streams::new(observer.clone())));
         GrpcPeer {
             id: id.into(),
             rpc: Rpc::new(channel)
@@ -50,9 +52,7 @@ impl GrpcPeer {
                 .max_encoding_message_size(limit),
             observer,
             batch: Arc::new(Batcher::new(Coalescing::default())),
-            streams: Coalescing::default()
-                .stream
-                .then(|| Arc::new(Streams::new())),
+            streams,
             limit,
         }
     }
@@ -61,7 +61,9 @@ impl GrpcPeer {
     #[must_use]
     pub fn with_coalescing(mut self, how: Coalescing) -> Self {
         self.batch = Arc::new(Batcher::new(how));
-        self.streams = how.stream.then(|| Arc::new(Streams::new()));
+        self.streams = how
+            .stream
+            .then(|| Arc::new(Streams::new(self.observer.clone())));
         self
     }
 
@@ -242,6 +244,12 @@ impl GrpcPeer {
     async fn ask(&self, group: &str, keys: Vec<String>, deadline: Duration) -> Vec<Answer> {
         let started = time::now();
         let n = keys.len();
+        if deadline.is_zero() {
+            // No time left (it went waiting for a call slot): as a unary call answers,
+            // and nothing is sent (a zero deadline on the wire means none).
+            let late = Err(PeerFailure::Answered(crate::error::Error::Timeout));
+            return vec![Some(late); n];
+        }
         if n > 1 {
             self.observer.observe_batch(n);
         }

@@ -18,9 +18,10 @@ use crate::proto::{self, peer_server::Peer};
 
 /// Most keys a GetMany may ask for: each is a get of its own while it runs.
 pub const MAX_MANY_KEYS: usize = 1024;
-/// Most calls of one GetStream answered at once; the stream's next calls are read
-/// when one ends (the asker's writes then wait on HTTP/2 flow control).
-pub const MAX_STREAM_CALLS: usize = 64;
+/// Most calls of one GetStream answered at once (as many as the HTTP/2 streams of a
+/// connection hyper serves at once by default, each a unary call); the stream's next
+/// calls are read when one ends (the asker's writes then wait on flow control).
+pub const MAX_STREAM_CALLS: usize = 200;
 
 /// The peer service of one node, over its registry of groups.
 #[derive(Clone)]

@@ -32,10 +32,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 
 use crate::error::Error;
-use crate::peer::PeerFailure;
+use crate::peer::{CallObserver, PeerFailure};
 use crate::proto::{self, peer_client::PeerClient as Rpc};
 use crate::time::{self, Instant};
 
@@ -44,17 +45,22 @@ use crate::time::{self, Instant};
 const QUEUE: usize = 256;
 /// How long a peer that answered Unimplemented is asked with unary calls only.
 pub(super) const LACKING_RETRY: Duration = Duration::from_secs(60);
+/// How long a peer that refused a stream otherwise (a status of its own, not the
+/// transport's) is asked with unary calls only.
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
 /// A call's answer: the response, or why there is none (the peer's answer to the
 /// whole call, as a GetMany's status would carry, or the transport's error).
 pub(super) type Reply = Result<proto::GetManyResponse, PeerFailure>;
 
-/// The GetStream of one peer: opened on first use, again after it ends.
+/// The GetStream of one peer: opened on first use, again after it ends. Dropped (the
+/// member left), it ends its side of the stream and stops its reader.
 pub(super) struct Streams {
     current: tokio::sync::Mutex<Option<Open>>,
     next_id: AtomicU64,
     /// Until when the peer is taken to lack GetStream.
     lacking_until: Mutex<Option<Instant>>,
+    observer: Arc<dyn CallObserver>,
 }
 
 /// An open stream: where calls go in, and who waits for which reply.
@@ -62,6 +68,15 @@ pub(super) struct Streams {
 struct Open {
     tx: mpsc::Sender<proto::GetManyCall>,
     pending: Arc<Mutex<Pending>>,
+    reader: AbortHandle,
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        if let Some(open) = self.current.get_mut() {
+            open.reader.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -86,11 +101,13 @@ impl Drop for Waiting<'_> {
 }
 
 impl Streams {
-    pub fn new() -> Self {
+    /// Streams that tell `observer` when one opens.
+    pub fn new(observer: Arc<dyn CallObserver>) -> Self {
         Streams {
             current: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(0),
             lacking_until: Mutex::new(None),
+            observer,
         }
     }
 
@@ -131,8 +148,14 @@ impl Streams {
         };
         let left = deadline.saturating_sub(started.elapsed());
         let answer = time::within(left, async {
-            open.tx.send(call).await.ok()?;
-            // The reader dropped the sender: the peer ended the stream before the reply.
+            // A caller waiting for room in a full queue still hears that the stream
+            // ended. The reader dropped the sender: the peer ended it before the reply.
+            let mut rx = rx;
+            tokio::select! {
+                biased;
+                reply = &mut rx => return reply.ok(),
+                sent = open.tx.send(call) => sent.ok()?,
+            }
             rx.await.ok()
         });
         answer.await.unwrap_or_else(|_| late())
@@ -159,18 +182,30 @@ impl Streams {
         let replies = match rpc.clone().get_stream(calls).await {
             Ok(replies) => replies.into_inner(),
             Err(status) => {
-                if status.code() == tonic::Code::Unimplemented {
-                    *self.lacking_until.lock() = Some(time::now() + LACKING_RETRY);
+                let retry = match status.code() {
+                    tonic::Code::Unimplemented => Some(LACKING_RETRY),
+                    // The transport's: a new connection may do.
+                    tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded => None,
+                    _ => Some(REFUSED_RETRY),
+                };
+                if let Some(retry) = retry {
+                    *self.lacking_until.lock() = Some(time::now() + retry);
                 }
                 tracing::debug!(%status, "no GetStream; asking with unary calls");
                 return None;
             }
         };
+        self.observer.observe_stream_opened();
+        let pending = Arc::<Mutex<Pending>>::default();
+        let reader = tokio::spawn(read(replies, pending.clone())).abort_handle();
         let open = Open {
             tx,
-            pending: Arc::default(),
+            pending,
+            reader,
         };
-        tokio::spawn(read(replies, open.pending.clone()));
         *current = Some(open.clone());
         Some(open)
     }

@@ -174,6 +174,10 @@ pub trait CallObserver: Send + Sync + 'static {
     fn observe_decode(&self, took: Duration) {
         let _ = took;
     }
+
+    /// A stream of gets to a peer was opened (GetStream): once per connection unless
+    /// streams keep breaking.
+    fn observe_stream_opened(&self) {}
 }
 
 /// An observer that keeps nothing.
