@@ -4,7 +4,8 @@
 # its key (--route remote: each a peer hop), 10,000 keys of 100 B. In each of RUNS
 # runs (default 3), on fresh nodes:
 #   max    closed loop, 32 requests in flight: the maximum rate
-#   half   open loop at half of that maximum (--rate)
+#   half   open loop at half of that maximum (--rate), sends evenly spaced
+#   half-poisson  the same rate, sends as a Poisson process's arrivals (--arrivals poisson)
 #   2000   open loop at 2,000 requests/s
 # Writes reports/open-loop-run.md (the medians and every run). loadgen and the nodes
 # share the machine's cores. NODE_FLAGS adds serve flags to every node
@@ -59,6 +60,7 @@ for run in $(seq "$RUNS"); do
   load max "$run" --concurrency 32
   max=$(awk -v run="$run" '$1 == "max" && $2 == run { print $3 }' "$work/runs")
   load half "$run" --rate $((max / 2))
+  load half-poisson "$run" --rate $((max / 2)) --arrivals poisson
   load 2000 "$run" --rate 2000
   stop_procs
 done
@@ -78,7 +80,10 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo "cores. In each run, on fresh nodes, $DURATION each after loadgen's warm-up:"
   echo
   echo "- **max**: closed loop, 32 requests in flight (\`--concurrency 32\`): the maximum rate;"
-  echo "- **half**: open loop at half of that run's maximum (\`--rate\`);"
+  echo "- **half**: open loop at half of that run's maximum (\`--rate\`), one send every"
+  echo "  1/rate seconds, each on time to a few µs (a timerfd), counted from that time;"
+  echo "- **half-poisson**: the same rate with the gaps of a Poisson process"
+  echo "  (\`--arrivals poisson\`): independent clients, burstier;"
   echo "- **2000**: open loop at 2,000 requests/s."
   echo
   echo "- Command: \`${NODE_FLAGS:+NODE_FLAGS=\"$NODE_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/open-loop.sh\`"
@@ -90,7 +95,7 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo
   echo "| set-up | requests/s | P50 µs | P99 µs | P99.9 µs |"
   echo "|---|---|---|---|---|"
-  for s in max half 2000; do
+  for s in max half half-poisson 2000; do
     echo "| $s | $(col "$s" 3 | median) | $(col "$s" 4 | us | median) | $(col "$s" 5 | us | median) | $(col "$s" 6 | us | median) |"
   done
   echo

@@ -28,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, Protocol, Route, Targets};
 use crate::keys::{Mix, Workload};
-use crate::run::{Load, RunConfig};
+use crate::run::{Arrivals, Load, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +99,10 @@ struct RunArgs {
     /// Open loop: workers (connections) sharing the rate.
     #[arg(long, default_value_t = 64, requires = "rate", value_parser = clap::value_parser!(u64).range(1..100_000))]
     connections: u64,
+    /// Open loop: how the send times are spaced, evenly (uniform) or as a Poisson
+    /// process's arrivals (independent gaps, burstier).
+    #[arg(long, value_enum, default_value = "uniform", requires = "rate")]
+    arrivals: Arrivals,
     /// Which node gets each request: any (round robin), owner, or remote (not the owner).
     #[arg(long, value_enum, default_value = "any")]
     route: Route,
@@ -184,6 +188,11 @@ struct ClusterArgs {
     client_tls: bool,
 }
 
+/// mimalloc, as the nodes: loadgen shares the machine's cores with them, and every
+/// microsecond it spends is one they do not get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -244,6 +253,7 @@ impl RunArgs {
             Some(rate) => Load::Open {
                 rate,
                 connections: self.connections as usize,
+                arrivals: self.arrivals,
             },
             None => Load::Closed {
                 concurrency: self.concurrency.unwrap_or(32) as usize,

@@ -1,9 +1,10 @@
 //! The load loop: closed (fixed concurrency) or open (fixed rate, latency from the
 //! intended send time), a warm-up, per-second progress and a per-second timeline.
 //!
-//! [`worker`] is one worker's loop and the counters the workers share; [`progress`] is
-//! what a run prints.
+//! [`worker`] is one worker's loop and the counters the workers share; [`pacer`] an open
+//! loop's send times; [`progress`] is what a run prints.
 
+mod pacer;
 mod progress;
 mod worker;
 
@@ -15,6 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use self::pacer::Arrivals;
+use self::pacer::{Pacer, Times};
 pub use self::progress::table;
 use self::worker::{Live, Phases, Shared, Worker};
 use crate::client::{Client, Failure, Route, Targets};
@@ -30,13 +33,16 @@ pub enum Load {
         /// Requests in flight.
         concurrency: usize,
     },
-    /// `rate` requests per second on a fixed schedule, spread over `connections`
-    /// workers; a late request is timed from when it should have been sent.
+    /// `rate` requests per second, spaced as `arrivals` says, taken by whichever of
+    /// `connections` workers is free; a late request is timed from when it should have
+    /// been sent.
     Open {
         /// Requests per second.
         rate: f64,
         /// Workers (connections).
         connections: usize,
+        /// How the send times are spaced.
+        arrivals: Arrivals,
     },
 }
 
@@ -148,6 +154,16 @@ where
         call,
         phases,
         scan: Arc::new(AtomicU64::new(0)),
+        pacer: match cfg.load {
+            Load::Open { rate, arrivals, .. } => Some(Pacer::start(Times::new(
+                phases.start,
+                phases.end,
+                rate,
+                arrivals,
+                cfg.seed,
+            ))),
+            Load::Closed { .. } => None,
+        },
     };
     let tasks: Vec<_> = (0..cfg.load.workers().max(1))
         .map(|w| tokio::spawn(Worker::new(cfg, w, shared.clone()).run()))
@@ -189,18 +205,18 @@ mod tests {
         }
     }
 
-    /// A server that answers in 1 ms but stalls for one second once, 2 s into the run:
-    /// the open loop must charge the stall to every request scheduled during it.
-    #[tokio::test(start_paused = true)]
+    /// A server that answers in 1 ms but stalls for half a second once, 1 s into the
+    /// run: the open loop must charge the stall to every request scheduled during it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_latency_counts_from_the_intended_send_time() {
         let begin = Instant::now();
-        let stall_at = begin + Duration::from_secs(2);
+        let stall_at = begin + Duration::from_secs(1);
         let stalled = Arc::new(AtomicU64::new(0));
         let call = move |_to, _op, _key| {
             let stalled = stalled.clone();
             async move {
                 if Instant::now() >= stall_at && stalled.swap(1, Relaxed) == 0 {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 Ok(())
@@ -209,29 +225,30 @@ mod tests {
         let load = Load::Open {
             rate: 100.0,
             connections: 1,
+            arrivals: Arrivals::Uniform,
         };
-        let cfg = config(load, Duration::from_secs(5));
+        let cfg = config(load, Duration::from_millis(2500));
         let r = run(&cfg, Arc::new(Targets::plain(vec!["x".into()])), call).await;
         let s = &r.summary;
-        assert_eq!(s.ok, 500, "every scheduled request is sent");
-        // The 100 requests due during the stall (a fifth of the run) waited for its end,
-        // 1 s down to 0: the worst tenth of the run waited half a second or more. A
-        // closed loop would have recorded a single slow request.
+        assert_eq!(s.ok, 250, "every scheduled request is sent");
+        // The 50 requests due during the stall (a fifth of the run) waited for its end,
+        // 500 ms down to 0: the worst tenth of the run waited 250 ms or more. A closed
+        // loop would have recorded a single slow request.
         let l = &s.latency_ms;
-        assert!(l.p90 > 450.0 && l.p90 < 650.0 && l.p99 > 900.0, "{l:?}");
-        assert!(s.latency_ms.max >= 1000.0, "{:?}", s.latency_ms);
-        assert!(l.p50 < 2.0, "{l:?}");
+        assert!(l.p90 > 200.0 && l.p90 < 350.0 && l.p99 > 440.0, "{l:?}");
+        assert!(s.latency_ms.max >= 500.0, "{:?}", s.latency_ms);
+        assert!(l.p50 < 10.0, "{l:?}");
         // The timeline puts the slow requests in the second they were due.
-        assert_eq!(r.timeline.len(), 5);
+        assert_eq!(r.timeline.len(), 3);
         assert!(
-            r.timeline[2].p99_ms > 500.0 && r.timeline[1].p99_ms < 2.0,
+            r.timeline[1].p99_ms > 400.0 && r.timeline[0].p99_ms < 20.0,
             "{:?}",
             r.timeline
         );
     }
 
     /// A handler that takes a constant 300 µs, on the real clock: an open loop at a low
-    /// rate must report about what a closed loop with one connection does. Before the
+    /// rate must report about what a closed loop with one connection does. When the
     /// open loop charged the timer's own lateness (tokio sleeps in whole milliseconds,
     /// rounded up), its P50 read about 1 ms more.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +266,7 @@ mod tests {
         let load = Load::Open {
             rate: 200.0,
             connections: 1,
+            arrivals: Arrivals::Uniform,
         };
         let open = run(&config(load, Duration::from_secs(2)), targets, call).await;
         let (c, o) = (closed.latency_ms.p50, open.summary.latency_ms.p50);
@@ -258,6 +276,42 @@ mod tests {
             "open loop P50 {o} ms, closed {c} ms"
         );
         assert_eq!(open.summary.ok, 400, "every scheduled request is sent");
+    }
+
+    /// An open loop spaces its sends as scheduled: at 4,000 requests/s, one every 250 µs,
+    /// not four at once at each of tokio's millisecond timer ticks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_sends_on_its_schedule_not_in_bursts() {
+        let sent = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let s = sent.clone();
+        let call = move |_to, _op, _key| {
+            s.lock().push(std::time::Instant::now());
+            async { Ok(()) }
+        };
+        let load = Load::Open {
+            rate: 4000.0,
+            connections: 16,
+            arrivals: Arrivals::Uniform,
+        };
+        run(
+            &config(load, Duration::from_secs(1)),
+            Arc::new(Targets::plain(vec!["x".into()])),
+            call,
+        )
+        .await;
+        let mut sent = sent.lock().clone();
+        sent.sort();
+        let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+        let close = gaps
+            .iter()
+            .filter(|g| **g < Duration::from_micros(50))
+            .count();
+        assert!(sent.len() >= 3900, "{} sent", sent.len());
+        assert!(
+            close * 4 < gaps.len(),
+            "{close} of {} sends came within 50 µs of the one before",
+            gaps.len()
+        );
     }
 
     /// A closed loop keeps exactly `concurrency` requests in flight, leaves the warm-up

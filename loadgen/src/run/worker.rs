@@ -10,7 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Load, RunConfig, Second};
+use super::pacer::Pacer;
+use super::{RunConfig, Second};
 use crate::client::{Failure, Route, Targets};
 use crate::keys::{KeyGen, Mix, Op};
 use crate::stats::Recorder;
@@ -37,36 +38,6 @@ impl Phases {
             measure,
             end: measure + duration,
         }
-    }
-}
-
-/// The times worker `worker` of `workers` should send at, for `rate` requests per
-/// second in total: its own `rate / workers`, offset so the workers interleave.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    start: Instant,
-    period: f64,
-    offset: f64,
-    next: u64,
-}
-
-impl Schedule {
-    /// The schedule of one worker from `start`.
-    pub fn new(start: Instant, rate: f64, worker: usize, workers: usize) -> Self {
-        let period = workers as f64 / rate;
-        Schedule {
-            start,
-            period,
-            offset: period * worker as f64 / workers as f64,
-            next: 0,
-        }
-    }
-
-    /// The next intended send time.
-    pub fn next_send(&mut self) -> Instant {
-        let at = self.offset + self.period * self.next as f64;
-        self.next += 1;
-        self.start + Duration::from_secs_f64(at)
     }
 }
 
@@ -126,12 +97,13 @@ pub struct Shared<F> {
     pub phases: Phases,
     /// The position of a scan, shared so that no two workers ask for the same key.
     pub scan: Arc<AtomicU64>,
+    /// An open loop's send times.
+    pub pacer: Option<Arc<Pacer>>,
 }
 
-/// One worker: its keys, its schedule (open loop) and its turn in the round robin.
+/// One worker: its keys and its turn in the round robin.
 pub struct Worker<F> {
     keys: KeyGen,
-    schedule: Option<Schedule>,
     mix: Mix,
     route: Route,
     turn: usize,
@@ -147,16 +119,8 @@ where
     pub fn new(cfg: &RunConfig, w: usize, shared: Shared<F>) -> Worker<F> {
         let seed = cfg.seed ^ (w as u64 + 1) << 20;
         let keys = KeyGen::new(cfg.workload, cfg.keys, seed, shared.scan.clone());
-        let schedule = match cfg.load {
-            Load::Open { rate, .. } => {
-                let workers = cfg.load.workers().max(1);
-                Some(Schedule::new(shared.phases.start, rate, w, workers))
-            }
-            Load::Closed { .. } => None,
-        };
         Worker {
             keys,
-            schedule,
             mix: cfg.mix,
             route: cfg.route,
             turn: w,
@@ -197,31 +161,13 @@ where
         total
     }
 
-    /// When the next request is due: now (closed loop), or the next time on the schedule
+    /// When the next request is due: now (closed loop), or the pacer's next send time
     /// once it has come (open loop); `None` from `end` on. Latency is charged from the
-    /// time returned.
-    ///
-    /// A worker still busy with earlier requests when its next one is due sends late,
-    /// and that wait is charged to the request (the server made it wait: no coordinated
-    /// omission). A worker that was idle sleeps until the send time, but tokio's timer
-    /// has millisecond granularity and rounds a deadline up to its next tick, so it
-    /// wakes 0 to about 2 ms late (1 ms on average): that delay is the load generator's
-    /// own, so the request is charged from when the worker woke.
+    /// time returned: a send time that came while every worker was busy is charged its
+    /// wait (the server made it wait: no coordinated omission).
     async fn next_send(&mut self, end: Instant) -> Option<Instant> {
-        let intended = match self.schedule.as_mut() {
-            Some(s) => {
-                let at = s.next_send();
-                if at >= end {
-                    return None;
-                }
-                match at > Instant::now() {
-                    true => {
-                        tokio::time::sleep_until(at).await;
-                        Instant::now()
-                    }
-                    false => at,
-                }
-            }
+        let intended = match &self.shared.pacer {
+            Some(pacer) => pacer.next().await?,
             None => Instant::now(),
         };
         (intended < end).then_some(intended)
@@ -242,29 +188,5 @@ where
         self.turn += 1;
         self.shared.live.sent.fetch_add(1, Relaxed);
         (self.shared.call)(to, op, key).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn open_loop_schedules_the_rate_evenly_over_workers() {
-        let start = Instant::now();
-        let mut sends: Vec<Instant> = (0..4)
-            .flat_map(|w| {
-                let mut s = Schedule::new(start, 1000.0, w, 4);
-                (0..250).map(move |_| s.next_send())
-            })
-            .collect();
-        sends.sort();
-        // 1,000 sends in the first second, one every millisecond.
-        assert_eq!(sends.len(), 1000);
-        assert!(sends.iter().all(|t| *t < start + Duration::from_secs(1)));
-        for (i, t) in sends.iter().enumerate() {
-            let off = (*t - start).as_secs_f64();
-            assert!((off - i as f64 / 1000.0).abs() < 1e-6, "send {i} at {off}");
-        }
     }
 }
