@@ -4,6 +4,7 @@
 # its key (--route remote: each a peer hop), 10,000 keys of 100 B. In each of RUNS
 # runs (default 3), on fresh nodes:
 #   max    closed loop, 32 requests in flight: the maximum rate
+#   1/8 1/4 3/8  open loop at those fractions of the maximum: where the P99 crosses 1 ms
 #   half   open loop at half of that maximum (--rate), sends evenly spaced
 #   half-poisson  the same rate, sends as a Poisson process's arrivals (--arrivals poisson)
 #   2000   open loop at 2,000 requests/s
@@ -59,6 +60,9 @@ for run in $(seq "$RUNS"); do
   start
   load max "$run" --concurrency 32
   max=$(awk -v run="$run" '$1 == "max" && $2 == run { print $3 }' "$work/runs")
+  load 1/8 "$run" --rate $((max / 8))
+  load 1/4 "$run" --rate $((max / 4))
+  load 3/8 "$run" --rate $((max * 3 / 8))
   load half "$run" --rate $((max / 2))
   load half-poisson "$run" --rate $((max / 2)) --arrivals poisson
   load 2000 "$run" --rate 2000
@@ -80,6 +84,7 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo "cores. In each run, on fresh nodes, $DURATION each after loadgen's warm-up:"
   echo
   echo "- **max**: closed loop, 32 requests in flight (\`--concurrency 32\`): the maximum rate;"
+  echo "- **1/8, 1/4, 3/8**: open loop at those fractions of that run's maximum;"
   echo "- **half**: open loop at half of that run's maximum (\`--rate\`), one send every"
   echo "  1/rate seconds, each on time to a few µs (a timerfd), counted from that time;"
   echo "- **half-poisson**: the same rate with the gaps of a Poisson process"
@@ -95,7 +100,7 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo
   echo "| set-up | requests/s | P50 µs | P99 µs | P99.9 µs |"
   echo "|---|---|---|---|---|"
-  for s in max half half-poisson 2000; do
+  for s in max 1/8 1/4 3/8 half half-poisson 2000; do
     echo "| $s | $(col "$s" 3 | median) | $(col "$s" 4 | us | median) | $(col "$s" 5 | us | median) | $(col "$s" 6 | us | median) |"
   done
   echo
