@@ -158,6 +158,7 @@ async fn a_get_many_of_too_many_keys_or_an_unknown_group_is_refused() {
         keys: (0..keys).map(|i| format!("k{i}")).collect(),
         deadline_ms: 2000,
         accept: vec![],
+        max_reply_bytes: 0,
     };
     let status = raw.get_many(many("g", 5000)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);

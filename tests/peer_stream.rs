@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use common::{Cluster, Db, db_group, http_get, metric};
 use futures::StreamExt;
+use peercache::Error;
 use peercache::grpc::{Coalescing, GrpcPeer, PeerService};
-use peercache::peer::{CallObserver, Outcome, PeerClient};
+use peercache::peer::{CallObserver, Outcome, PeerClient, PeerFailure};
 use peercache::proto::peer_server;
 use peercache::proto::{self, get_many_entry, get_many_reply};
 use tokio::sync::mpsc;
@@ -26,6 +27,7 @@ fn call(id: u64, group: &str, keys: &[&str]) -> proto::GetManyCall {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             deadline_ms: 2000,
             accept: vec![],
+            max_reply_bytes: 0,
         }),
     }
 }
@@ -325,4 +327,95 @@ async fn a_node_with_a_peers_stream_open_stops_without_waiting_out_its_grace() {
     // Node 0 keeps answering: the key's owner is gone, so it loads it itself.
     let (code, body) = http_get(&format!("{}/v1/groups/g/keys/{key}", cluster.nodes[0].url)).await;
     assert_eq!((code, &body[..]), (200, format!("v:{key}").as_bytes()));
+}
+
+/// A real node's peer service on a loopback port, serving group "g" from `db` (values
+/// up to 1 MiB), and a client of it whose message limit is 256 KiB: a member
+/// configured with smaller limits than the owner, as during a rolling change of a
+/// group's value limit. Gets go alone on GetStream.
+async fn owner_with_larger_limits(db: &Db) -> (GrpcPeer, Arc<Seen>) {
+    let registry = peercache::Registry::new();
+    db_group(db)(0, &registry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(peercache::grpc::server(PeerService::new(registry)))
+            .serve_with_incoming(tokio_stream_from(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let seen = Arc::new(Seen::default());
+    let peer = GrpcPeer::new(addr.to_string(), channel, 256 << 10, seen.clone()).with_coalescing(
+        Coalescing {
+            keys: 1,
+            calls: 0,
+            stream: true,
+        },
+    );
+    (peer, seen)
+}
+
+/// A value past the asker's message limit fails its own get, with the value's size and
+/// the asker's limit; the stream and the other gets on it go on. (Before: the owner
+/// sent the reply, the asker's decoder refused it and ended the stream, every call on
+/// it failed as unreachable, and the next get opened a new stream.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_past_the_askers_limit_fails_its_get_not_the_stream() {
+    let db = Db::default();
+    db.write("big", Some(&"x".repeat(512 << 10)));
+    let (peer, seen) = owner_with_larger_limits(&db).await;
+    let got = peer.get("g", "a", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(&got.value[..], b"v:a");
+    let err = peer
+        .get("g", "big", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    match &err {
+        PeerFailure::Answered(Error::ValueTooLarge { len, max }) => {
+            assert_eq!(*len, 512 << 10);
+            assert!(*max < 256 << 10, "the asker's room, {max}");
+        }
+        other => panic!("not refused as too large: {other:?}"),
+    }
+    let got = peer.get("g", "b", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(&got.value[..], b"v:b");
+    assert_eq!(seen.1.load(Ordering::SeqCst), 1, "one stream, still open");
+    assert_eq!(db.loads("big"), 1);
+}
+
+/// Within one GetMany, only the value past the asker's limit is refused; the keys
+/// around it are answered, and an asker that does not say its limit (an older one) is
+/// answered as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_value_past_the_askers_limit_is_refused_in_a_get_many() {
+    let db = Db::default();
+    db.write("big", Some(&"x".repeat(512 << 10)));
+    let cluster = Cluster::start(1, db_group(&db)).await;
+    let mut raw = common::raw_peer(&cluster.nodes[0].id).await;
+    let ask = |max_reply_bytes| proto::GetManyRequest {
+        group: "g".into(),
+        keys: vec!["a".into(), "big".into(), "b".into()],
+        deadline_ms: 2000,
+        accept: vec![],
+        max_reply_bytes,
+    };
+    let answer = raw.get_many(ask(256 << 10)).await.unwrap().into_inner();
+    let kinds: Vec<String> = (answer.entries.iter())
+        .map(|e| match &e.result {
+            Some(get_many_entry::Result::Found(f)) => format!("{} bytes", f.value.len()),
+            Some(get_many_entry::Result::Error(e)) => e.kind.clone(),
+            None => "left out".into(),
+        })
+        .collect();
+    assert_eq!(kinds.len(), 3);
+    assert_eq!(kinds[0], "3 bytes");
+    assert!(kinds[1].starts_with("value-too-large:524288:"), "{kinds:?}");
+    assert_eq!(kinds[2], "3 bytes");
+    let answer = raw.get_many(ask(0)).await.unwrap().into_inner();
+    match &answer.entries[1].result {
+        Some(get_many_entry::Result::Found(f)) => assert_eq!(f.value.len(), 512 << 10),
+        other => panic!("{other:?}"),
+    }
 }

@@ -30,6 +30,7 @@ enum Call {
         keys: Vec<Key>,
         deadline_ms: u64,
         accept: Vec<i32>,
+        max_reply_bytes: u64,
     },
     Set {
         group: GroupName,
@@ -96,11 +97,13 @@ impl Call {
                 keys,
                 deadline_ms,
                 accept,
+                max_reply_bytes,
             } => R::GetMany(proto::GetManyRequest {
                 group: group.name().to_owned(),
                 keys: keys.into_iter().map(|k| k.text()).collect(),
                 deadline_ms,
                 accept,
+                max_reply_bytes,
             }),
             Call::Set {
                 group,

@@ -258,6 +258,7 @@ impl GrpcPeer {
             keys,
             deadline_ms: deadline_to_wire(left),
             accept: accepted(),
+            max_reply_bytes: self.limit as u64,
         };
         if let Some(streams) = &self.streams {
             let name = if n == 1 { "get" } else { "get_many" };

@@ -129,16 +129,26 @@ pub(super) fn fetched_from_wire(
 const ENTRY_OVERHEAD: usize = 48;
 
 /// The answer to a GetMany: each key's result in order, as long as the values fit in
-/// `budget` bytes; the keys after that get an empty entry (the caller asks alone). The
-/// first key always gets its answer: the message limit fits any one value.
+/// `budget` bytes; the keys after that get an empty entry (the caller asks alone). A
+/// value longer than `largest` (what the asker can read) is that key's ValueTooLarge
+/// error; any other first key gets its answer, as the message limit fits one value.
 pub(super) fn many_to_wire(
     results: Vec<Result<(Fetched, Codec)>>,
     budget: usize,
+    largest: usize,
 ) -> proto::GetManyResponse {
     let mut used = 0usize;
     let entries = (results.into_iter().enumerate())
         .map(|(i, result)| {
             let result = match result {
+                Ok(fetched) if fetched.0.value.len() > largest => {
+                    let e = Error::ValueTooLarge {
+                        len: fetched.0.value.len(),
+                        max: largest,
+                    };
+                    let (kind, message) = crate::status::parts(&e);
+                    proto::get_many_entry::Result::Error(proto::KeyError { kind, message })
+                }
                 Ok(fetched) => {
                     used = used.saturating_add(fetched.0.value.len() + ENTRY_OVERHEAD);
                     if i > 0 && used > budget {

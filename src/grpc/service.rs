@@ -72,7 +72,14 @@ impl PeerService {
         let accept = accept_from_wire(&req.accept);
         let gets = (req.keys.iter()).map(|key| group.serve_peer(key, deadline, false, &accept));
         let results = futures::future::join_all(gets).await;
-        Ok(many_to_wire(results, self.many_budget))
+        // The asker's room for values, when it says: its message limit less the
+        // envelope, as this node's own budget is.
+        let room = match req.max_reply_bytes {
+            0 => usize::MAX,
+            limit => usize::try_from(limit).unwrap_or(usize::MAX),
+        }
+        .saturating_sub(super::ENVELOPE);
+        Ok(many_to_wire(results, self.many_budget.min(room), room))
     }
 
     /// The replies to a GetStream's `calls`: up to [`MAX_STREAM_CALLS`] answered at
