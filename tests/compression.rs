@@ -163,6 +163,7 @@ async fn an_owner_sends_its_compressed_bytes_only_to_peers_that_accept_them() {
         deadline_ms: 2000,
         relay: false,
         accept,
+        max_reply_bytes: 0,
     };
     let zstd = peercache::proto::Codec::Zstd as i32;
     let lz4 = peercache::proto::Codec::Lz4 as i32;

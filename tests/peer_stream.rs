@@ -332,8 +332,8 @@ async fn a_node_with_a_peers_stream_open_stops_without_waiting_out_its_grace() {
 /// A real node's peer service on a loopback port, serving group "g" from `db` (values
 /// up to 1 MiB), and a client of it whose message limit is 256 KiB: a member
 /// configured with smaller limits than the owner, as during a rolling change of a
-/// group's value limit. Gets go alone on GetStream.
-async fn owner_with_larger_limits(db: &Db) -> (GrpcPeer, Arc<Seen>) {
+/// group's value limit. Gets go alone, on GetStream if `stream`, else as unary Gets.
+async fn owner_with_larger_limits(db: &Db, stream: bool) -> (GrpcPeer, Arc<Seen>) {
     let registry = peercache::Registry::new();
     db_group(db)(0, &registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -351,38 +351,44 @@ async fn owner_with_larger_limits(db: &Db) -> (GrpcPeer, Arc<Seen>) {
         Coalescing {
             keys: 1,
             calls: 0,
-            stream: true,
+            stream,
         },
     );
     (peer, seen)
 }
 
-/// A value past the asker's message limit fails its own get, with the value's size and
-/// the asker's limit; the stream and the other gets on it go on. (Before: the owner
-/// sent the reply, the asker's decoder refused it and ended the stream, every call on
-/// it failed as unreachable, and the next get opened a new stream.)
+/// A value past the asker's message limit fails its own get, as a load error saying
+/// both sizes (as a value past its limit from its own source would); the stream and
+/// the other gets on it go on, and on unary Gets the owner is not taken for
+/// unreachable. (Before: the owner sent the reply and the asker's decoder refused it.
+/// On the stream that ended the stream: every call on it failed as unreachable, and
+/// the next get opened a new stream. On a unary Get the owner was taken for
+/// unreachable: the gets queued for it failed, to be asked of another member.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_past_the_askers_limit_fails_its_get_not_the_stream() {
-    let db = Db::default();
-    db.write("big", Some(&"x".repeat(512 << 10)));
-    let (peer, seen) = owner_with_larger_limits(&db).await;
-    let got = peer.get("g", "a", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(&got.value[..], b"v:a");
-    let err = peer
-        .get("g", "big", Duration::from_secs(2))
-        .await
-        .unwrap_err();
-    match &err {
-        PeerFailure::Answered(Error::ValueTooLarge { len, max }) => {
-            assert_eq!(*len, 512 << 10);
-            assert!(*max < 256 << 10, "the asker's room, {max}");
+    for stream in [true, false] {
+        let db = Db::default();
+        db.write("big", Some(&"x".repeat(512 << 10)));
+        let (peer, seen) = owner_with_larger_limits(&db, stream).await;
+        let got = peer.get("g", "a", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&got.value[..], b"v:a");
+        let err = peer
+            .get("g", "big", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        match &err {
+            PeerFailure::Answered(Error::Load(m)) => assert!(
+                m.contains("524288 bytes") && m.contains("the asking member reads"),
+                "{m}"
+            ),
+            other => panic!("stream {stream}: not refused as a load error: {other:?}"),
         }
-        other => panic!("not refused as too large: {other:?}"),
+        let got = peer.get("g", "b", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&got.value[..], b"v:b");
+        let opened = seen.1.load(Ordering::SeqCst);
+        assert_eq!(opened, usize::from(stream), "one stream, still open");
+        assert_eq!(db.loads("big"), 1);
     }
-    let got = peer.get("g", "b", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(&got.value[..], b"v:b");
-    assert_eq!(seen.1.load(Ordering::SeqCst), 1, "one stream, still open");
-    assert_eq!(db.loads("big"), 1);
 }
 
 /// Within one GetMany, only the value past the asker's limit is refused; the keys
@@ -405,13 +411,16 @@ async fn only_the_value_past_the_askers_limit_is_refused_in_a_get_many() {
     let kinds: Vec<String> = (answer.entries.iter())
         .map(|e| match &e.result {
             Some(get_many_entry::Result::Found(f)) => format!("{} bytes", f.value.len()),
-            Some(get_many_entry::Result::Error(e)) => e.kind.clone(),
+            Some(get_many_entry::Result::Error(e)) => format!("{}: {}", e.kind, e.message),
             None => "left out".into(),
         })
         .collect();
     assert_eq!(kinds.len(), 3);
     assert_eq!(kinds[0], "3 bytes");
-    assert!(kinds[1].starts_with("value-too-large:524288:"), "{kinds:?}");
+    assert!(
+        kinds[1].starts_with("load: the owner's value is 524288 bytes"),
+        "{kinds:?}"
+    );
     assert_eq!(kinds[2], "3 bytes");
     let answer = raw.get_many(ask(0)).await.unwrap().into_inner();
     match &answer.entries[1].result {

@@ -309,6 +309,7 @@ impl Client {
                             deadline_ms,
                             relay: false,
                             accept: Vec::new(),
+                            max_reply_bytes: 0,
                         })
                         .await
                         .map(drop),

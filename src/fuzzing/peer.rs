@@ -24,6 +24,7 @@ enum Call {
         deadline_ms: u64,
         relay: bool,
         accept: Vec<i32>,
+        max_reply_bytes: u64,
     },
     GetMany {
         group: GroupName,
@@ -85,12 +86,14 @@ impl Call {
                 deadline_ms,
                 relay,
                 accept,
+                max_reply_bytes,
             } => R::Get(proto::GetRequest {
                 group: group.name().to_owned(),
                 key: key.text(),
                 deadline_ms,
                 relay,
                 accept,
+                max_reply_bytes,
             }),
             Call::GetMany {
                 group,

@@ -136,6 +136,7 @@ impl GrpcPeer {
             deadline_ms: deadline_to_wire(left),
             relay,
             accept: accepted(),
+            max_reply_bytes: self.limit as u64,
         };
         let get = |mut rpc: Rpc<Channel>, req| async move { rpc.get(req).await };
         let answer = self.call("get", deadline, get, req).await?;

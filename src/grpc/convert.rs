@@ -124,14 +124,34 @@ pub(super) fn fetched_from_wire(
     })
 }
 
+/// Room for a value in an answer to an asker whose message limit is `max_reply_bytes`
+/// (0: not said, an older asker: no limit of its own), less the envelope as this
+/// node's own budget is.
+pub(super) fn asker_room(max_reply_bytes: u64) -> usize {
+    match max_reply_bytes {
+        0 => usize::MAX,
+        limit => usize::try_from(limit).unwrap_or(usize::MAX),
+    }
+    .saturating_sub(super::ENVELOPE)
+}
+
+/// The answer for a value of `len` bytes past the asker's `room`: a load error, as a
+/// value past the asker's limit from its own source would be.
+pub(super) fn past_asker_room(len: usize, room: usize) -> Error {
+    Error::load(format!(
+        "the owner's value is {len} bytes: past the {room} bytes the asking member reads"
+    ))
+}
+
 /// What travels for one key of a GetMany besides its value: the entry's other fields
 /// and framing, counted against the message limit.
 const ENTRY_OVERHEAD: usize = 48;
 
 /// The answer to a GetMany: each key's result in order, as long as the values fit in
 /// `budget` bytes; the keys after that get an empty entry (the caller asks alone). A
-/// value longer than `largest` (what the asker can read) is that key's ValueTooLarge
-/// error; any other first key gets its answer, as the message limit fits one value.
+/// value longer than `largest` (what the asker can read) is that key's load error
+/// ([`past_asker_room`]); any other first key gets its answer, as the message limit
+/// fits one value.
 pub(super) fn many_to_wire(
     results: Vec<Result<(Fetched, Codec)>>,
     budget: usize,
@@ -142,10 +162,7 @@ pub(super) fn many_to_wire(
         .map(|(i, result)| {
             let result = match result {
                 Ok(fetched) if fetched.0.value.len() > largest => {
-                    let e = Error::ValueTooLarge {
-                        len: fetched.0.value.len(),
-                        max: largest,
-                    };
+                    let e = past_asker_room(fetched.0.value.len(), largest);
                     let (kind, message) = crate::status::parts(&e);
                     proto::get_many_entry::Result::Error(proto::KeyError { kind, message })
                 }

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    accept_from_wire, check_codec, deadline_from_wire, get_response, many_to_wire, peek_response,
-    pushed_from_wire, ttl_from_wire,
+    accept_from_wire, asker_room, check_codec, deadline_from_wire, get_response, many_to_wire,
+    past_asker_room, peek_response, pushed_from_wire, ttl_from_wire,
 };
 use super::stream::reply_to_wire;
 use crate::error::Error;
@@ -72,13 +72,7 @@ impl PeerService {
         let accept = accept_from_wire(&req.accept);
         let gets = (req.keys.iter()).map(|key| group.serve_peer(key, deadline, false, &accept));
         let results = futures::future::join_all(gets).await;
-        // The asker's room for values, when it says: its message limit less the
-        // envelope, as this node's own budget is.
-        let room = match req.max_reply_bytes {
-            0 => usize::MAX,
-            limit => usize::try_from(limit).unwrap_or(usize::MAX),
-        }
-        .saturating_sub(super::ENVELOPE);
+        let room = asker_room(req.max_reply_bytes);
         Ok(many_to_wire(results, self.many_budget.min(room), room))
     }
 
@@ -158,6 +152,10 @@ impl Peer for PeerService {
         let deadline = deadline_from_wire(req.deadline_ms);
         let accept = accept_from_wire(&req.accept);
         let answer = (group.serve_peer(&req.key, deadline, req.relay, &accept)).await?;
+        let (len, room) = (answer.0.value.len(), asker_room(req.max_reply_bytes));
+        if len > room {
+            return Err(past_asker_room(len, room).into());
+        }
         Ok(Response::new(get_response(answer)))
     }
 
