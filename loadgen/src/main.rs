@@ -92,8 +92,8 @@ struct RunArgs {
     /// Closed loop: this many requests in flight (the default, 32).
     #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..100_000))]
     concurrency: Option<u64>,
-    /// Open loop: this many requests per second on a fixed schedule; latency counts from
-    /// when each request should have been sent.
+    /// Open loop: this many requests per second, spaced as --arrivals says; latency
+    /// counts from when each request should have been sent.
     #[arg(long)]
     rate: Option<f64>,
     /// Open loop: workers (connections) sharing the rate.

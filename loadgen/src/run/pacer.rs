@@ -5,7 +5,14 @@
 //! bursts of 14 at once, a thousand times a second, not one every 71 µs. The pacer
 //! waits on a timerfd instead (the kernel's high-resolution timer, through the
 //! runtime's epoll like a socket, so no thread of its own to wake) and hands each send
-//! time to whichever worker is free.
+//! time to whichever worker is free. It runs on the real clock, also under tokio's
+//! paused time.
+//!
+//! Requests count from their send times. The timer's own lateness (the kernel waking
+//! the runtime, the runtime busy when it fires: tens of µs here) is the load
+//! generator's, not the server's: a request whose time came while the pacer overslept
+//! counts from its wake-up, and runs report that lateness apart. A request whose time
+//! came while every worker was busy counts from its time.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -22,6 +29,8 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
+
+use crate::stats::Recorder;
 
 /// How an open loop spaces its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -47,31 +56,32 @@ impl std::fmt::Display for Arrivals {
 pub struct Times {
     start: Instant,
     end: Instant,
-    at: f64,
     gap: Gap,
 }
 
 enum Gap {
-    Fixed(f64),
-    Exp(Exp<f64>, SmallRng),
+    /// The `n`th time is `n / rate` seconds in (not a running sum: no drift).
+    Fixed { rate: f64, n: u64 },
+    /// A running sum of exponential gaps, seconds.
+    Exp {
+        at: f64,
+        exp: Exp<f64>,
+        rng: SmallRng,
+    },
 }
 
 impl Times {
     /// The times of an open loop; `seed` draws Poisson gaps (the same seed, the same times).
     pub fn new(start: Instant, end: Instant, rate: f64, arrivals: Arrivals, seed: u64) -> Self {
         let gap = match arrivals {
-            Arrivals::Uniform => Gap::Fixed(1.0 / rate),
-            Arrivals::Poisson => Gap::Exp(
-                Exp::new(rate).expect("a positive rate"),
-                SmallRng::seed_from_u64(seed),
-            ),
+            Arrivals::Uniform => Gap::Fixed { rate, n: 0 },
+            Arrivals::Poisson => Gap::Exp {
+                at: 0.0,
+                exp: Exp::new(rate).expect("a positive rate"),
+                rng: SmallRng::seed_from_u64(seed),
+            },
         };
-        Times {
-            start,
-            end,
-            at: 0.0,
-            gap,
-        }
+        Times { start, end, gap }
     }
 }
 
@@ -79,25 +89,39 @@ impl Iterator for Times {
     type Item = Instant;
 
     fn next(&mut self) -> Option<Instant> {
-        let at = self.start + Duration::from_secs_f64(self.at);
-        self.at += match &mut self.gap {
-            Gap::Fixed(g) => *g,
-            Gap::Exp(e, rng) => e.sample(rng),
+        let secs = match &mut self.gap {
+            Gap::Fixed { rate, n } => {
+                *n += 1;
+                (*n - 1) as f64 / *rate
+            }
+            Gap::Exp { at, exp, rng } => {
+                let this = *at;
+                *at += exp.sample(rng);
+                this
+            }
         };
+        let at = self.start + Duration::from_secs_f64(secs);
         (at < self.end).then_some(at)
     }
 }
 
 /// Send times released on time, for the workers to take.
 pub struct Pacer {
-    due: Mutex<mpsc::UnboundedReceiver<Instant>>,
+    due: Mutex<mpsc::Receiver<Instant>>,
+    /// How late the pacer's timer woke for each send time of the measured part.
+    late: Arc<parking_lot::Mutex<Recorder>>,
 }
 
 impl Pacer {
-    /// Starts a task releasing `times` on the current runtime; it ends with them, or
-    /// when the pacer is dropped.
-    pub fn start(times: Times) -> Arc<Pacer> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Starts a task releasing `times` on the current runtime for `workers` workers; it
+    /// ends with them, or when the pacer is dropped. Lateness is recorded from
+    /// `measure` on.
+    pub fn start(times: Times, workers: usize, measure: Instant) -> Arc<Pacer> {
+        // Room for one time per worker: with every worker busy the pacer waits, and
+        // the times it then releases are already due (and count from when they were).
+        let (tx, rx) = mpsc::channel(workers.max(1));
+        let late = Arc::new(parking_lot::Mutex::new(Recorder::default()));
+        let record = late.clone();
         tokio::spawn(async move {
             let mut timer = match Timer::new() {
                 Ok(t) => Some(t),
@@ -108,27 +132,43 @@ impl Pacer {
                     None
                 }
             };
-            for mut at in times {
+            // When the pacer last woke from its timer.
+            let mut woke = None;
+            for at in times {
                 if at > Instant::now() {
                     let precise = match timer.as_mut() {
                         Some(t) => t.sleep_until(at).await.is_ok(),
                         None => false,
                     };
                     if !precise {
-                        // tokio's timer wakes up to 2 ms late: that lateness is the load
-                        // generator's own, so the request counts from the wake-up.
                         tokio::time::sleep_until(at).await;
-                        at = Instant::now();
+                    }
+                    woke = Some(Instant::now());
+                    if at >= measure {
+                        record
+                            .lock()
+                            .ok(Instant::now().saturating_duration_since(at));
                     }
                 }
-                if tx.send(at).is_err() {
+                // A time that came while the pacer overslept counts from its wake-up:
+                // the timer's lateness is the load generator's own. One that came while
+                // every worker was busy (the pacer waiting for room) counts from itself.
+                let from = woke.map_or(at, |woke| at.max(woke));
+                if tx.send(from).await.is_err() {
                     return;
                 }
             }
         });
         Arc::new(Pacer {
             due: Mutex::new(rx),
+            late,
         })
+    }
+
+    /// How late the pacer's timer woke for the measured part's send times (all of them
+    /// once the run is over).
+    pub fn lateness(&self) -> Recorder {
+        self.late.lock().clone()
     }
 
     /// The next send time once it has come (possibly long ago, when every worker was
@@ -142,7 +182,7 @@ impl Pacer {
 struct Timer(AsyncFd<OwnedFd>);
 
 impl Timer {
-    // The one exception to the workspace's `unsafe_code = "deny"`: tokio's only
+    // An exception to the workspace's `unsafe_code = "deny"`: tokio's only
     // registration of a file descriptor is `unsafe`.
     #[allow(unsafe_code)]
     fn new() -> io::Result<Timer> {

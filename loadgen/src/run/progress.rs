@@ -68,5 +68,13 @@ pub fn table(report: &RunReport) -> String {
     for (kind, n) in &s.errors_by_kind {
         out += &format!("  errors {kind}: {n}\n");
     }
+    if let Some(late) = &report.pacer_late_ms {
+        out += &format!(
+            "  loadgen's timer woke late (not counted above): p50 {}, p99 {}, max {}\n",
+            fmt_ms(late.p50),
+            fmt_ms(late.p99),
+            fmt_ms(late.max)
+        );
+    }
     out
 }

@@ -1,6 +1,7 @@
 //! One worker of a run: it picks a key, an operation and a target, sends, and records
 //! the latency in its total and in the second the request was due. An open-loop worker
-//! sends on its [`Schedule`]; a closed-loop one as soon as its last request is done.
+//! sends at the next time the [`Pacer`] releases; a closed-loop one as soon as its last
+//! request is done.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -68,6 +68,7 @@ pub async fn stampede(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         summary,
         sent: total as u64,
         timeline: Vec::new(),
+        pacer_late_ms: None,
     });
     c.stop().await;
     Ok(o)
