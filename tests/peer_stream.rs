@@ -29,6 +29,7 @@ fn call(id: u64, group: &str, keys: &[&str]) -> proto::GetManyCall {
             accept: vec![],
             max_reply_bytes: 0,
         }),
+        cancel: false,
     }
 }
 
@@ -69,6 +70,7 @@ async fn a_stream_answers_calls_by_id_and_refuses_bad_ones_without_ending() {
     tx.send(proto::GetManyCall {
         id: 12,
         request: None,
+        cancel: false,
     })
     .await
     .unwrap();
@@ -126,15 +128,27 @@ async fn a_message_past_the_limit_ends_the_stream_not_the_node() {
     );
 }
 
-/// A member as an older version or a faulty one answers GetStream: `Lacking` answers
-/// Unimplemented, `Ending` opens a stream and ends it before any reply. Every other
-/// call is the real service's.
+/// A member that answers GetStream as its `mode` says. Every other call is the real
+/// service's.
 #[derive(Clone)]
 struct Member {
     real: PeerService,
-    ends: bool,
+    mode: Mode,
     streams: Arc<AtomicUsize>,
     gets: Arc<AtomicUsize>,
+    /// The GetStream calls it read (`Recording`).
+    calls: Arc<parking_lot::Mutex<Vec<proto::GetManyCall>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Answers Unimplemented, as an older member.
+    Lacking,
+    /// Opens a stream and ends it before any reply, as a faulty or stopping one.
+    Ending,
+    /// Keeps every call it reads, answers them with the real service, except gets of
+    /// keys starting with "slow", which it never answers.
+    Recording,
 }
 
 #[tonic::async_trait]
@@ -158,16 +172,44 @@ impl peer_server::Peer for Member {
         calls: Request<Streaming<proto::GetManyCall>>,
     ) -> Result<Response<Self::GetStreamStream>, Status> {
         self.streams.fetch_add(1, Ordering::SeqCst);
-        if !self.ends {
-            return Err(Status::unimplemented("no GetStream here"));
-        }
-        // Reads the first call, then ends without a reply.
         let mut calls = calls.into_inner();
-        let replies = futures::stream::once(async move {
-            let _ = calls.next().await;
-        })
-        .filter_map(|()| async { None });
-        Ok(Response::new(replies.boxed()))
+        match self.mode {
+            Mode::Lacking => Err(Status::unimplemented("no GetStream here")),
+            Mode::Ending => {
+                // Reads the first call, then ends without a reply.
+                let replies = futures::stream::once(async move {
+                    let _ = calls.next().await;
+                })
+                .filter_map(|()| async { None });
+                Ok(Response::new(replies.boxed()))
+            }
+            Mode::Recording => {
+                let (tx, rx) = mpsc::channel(16);
+                let (kept, real) = (self.calls.clone(), self.real.clone());
+                tokio::spawn(async move {
+                    while let Some(Ok(call)) = calls.next().await {
+                        kept.lock().push(call.clone());
+                        let Some(req) = call.request else { continue };
+                        if req.keys.iter().any(|k| k.starts_with("slow")) {
+                            continue;
+                        }
+                        let answer = real.get_many(Request::new(req)).await.unwrap();
+                        let result = get_many_reply::Result::Response(answer.into_inner());
+                        let reply = proto::GetManyReply {
+                            id: call.id,
+                            result: Some(result),
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let replies = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|reply| (reply, rx))
+                });
+                Ok(Response::new(replies.boxed()))
+            }
+        }
     }
     async fn set(
         &self,
@@ -220,14 +262,15 @@ impl CallObserver for Seen {
 
 /// A member serving group "g" from `db` as `Member` does, on a loopback port, and a
 /// client of it that sends gets on GetStream, alone (no coalescing).
-async fn member(db: &Db, ends: bool) -> (Member, GrpcPeer, Arc<Seen>) {
+async fn member(db: &Db, mode: Mode) -> (Member, GrpcPeer, Arc<Seen>) {
     let registry = peercache::Registry::new();
     db_group(db)(0, &registry);
     let member = Member {
         real: PeerService::new(registry),
-        ends,
+        mode,
         streams: Arc::default(),
         gets: Arc::default(),
+        calls: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -265,7 +308,7 @@ fn tokio_stream_from(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_get_stream_is_asked_with_calls_and_not_offered_it_again() {
     let db = Db::default();
-    let (member, peer, seen) = member(&db, false).await;
+    let (member, peer, seen) = member(&db, Mode::Lacking).await;
     for key in ["a", "b", "c"] {
         let got = peer.get("g", key, Duration::from_secs(2)).await.unwrap();
         assert_eq!(&got.value[..], format!("v:{key}").as_bytes());
@@ -287,7 +330,7 @@ async fn a_member_without_get_stream_is_asked_with_calls_and_not_offered_it_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_stream_ends_before_its_reply_is_asked_again_with_a_call() {
     let db = Db::default();
-    let (member, peer, seen) = member(&db, true).await;
+    let (member, peer, seen) = member(&db, Mode::Ending).await;
     for key in ["a", "b"] {
         let got = peer.get("g", key, Duration::from_secs(2)).await.unwrap();
         assert_eq!(&got.value[..], format!("v:{key}").as_bytes());
@@ -427,4 +470,77 @@ async fn only_the_value_past_the_askers_limit_is_refused_in_a_get_many() {
         Some(get_many_entry::Result::Found(f)) => assert_eq!(f.value.len(), 512 << 10),
         other => panic!("{other:?}"),
     }
+}
+
+/// Loads `v:<key>`, after `delay` for keys starting with "slow".
+struct Slow(Duration);
+
+#[async_trait::async_trait]
+impl peercache::Loader for Slow {
+    async fn load(&self, key: &str) -> peercache::Result<bytes::Bytes> {
+        if key.starts_with("slow") {
+            tokio::time::sleep(self.0).await;
+        }
+        Ok(bytes::Bytes::from(format!("v:{key}")))
+    }
+}
+
+/// A call the asker cancels is dropped unanswered, and the stream goes on. (Before: a cancel read as a call without its
+/// request, answered with an error at once, and the call was answered when its load
+/// ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_dropped_unanswered_and_the_stream_goes_on() {
+    let cluster = Cluster::start(1, |_, reg: &peercache::Registry| {
+        reg.group("g")
+            .capacity(1 << 20)
+            .loader(Slow(Duration::from_millis(600)))
+            .build()
+            .unwrap();
+    })
+    .await;
+    let mut raw = common::raw_peer(&cluster.nodes[0].id).await;
+    let (tx, rx) = mpsc::channel(16);
+    let calls =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut replies = raw.get_stream(calls).await.unwrap().into_inner();
+    tx.send(call(1, "g", &["slow"])).await.unwrap();
+    tx.send(proto::GetManyCall {
+        id: 1,
+        request: None,
+        cancel: true,
+    })
+    .await
+    .unwrap();
+    tx.send(call(2, "g", &["a"])).await.unwrap();
+    let first = replies.next().await.unwrap().unwrap();
+    assert_eq!((first.id, values(&first)), (2, vec!["v:a".to_owned()]));
+    let more = tokio::time::timeout(Duration::from_millis(1200), replies.next()).await;
+    assert!(more.is_err(), "a reply to the cancelled call: {more:?}");
+    tx.send(call(3, "g", &["b"])).await.unwrap();
+    let third = replies.next().await.unwrap().unwrap();
+    assert_eq!((third.id, values(&third)), (3, vec!["v:b".to_owned()]));
+}
+
+/// A get given up after its call was written (its deadline passed) cancels the call
+/// at the peer, as a unary call is cancelled with its HTTP/2 stream; the stream goes
+/// on. (Before: the call ran on at the peer until its own deadline, holding one of
+/// the stream's places.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_given_up_on_the_stream_is_cancelled_at_the_peer() {
+    let db = Db::default();
+    let (member, peer, seen) = member(&db, Mode::Recording).await;
+    let given_up = peer.get("g", "slow", Duration::from_millis(200)).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    let got = peer.get("g", "a", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(&got.value[..], b"v:a");
+    let calls = member.calls.lock().clone();
+    let slow = (calls.iter())
+        .find(|c| c.request.as_ref().is_some_and(|r| r.keys == ["slow"]))
+        .expect("the slow call")
+        .id;
+    assert!(
+        (calls.iter()).any(|c| c.cancel && c.request.is_none() && c.id == slow),
+        "{calls:?}"
+    );
+    assert_eq!(seen.1.load(Ordering::SeqCst), 1, "one stream");
 }

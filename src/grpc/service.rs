@@ -1,7 +1,9 @@
 //! The gRPC service peers call: decode, call the group, encode.
 
+use std::collections::BTreeMap;
 use std::task::Poll;
 
+use futures::future::{AbortHandle, Abortable};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -77,15 +79,18 @@ impl PeerService {
     }
 
     /// The replies to a GetStream's `calls`: up to [`MAX_STREAM_CALLS`] answered at
-    /// once, each reply sent as its call ends. The stream ends when the asker ends
-    /// its side (or the node stops) and every call read is answered, or at the first
-    /// message that cannot be read (too large, malformed), with that status.
+    /// once, each reply sent as its call ends; a call the asker cancels is dropped,
+    /// unanswered. The stream ends when the asker ends its side (or the node stops)
+    /// and every call read is answered, or at the first message that cannot be read
+    /// (too large, malformed), with that status.
     fn replies(
         &self,
         mut calls: Streaming<proto::GetManyCall>,
     ) -> BoxStream<'static, Result<proto::GetManyReply, Status>> {
         let service = self.clone();
         let mut running = FuturesUnordered::new();
+        // The running calls' ids (ordered: the simulator replays runs), to cancel.
+        let mut cancels: BTreeMap<u64, AbortHandle> = BTreeMap::new();
         let mut ended = false;
         let mut stopping = self.stop.clone().map(|mut stop| {
             async move {
@@ -101,22 +106,40 @@ impl PeerService {
             {
                 ended = true;
             }
-            while !ended && running.len() < MAX_STREAM_CALLS {
-                match calls.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(call))) => {
-                        let service = service.clone();
-                        running.push(async move { service.answer(call).await }.boxed());
+            // Again after a cancelled call ends: it freed a place for the next one.
+            loop {
+                while !ended && running.len() < MAX_STREAM_CALLS {
+                    match calls.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(call))) if call.cancel && call.request.is_none() => {
+                            if let Some(running) = cancels.remove(&call.id) {
+                                running.abort();
+                            }
+                        }
+                        Poll::Ready(Some(Ok(call))) => {
+                            let (id, service) = (call.id, service.clone());
+                            let (cancel, registration) = AbortHandle::new_pair();
+                            cancels.insert(id, cancel);
+                            let answer = Abortable::new(service.answer(call), registration);
+                            running.push(answer.map(move |reply| (id, reply.ok())).boxed());
+                        }
+                        Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
+                        Poll::Ready(None) => ended = true,
+                        Poll::Pending => break,
                     }
-                    Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
-                    Poll::Ready(None) => ended = true,
-                    Poll::Pending => break,
                 }
-            }
-            match running.poll_next_unpin(cx) {
-                Poll::Ready(Some(reply)) => Poll::Ready(Some(Ok(reply))),
-                // Nothing running: the end, or (the calls' waker is set) more to come.
-                Poll::Ready(None) if ended => Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+                return match running.poll_next_unpin(cx) {
+                    Poll::Ready(Some((id, reply))) => {
+                        cancels.remove(&id);
+                        match reply {
+                            Some(reply) => Poll::Ready(Some(Ok(reply))),
+                            // Cancelled: no reply.
+                            None => continue,
+                        }
+                    }
+                    // Nothing running: the end, or (the calls' waker is set) more to come.
+                    Poll::Ready(None) if ended => Poll::Ready(None),
+                    Poll::Ready(None) | Poll::Pending => Poll::Pending,
+                };
             }
         });
         // After an unreadable message, nothing more.

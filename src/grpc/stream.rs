@@ -21,6 +21,8 @@
 //! connection failed, or the keep-alive found the peer silent) fails the calls on it
 //! with the transport's error, as it fails the unary calls on that connection: they
 //! then have the time left to ask another member.
+//! A caller that gives up a call it wrote (its deadline passed, or its own caller went
+//! away) sends a cancel for it, and the peer drops the call unanswered.
 //! Dropping the client ends its outgoing side, and the peer then ends the stream.
 
 use std::collections::BTreeMap;
@@ -88,15 +90,27 @@ struct Pending {
 }
 
 /// A caller's place in `pending`, given up if it stops waiting (its deadline passed,
-/// or it was cancelled).
+/// or it was cancelled). A call given up after it was written is cancelled at the
+/// peer too, as a unary call would be.
 struct Waiting<'a> {
     pending: &'a Mutex<Pending>,
     id: u64,
+    /// Where the call was written, once it was.
+    sent: Option<&'a mpsc::Sender<proto::GetManyCall>>,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.pending.lock().waiting.remove(&self.id);
+        let gave_up = self.pending.lock().waiting.remove(&self.id).is_some();
+        if let (true, Some(tx)) = (gave_up, self.sent) {
+            // At most a queue's worth of messages behind: when the queue is full, the
+            // call runs out its own deadline at the peer instead.
+            let _ = tx.try_send(proto::GetManyCall {
+                id: self.id,
+                request: None,
+                cancel: true,
+            });
+        }
     }
 }
 
@@ -138,13 +152,15 @@ impl Streams {
             }
             pending.waiting.insert(id, tx);
         }
-        let _waiting = Waiting {
+        let mut waiting = Waiting {
             pending: &open.pending,
             id,
+            sent: None,
         };
         let call = proto::GetManyCall {
             id,
             request: Some(req),
+            cancel: false,
         };
         let left = deadline.saturating_sub(started.elapsed());
         let answer = time::within(left, async {
@@ -156,6 +172,7 @@ impl Streams {
                 reply = &mut rx => return reply.ok(),
                 sent = open.tx.send(call) => sent.ok()?,
             }
+            waiting.sent = Some(&open.tx);
             rx.await.ok()
         });
         answer.await.unwrap_or_else(|_| late())
