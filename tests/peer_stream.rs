@@ -281,18 +281,24 @@ async fn member(db: &Db, mode: Mode) -> (Member, GrpcPeer, Arc<Seen>) {
             .add_service(server)
             .serve_with_incoming(incoming),
     );
+    let (peer, seen) = client_alone(addr, 1 << 20, true);
+    (member, peer, seen)
+}
+
+/// A client of the member at `addr` with message limit `limit`, sending gets alone
+/// (no coalescing), on GetStream if `stream`; and what it saw.
+fn client_alone(addr: std::net::SocketAddr, limit: usize, stream: bool) -> (GrpcPeer, Arc<Seen>) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
     let seen = Arc::new(Seen::default());
-    let peer = GrpcPeer::new(addr.to_string(), channel, 1 << 20, seen.clone()).with_coalescing(
-        Coalescing {
+    let peer =
+        GrpcPeer::new(addr.to_string(), channel, limit, seen.clone()).with_coalescing(Coalescing {
             keys: 1,
             calls: 0,
-            stream: true,
-        },
-    );
-    (member, peer, seen)
+            stream,
+        });
+    (peer, seen)
 }
 
 /// The accepted connections of `listener`, as tonic serves them.
@@ -386,18 +392,7 @@ async fn owner_with_larger_limits(db: &Db, stream: bool) -> (GrpcPeer, Arc<Seen>
             .add_service(peercache::grpc::server(PeerService::new(registry)))
             .serve_with_incoming(tokio_stream_from(listener)),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
-    let seen = Arc::new(Seen::default());
-    let peer = GrpcPeer::new(addr.to_string(), channel, 256 << 10, seen.clone()).with_coalescing(
-        Coalescing {
-            keys: 1,
-            calls: 0,
-            stream,
-        },
-    );
-    (peer, seen)
+    client_alone(addr, 256 << 10, stream)
 }
 
 /// A value past the asker's message limit fails its own get, as a load error saying
