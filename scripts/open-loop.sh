@@ -10,7 +10,8 @@
 #   2000   open loop at 2,000 requests/s
 # Writes reports/open-loop-run.md (the medians and every run). loadgen and the nodes
 # share the machine's cores. NODE_FLAGS adds serve flags to every node
-# (e.g. "--peer-stream false").
+# (e.g. "--peer-stream false"). LG_THREADS (default 1) is loadgen's --threads: on
+# cores it shares with the nodes, one thread costs them the least per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,6 +19,7 @@ need curl curl
 need_build_deps
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
+LG_THREADS=${LG_THREADS:-1}
 cargo build --release --quiet --bin peercache --bin loadgen
 BIN=target/release/peercache
 LG=target/release/loadgen
@@ -49,7 +51,7 @@ load() {
   local setup=$1 run=$2 out
   shift 2
   out=$("$LG" run --target "$targets" --group demo --keys 10000 --route remote \
-    --duration "$DURATION" "$@" 2>&1)
+    --threads "$LG_THREADS" --duration "$DURATION" "$@" 2>&1)
   awk -v setup="$setup" -v run="$run" '
     $1 == "qps" && $2 == "p50" { getline; row = setup " " run " " $1 " " $2 " " $4 " " $5 " " $8 }
     /timer woke late/ { late = $11; sub(/,$/, "", late) }
@@ -83,7 +85,9 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo "--hot-second-fetch false --hot-key-window 0${NODE_FLAGS:+ $NODE_FLAGS}\`), every get sent by loadgen to a"
   echo "node that does not own its key (\`loadgen run --route remote\`: each a peer hop),"
   echo "10,000 keys of 100 B written first; loadgen and the nodes share the machine's"
-  echo "cores. In each run, on fresh nodes, $DURATION each after loadgen's warm-up:"
+  echo "cores (loadgen on $LG_THREADS thread(s), \`--threads $LG_THREADS\`, its plain-HTTP requests on"
+  echo "hyper connections it keeps). In each run, on fresh nodes, $DURATION each after"
+  echo "loadgen's warm-up:"
   echo
   echo "- **max**: closed loop, 32 requests in flight (\`--concurrency 32\`): the maximum rate;"
   echo "- **1/8, 1/4, 3/8**: open loop at those fractions of that run's maximum;"
@@ -94,7 +98,7 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo "  (\`--arrivals poisson\`): independent clients, burstier;"
   echo "- **2000**: open loop at 2,000 requests/s."
   echo
-  echo "- Command: \`${NODE_FLAGS:+NODE_FLAGS=\"$NODE_FLAGS\" }DURATION=$DURATION RUNS=$RUNS ./scripts/open-loop.sh\`"
+  echo "- Command: \`${NODE_FLAGS:+NODE_FLAGS=\"$NODE_FLAGS\" }LG_THREADS=$LG_THREADS DURATION=$DURATION RUNS=$RUNS ./scripts/open-loop.sh\`"
   dirty=$(git diff --quiet HEAD -- src Cargo.toml loadgen || echo " with uncommitted changes")
   echo "- Commit: $(git rev-parse --short HEAD)${dirty}"
   echo "- Machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"

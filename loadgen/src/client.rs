@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -197,7 +197,9 @@ pub type Failure = String;
 /// A client of all targets over one protocol.
 #[derive(Clone)]
 pub enum Client {
-    /// HTTP API.
+    /// HTTP API over plain HTTP: connections loadgen holds itself.
+    Plain(Arc<crate::http1::Http1>),
+    /// HTTP API over https.
     Http {
         /// Pooled keep-alive connections; reconnects by itself.
         http: reqwest::Client,
@@ -227,6 +229,13 @@ impl Client {
         pool: usize,
     ) -> anyhow::Result<Client> {
         Ok(match protocol {
+            Protocol::Http if targets.urls.iter().all(|u| u.starts_with("http://")) => {
+                Client::Plain(Arc::new(crate::http1::Http1::new(
+                    &targets.urls,
+                    group,
+                    timeout,
+                )?))
+            }
             Protocol::Http => Client::Http {
                 http: http_builder()
                     .timeout(timeout)
@@ -276,6 +285,7 @@ impl Client {
     /// Sends `op` on `key` to target `to`. `Err` is the failure's kind.
     pub async fn call(&self, to: usize, op: Op, key: &str, value: &Bytes) -> Result<(), Failure> {
         match self {
+            Client::Plain(http) => http.call(to, op, key, value).await,
             Client::Http { http, prefixes } => {
                 let url = format!("{}{key}", prefixes[to]);
                 let req = match op {

@@ -9,6 +9,7 @@
 
 mod client;
 mod cluster;
+mod http1;
 mod keys;
 mod origin;
 mod procs;
@@ -118,6 +119,11 @@ struct RunArgs {
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Threads sending requests (default: one per core). loadgen shares the cores
+    /// with the nodes it measures on one machine; one thread wakes no other thread per
+    /// request and costs them the least.
+    #[arg(long)]
+    threads: Option<std::num::NonZeroU16>,
     /// Also write the result, with the full percentile curve and a per-second timeline.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -193,15 +199,28 @@ struct ClusterArgs {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Run(args) => run_cmd(args).await,
-        Command::Cluster(args) => cluster_cmd(args).await,
-        Command::CeilingServer { addr, value_size } => {
-            origin::serve_ceiling(&addr, value_size).await
-        }
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Run(RunArgs {
+        threads: Some(n), ..
+    }) = &cli.command
+    {
+        runtime.worker_threads(n.get().into());
     }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run_cmd(args).await,
+            Command::Cluster(args) => cluster_cmd(args).await,
+            Command::CeilingServer { addr, value_size } => {
+                origin::serve_ceiling(&addr, value_size).await
+            }
+        }
+    })
 }
 
 impl RunArgs {
