@@ -480,11 +480,13 @@ impl peercache::Loader for Slow {
     }
 }
 
-/// A call the asker cancels is dropped unanswered, and the stream goes on. (Before: a cancel read as a call without its
-/// request, answered with an error at once, and the call was answered when its load
-/// ended.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_call_is_dropped_unanswered_and_the_stream_goes_on() {
+/// One node whose group `g` loads keys starting with "slow" in 600 ms, and a GetStream
+/// to it: the calls sent on `tx` and their replies.
+async fn slow_node_stream() -> (
+    Cluster,
+    mpsc::Sender<proto::GetManyCall>,
+    Streaming<proto::GetManyReply>,
+) {
     let cluster = Cluster::start(1, |_, reg: &peercache::Registry| {
         reg.group("g")
             .capacity(1 << 20)
@@ -497,15 +499,27 @@ async fn a_cancelled_call_is_dropped_unanswered_and_the_stream_goes_on() {
     let (tx, rx) = mpsc::channel(16);
     let calls =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let mut replies = raw.get_stream(calls).await.unwrap().into_inner();
-    tx.send(call(1, "g", &["slow"])).await.unwrap();
-    tx.send(proto::GetManyCall {
-        id: 1,
+    let replies = raw.get_stream(calls).await.unwrap().into_inner();
+    (cluster, tx, replies)
+}
+
+/// The cancel of call `id`.
+fn cancel(id: u64) -> proto::GetManyCall {
+    proto::GetManyCall {
+        id,
         request: None,
         cancel: true,
-    })
-    .await
-    .unwrap();
+    }
+}
+
+/// A call the asker cancels is dropped unanswered, and the stream goes on. (Before: a cancel read as a call without its
+/// request, answered with an error at once, and the call was answered when its load
+/// ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_dropped_unanswered_and_the_stream_goes_on() {
+    let (_cluster, tx, mut replies) = slow_node_stream().await;
+    tx.send(call(1, "g", &["slow"])).await.unwrap();
+    tx.send(cancel(1)).await.unwrap();
     tx.send(call(2, "g", &["a"])).await.unwrap();
     let first = replies.next().await.unwrap().unwrap();
     assert_eq!((first.id, values(&first)), (2, vec!["v:a".to_owned()]));
@@ -514,6 +528,28 @@ async fn a_cancelled_call_is_dropped_unanswered_and_the_stream_goes_on() {
     tx.send(call(3, "g", &["b"])).await.unwrap();
     let third = replies.next().await.unwrap().unwrap();
     assert_eq!((third.id, values(&third)), (3, vec!["v:b".to_owned()]));
+}
+
+/// A call cancelled after its load began leaves the load running: it fills the cache
+/// and the next get of the key is a hit. (A call cancelled before the owner first ran
+/// it, as in the test above, starts no load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_a_cancelled_call_began_goes_on_and_is_cached() {
+    let (_cluster, tx, mut replies) = slow_node_stream().await;
+    tx.send(call(1, "g", &["slow"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(cancel(1)).await.unwrap();
+    let none = tokio::time::timeout(Duration::from_millis(800), replies.next()).await;
+    assert!(none.is_err(), "a reply to the cancelled call: {none:?}");
+    let asked = std::time::Instant::now();
+    tx.send(call(2, "g", &["slow"])).await.unwrap();
+    let second = replies.next().await.unwrap().unwrap();
+    assert_eq!((second.id, values(&second)), (2, vec!["v:slow".to_owned()]));
+    assert!(
+        asked.elapsed() < Duration::from_millis(300),
+        "loaded again: {:?}",
+        asked.elapsed()
+    );
 }
 
 /// A get given up after its call was written (its deadline passed) cancels the call
