@@ -13,14 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use hyper::header::{HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use crate::client::Failure;
 use crate::keys::Op;
+use crate::pool::{Idle, within};
 
 /// One target: where it listens and its idle connections.
 struct Target {
@@ -28,15 +28,14 @@ struct Target {
     addr: String,
     /// The `Host` header.
     host: HeaderValue,
-    /// `/v1/groups/{group}/keys/`.
-    prefix: String,
-    /// Connections between requests; a request takes the last one put back.
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Idle<SendRequest<Full<Bytes>>>,
 }
 
 /// HTTP/1.1 clients of plain-HTTP targets.
 pub struct Http1 {
     targets: Vec<Target>,
+    /// `/v1/groups/{group}/keys/`.
+    prefix: String,
     timeout: Duration,
 }
 
@@ -54,21 +53,21 @@ impl Http1 {
                 Ok(Target {
                     addr: authority.to_owned(),
                     host: HeaderValue::from_str(authority)?,
-                    prefix: format!("/v1/groups/{group}/keys/"),
-                    idle: Mutex::new(Vec::new()),
+                    idle: Idle::default(),
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Http1 { targets, timeout })
+        Ok(Http1 {
+            targets,
+            prefix: format!("/v1/groups/{group}/keys/"),
+            timeout,
+        })
     }
 
     /// Sends `op` on `key` to target `to` and reads the whole answer. `Err` is the
     /// failure's kind: `timeout`, `connect`, `io` or `http <status>`.
     pub async fn call(&self, to: usize, op: Op, key: &str, value: &Bytes) -> Result<(), Failure> {
-        match tokio::time::timeout(self.timeout, self.send(to, op, key, value)).await {
-            Ok(result) => result,
-            Err(_) => Err("timeout".into()),
-        }
+        within(self.timeout, self.send(to, op, key, value)).await
     }
 
     async fn send(&self, to: usize, op: Op, key: &str, value: &Bytes) -> Result<(), Failure> {
@@ -81,25 +80,15 @@ impl Http1 {
         let request = || {
             let mut req = Request::new(Full::new(body.clone()));
             *req.method_mut() = method.clone();
-            *req.uri_mut() = format!("{}{key}", target.prefix)
+            *req.uri_mut() = format!("{}{key}", self.prefix)
                 .parse()
                 .expect("a key name is a valid path");
-            let headers = req.headers_mut();
-            headers.insert(HOST, target.host.clone());
-            if op == Op::Set {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-            }
+            req.headers_mut().insert(HOST, target.host.clone());
             req
         };
         // A kept connection the node has closed since (an idle timeout, a restart)
         // fails before anything is sent: that request goes again on a new one.
-        let kept = loop {
-            match target.idle.lock().pop() {
-                Some(conn) if conn.is_closed() => continue,
-                kept => break kept,
-            }
-        };
-        let (mut conn, response) = match kept {
+        let (mut conn, response) = match target.idle.take(|conn| !conn.is_closed()) {
             Some(mut conn) => match conn.try_send_request(request()).await {
                 Ok(response) => (conn, response),
                 Err(mut e) if e.error().is_canceled() || e.error().is_closed() => {
@@ -120,7 +109,7 @@ impl Http1 {
         // Read the whole body: a request is done when its value has arrived.
         response.into_body().collect().await.map_err(io)?;
         if conn.ready().await.is_ok() {
-            target.idle.lock().push(conn);
+            target.idle.put(conn);
         }
         if status.is_success() {
             Ok(())
@@ -165,6 +154,7 @@ mod tests {
     use axum::extract::{ConnectInfo, Path, State};
     use axum::http::{Method, StatusCode};
     use axum::routing::get;
+    use parking_lot::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

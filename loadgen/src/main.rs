@@ -12,6 +12,7 @@ mod cluster;
 mod http1;
 mod keys;
 mod origin;
+mod pool;
 mod procs;
 mod report;
 mod resp;

@@ -1,6 +1,6 @@
 //! `--protocol resp`: a small Redis-protocol client over plain TCP, with commands
 //! encoded and replies parsed by peercache's own RESP codec. Each request in flight
-//! holds one connection; idle ones wait in a pool per target, so a closed loop of N
+//! holds one connection; idle ones wait per target (pool.rs), so a closed loop of N
 //! workers settles on N connections, as redis-benchmark's `-c N` does.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::Failure;
+use crate::pool::{Idle, within};
 
 /// Connections to each target, the database of the run's group on each.
 #[derive(Clone)]
@@ -26,7 +27,7 @@ struct Target {
     group: String,
     /// `SELECT` index of the group on this node, once a connection has asked INFO.
     db: Mutex<Option<usize>>,
-    idle: Mutex<Vec<Conn>>,
+    idle: Idle<Conn>,
 }
 
 impl RespClient {
@@ -38,7 +39,7 @@ impl RespClient {
                 addr: addr.clone(),
                 group: group.to_owned(),
                 db: Mutex::new(None),
-                idle: Mutex::new(Vec::new()),
+                idle: Idle::default(),
             })
             .collect();
         RespClient {
@@ -50,19 +51,16 @@ impl RespClient {
     /// Sends one command to target `to`: the reply, or the failure's kind.
     pub async fn call(&self, to: usize, args: &[&[u8]]) -> Result<Frame, Failure> {
         let target = &self.targets[to];
-        let work = async {
-            let conn = target.idle.lock().pop();
-            let mut conn = match conn {
+        within(self.timeout, async {
+            let mut conn = match target.idle.take(|_| true) {
                 Some(conn) => conn,
                 None => target.connect().await?,
             };
             let reply = conn.call(args).await?;
-            target.idle.lock().push(conn);
+            target.idle.put(conn);
             Ok(reply)
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| Err("timeout".into()))
+        })
+        .await
     }
 }
 
