@@ -8,6 +8,8 @@
 #   half   open loop at half of that maximum (--rate), sends evenly spaced
 #   half-poisson  the same rate, sends as a Poisson process's arrivals (--arrivals poisson)
 #   2000   open loop at 2,000 requests/s
+#   floor-max floor-1/4 floor-half   the same against the floor: three HTTP servers on
+#          the nodes' stack that answer each get through the next one (a hop, no cache)
 # Writes reports/open-loop-run.md (the medians and every run). loadgen and the nodes
 # share the machine's cores. NODE_FLAGS adds serve flags to every node
 # (e.g. "--peer-stream false"). LG_THREADS (default 1) is loadgen's --threads: on
@@ -25,7 +27,6 @@ BIN=target/release/peercache
 LG=target/release/loadgen
 work=$(mktemp -d)
 bench_procs
-targets=http://127.0.0.1:18201,http://127.0.0.1:18202,http://127.0.0.1:18203
 
 start() {
   local peers=127.0.0.1:17201,127.0.0.1:17202,127.0.0.1:17203 i
@@ -45,12 +46,14 @@ start() {
     --concurrency 16 --warmup 0s --duration 5s >/dev/null 2>&1
 }
 
-# load SETUP RUN [loadgen flags...]: one measured loadgen run, its summary appended to
-# $work/runs as: setup run qps p50 p99 p99.9 errors timer-late-p99
+# load SETUP RUN [loadgen flags...]: one measured loadgen run against $targets with
+# the workload in $shape, its summary appended to $work/runs as: setup run qps p50 p99
+# p99.9 errors timer-late-p99
 load() {
   local setup=$1 run=$2 out
   shift 2
-  out=$("$LG" run --target "$targets" --group demo --keys 10000 --route remote \
+  # shellcheck disable=SC2086
+  out=$("$LG" run --target "$targets" $shape --keys 10000 \
     --threads "$LG_THREADS" --duration "$DURATION" "$@" 2>&1)
   awk -v setup="$setup" -v run="$run" '
     $1 == "qps" && $2 == "p50" { getline; row = setup " " run " " $1 " " $2 " " $4 " " $5 " " $8 }
@@ -59,8 +62,27 @@ load() {
     tee -a "$work/runs"
 }
 
+# The floor: three servers with nothing but the nodes' HTTP stack (axum on tokio, as
+# the nodes), each answering a get by first getting the key from the next in a ring on
+# kept HTTP/1.1 connections (loadgen ceiling-server --forward), then a constant: every
+# get a hop, no cache, no ring, no peer protocol.
+floor() {
+  local i
+  for i in 1 2 3; do port_free "http://127.0.0.1:1930$i"; done
+  for i in 1 2 3; do
+    "$LG" ceiling-server --addr "127.0.0.1:1930$i" --forward "http://127.0.0.1:1930$((i % 3 + 1))" \
+      >"$work/floor$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 100); do curl -s "http://127.0.0.1:1930$i/" >/dev/null && break; sleep 0.1; done
+  done
+}
+
 echo "setup run qps p50 p99 p99.9 errors timer-late-p99"
 for run in $(seq "$RUNS"); do
+  targets=http://127.0.0.1:18201,http://127.0.0.1:18202,http://127.0.0.1:18203
+  shape="--group demo --route remote"
   start
   load max "$run" --concurrency 32
   max=$(awk -v run="$run" '$1 == "max" && $2 == run { print $3 }' "$work/runs")
@@ -70,6 +92,14 @@ for run in $(seq "$RUNS"); do
   load half "$run" --rate $((max / 2))
   load half-poisson "$run" --rate $((max / 2)) --arrivals poisson
   load 2000 "$run" --rate 2000
+  stop_procs
+  targets=http://127.0.0.1:19301,http://127.0.0.1:19302,http://127.0.0.1:19303
+  shape="--group hop"
+  floor
+  load floor-max "$run" --concurrency 32
+  max=$(awk -v run="$run" '$1 == "floor-max" && $2 == run { print $3 }' "$work/runs")
+  load floor-1/4 "$run" --rate $((max / 4))
+  load floor-half "$run" --rate $((max / 2))
   stop_procs
 done
 
@@ -97,6 +127,12 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo "- **half-poisson**: the same rate with the gaps of a Poisson process"
   echo "  (\`--arrivals poisson\`): independent clients, burstier;"
   echo "- **2000**: open loop at 2,000 requests/s."
+  echo "- **floor-max, floor-1/4, floor-half**: the same loadgen against the floor, after"
+  echo "  the nodes stop: three servers with nothing but the nodes' HTTP stack (axum on"
+  echo "  tokio), each answering a get by first getting the key from the next in a ring on"
+  echo "  kept HTTP/1.1 connections (\`loadgen ceiling-server --forward\`): every get a hop,"
+  echo "  no cache, no peer protocol. Its closed-loop maximum, and the open loop at a"
+  echo "  quarter and half of that."
   echo
   echo "- Command: \`${NODE_FLAGS:+NODE_FLAGS=\"$NODE_FLAGS\" }LG_THREADS=$LG_THREADS DURATION=$DURATION RUNS=$RUNS ./scripts/open-loop.sh\`"
   dirty=$(git diff --quiet HEAD -- src Cargo.toml loadgen || echo " with uncommitted changes")
@@ -107,9 +143,9 @@ us() { awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[^0-9.]+$/, "", v)
   echo
   echo "| set-up | requests/s | P50 µs | P99 µs | P99.9 µs | loadgen's timer late, P99 µs (not counted) |"
   echo "|---|---|---|---|---|---|"
-  for s in max 1/8 1/4 3/8 half half-poisson 2000; do
+  for s in max 1/8 1/4 3/8 half half-poisson 2000 floor-max floor-1/4 floor-half; do
     late=-
-    [ "$s" != max ] && late=$(col "$s" 8 | us | median)
+    [ "${s#floor-}" != max ] && late=$(col "$s" 8 | us | median)
     echo "| $s | $(col "$s" 3 | median) | $(col "$s" 4 | us | median) | $(col "$s" 5 | us | median) | $(col "$s" 6 | us | median) | $late |"
   done
   echo

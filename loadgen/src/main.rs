@@ -55,6 +55,10 @@ enum Command {
         addr: String,
         #[arg(long, default_value_t = 100)]
         value_size: usize,
+        /// Answers group `hop` by first getting the key from this server
+        /// (`http://host:port`), as group `constant`: a peer hop's floor.
+        #[arg(long)]
+        forward: Option<String>,
     },
 }
 
@@ -217,9 +221,11 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => run_cmd(args).await,
             Command::Cluster(args) => cluster_cmd(args).await,
-            Command::CeilingServer { addr, value_size } => {
-                origin::serve_ceiling(&addr, value_size).await
-            }
+            Command::CeilingServer {
+                addr,
+                value_size,
+                forward,
+            } => origin::serve_ceiling(&addr, value_size, forward).await,
         }
     })
 }
