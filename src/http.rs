@@ -48,11 +48,14 @@ pub struct State {
     pub auth: Option<ClientAuth>,
 }
 
-type AppState = axum::extract::State<State>;
+/// The handlers' state, shared: one reference count per request rather than one per
+/// field.
+type AppState = axum::extract::State<Arc<State>>;
 
 /// The API's routes over `state`.
 pub fn router(state: State) -> Router {
-    Router::new()
+    let state = Arc::new(state);
+    let routes = Router::new()
         .route("/api", get(api_get))
         .route(
             "/v1/groups/{group}/keys/{key}",
@@ -70,11 +73,16 @@ pub fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         // PUT reads its body with the group's own limit instead.
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(
+        .layer(DefaultBodyLimit::disable());
+    // Without client authentication there is nothing to check: no layer to pass.
+    let routes = match state.auth {
+        Some(_) => routes.layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
-        ))
+        )),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
@@ -152,11 +160,12 @@ fn key_path(path: KeyPath) -> ApiResult<(String, String)> {
 async fn key_get(
     axum::extract::State(s): AppState,
     path: KeyPath,
-    headers: axum::http::HeaderMap,
+    // The request itself rather than a copy of its headers (axum's `HeaderMap`).
+    req: Request,
 ) -> ApiResult<Response> {
     let (group, key) = key_path(path)?;
     let group = s.groups.get(&group)?;
-    let accept = encoding::accepted(&headers, group.limits().1);
+    let accept = encoding::accepted(req.headers(), group.limits().1);
     let (value, codec) = group.get_as(&key, &accept).await?;
     let octets = (header::CONTENT_TYPE, "application/octet-stream");
     let vary = (header::VARY, "accept-encoding");
