@@ -27,6 +27,8 @@ if [ -n "${BASE:-}" ]; then
   git worktree add --detach --quiet "$wt" "$BASE"
   CARGO_TARGET_DIR="$PWD/$target" cargo build --release --quiet --example group_hit --manifest-path "$wt/Cargo.toml"
   cp "$target/release/examples/group_hit" "$out/base"
+  # The target directory's example is the head's again.
+  cargo build --release --quiet --example group_hit
   bins=(base head)
 fi
 
