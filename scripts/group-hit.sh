@@ -2,8 +2,8 @@
 # In-process cost of a Group::get hit, alone and on a node that is one of three members
 # (examples/group_hit.rs: one thread, 10,000 keys, 5 M gets each), RUNS times (default
 # 5); writes reports/group-hit.md with every run and the median of the ratios.
-#   BASE=<git revision>  also builds that revision's example (in a temporary worktree,
-#                        same target directory) and runs the two alternately, so both
+#   BASE=<git revision>  also builds that revision's example (build_base in lib.sh)
+#                        and runs the two alternately, so both
 #                        are measured in one session on the same machine.
 # Run it on a quiet machine: other load moves single runs by tens of percent. The report
 # gives the median of the per-run ratios and the ratio of the fastest runs (the least
@@ -17,18 +17,13 @@ need valgrind valgrind
 RUNS=${RUNS:-5}
 target="${CARGO_TARGET_DIR:-target}"
 out=$(mktemp -d)
-trap 'rm -rf "$out"; [ -n "${wt:-}" ] && git worktree remove --force "$wt" >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$out"' EXIT
 
 cargo build --release --quiet --example group_hit
 cp "$target/release/examples/group_hit" "$out/head"
 bins=(head)
 if [ -n "${BASE:-}" ]; then
-  wt="$out/base-tree"
-  git worktree add --detach --quiet "$wt" "$BASE"
-  CARGO_TARGET_DIR="$PWD/$target" cargo build --release --quiet --example group_hit --manifest-path "$wt/Cargo.toml"
-  cp "$target/release/examples/group_hit" "$out/base"
-  # The target directory's example is the head's again.
-  cargo build --release --quiet --example group_hit
+  build_base "$BASE" examples/group_hit "$out/base" --example group_hit
   bins=(base head)
 fi
 

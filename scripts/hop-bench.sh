@@ -11,7 +11,7 @@
 # reports/hop-bench.md (the medians and every run). wrk and the nodes share the cores.
 # BATCHED_FLAGS adds serve flags to the batched set-up (e.g. "--peer-calls 0"); NODE_FLAGS
 # adds serve flags to every node of every set-up (e.g. "--worker-threads 1").
-# BASE=<git revision> also builds that revision (in a temporary worktree) and runs its
+# BASE=<git revision> also builds that revision (build_base in lib.sh) and runs its
 # local and batched set-ups in every run too (local-base, batched-base): two builds
 # compared on the same machine in the same minutes.
 set -euo pipefail
@@ -27,11 +27,8 @@ BIN=target/release/peercache
 work=$(mktemp -d)
 bench_procs
 if [ -n "${BASE:-}" ]; then
-  wt="$work/base-tree"
-  trap 'stop_procs; git worktree remove --force "$wt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT INT TERM
-  git worktree add --detach --quiet "$wt" "$BASE"
-  CARGO_TARGET_DIR="$PWD/target/hop-base" cargo build --release --quiet --bin peercache --manifest-path "$wt/Cargo.toml"
-  BASE_BIN=target/hop-base/release/peercache
+  BASE_BIN=$work/base
+  build_base "$BASE" peercache "$BASE_BIN" --bin peercache
 fi
 
 # Keys as loadgen names them: key: and eight digits.

@@ -4,8 +4,8 @@
 # of 32 requests (loadgen on one thread, 10,000 keys of 100 B), for
 #   ceiling  loadgen ceiling-server: axum on tokio answering a constant, nothing else
 #   node     one peercache node (--group demo:64MiB --source demo), every get a hit
-#   base     with BASE=<git revision>, that revision's node the same way (built in a
-#            temporary worktree, same target directory)
+#   base     with BASE=<git revision>, that revision's node the same way (build_base
+#            in lib.sh)
 # taking turns in each of RUNS runs (default 5), DURATION seconds each (default 6s). Writes
 # reports/http-cost.md: medians, the ratio to the ceiling, and every run.
 set -euo pipefail
@@ -19,20 +19,12 @@ BASE=${BASE:-}
 target="${CARGO_TARGET_DIR:-target}"
 work=$(mktemp -d)
 bench_procs
-trap 'stop_procs; rm -rf "$work"; [ -n "${wt:-}" ] && git worktree remove --force "$wt" >/dev/null 2>&1 || true' EXIT INT TERM
 cargo build --release --quiet --bin peercache --bin loadgen
 cp "$target/release/peercache" "$work/node"
 cp "$target/release/loadgen" "$work/loadgen"
 BIN=$work/node
 LG=$work/loadgen
-if [ -n "$BASE" ]; then
-  wt="$work/base-tree"
-  git worktree add --detach --quiet "$wt" "$BASE"
-  CARGO_TARGET_DIR="$PWD/$target" cargo build --release --quiet --bin peercache --manifest-path "$wt/Cargo.toml"
-  cp "$target/release/peercache" "$work/base"
-  # The target directory's binary is the head's again.
-  cargo build --release --quiet --bin peercache
-fi
+if [ -n "$BASE" ]; then build_base "$BASE" peercache "$work/base" --bin peercache; fi
 url=http://127.0.0.1:18301
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

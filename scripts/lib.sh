@@ -54,6 +54,23 @@ need_redis_clients() {
   fi
 }
 
+# build_base REV ARTIFACT DEST CARGO_ARGS...: builds revision REV (a benchmark's BASE) in a
+# temporary worktree with `cargo build --release CARGO_ARGS`, in the same target
+# directory (its dependencies are built already), copies release/ARTIFACT to DEST, and
+# builds the head again, so target/ is left holding the head's build.
+build_base() {
+  local rev=$1 artifact=$2 dest=$3 target="${CARGO_TARGET_DIR:-target}" tree status=0
+  shift 3
+  tree=$(mktemp -d)
+  git worktree add --detach --quiet "$tree/base" "$rev"
+  CARGO_TARGET_DIR="$PWD/$target" cargo build --release --quiet --manifest-path "$tree/base/Cargo.toml" "$@" &&
+    cp "$target/release/$artifact" "$dest" || status=$?
+  git worktree remove --force "$tree/base"
+  rm -rf "$tree"
+  [ "$status" = 0 ] || return "$status"
+  cargo build --release --quiet "$@"
+}
+
 # Background processes of a benchmark: bench_procs sets up PIDS, stop_procs (kills them
 # and waits) and a trap that stops them and removes $work on exit.
 bench_procs() {
